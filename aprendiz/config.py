@@ -1,0 +1,145 @@
+"""The platform configuration: which models are served, where from, on what hardware.
+
+One structure, three readers: the local YAML file (``config/aprendiz.yaml``) read
+by ``aprendiz serve``, the ``args`` of a Serve config file
+(``import_path: aprendiz.services.app:build_app``), and the Helm chart, which
+renders the same structure into a RayService's ``serveConfigV2``. A model on a
+GPU is the same entry with another ``source`` and ``accelerator: gpu``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Autoscaling(_Strict):
+    """Ray Serve autoscaling for one deployment."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(16, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Autoscaling":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+        return self
+
+
+class GeneratorModel(_Strict):
+    """A hosted text generator: one ``ray.serve.llm`` LLMServer deployment running vLLM."""
+
+    id: str = Field(pattern=MODEL_ID_PATTERN, description="Model name clients send as `model`.")
+    source: str = Field(
+        min_length=1,
+        description=(
+            "Where the weights are: a local folder (relative paths are resolved against the config "
+            "file's folder), a Hugging Face id, or an object-store URI (s3://, gs://)."
+        ),
+    )
+    accelerator: Literal["cpu", "gpu"] = "cpu"
+    accelerator_type: str | None = Field(None, description="Ray accelerator type on GPU, e.g. L4 or A10G.")
+    num_cpus: float = Field(1, gt=0, description="CPUs of the engine's placement bundle on CPU.")
+    num_gpus: int = Field(1, ge=1, description="GPUs per replica on GPU (tensor parallel size).")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="vLLM engine arguments.")
+    env: dict[str, str] = Field(default_factory=dict, description="Environment of the engine's workers.")
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    max_ongoing_requests: int = Field(64, ge=1, description="Requests one replica takes at once.")
+
+    @model_validator(mode="after")
+    def _accelerator(self) -> "GeneratorModel":
+        if self.accelerator == "cpu" and self.accelerator_type:
+            raise ValueError("accelerator_type is only meaningful with accelerator: gpu")
+        return self
+
+    def resolve_source(self, base_dir: Path | None) -> "GeneratorModel":
+        """Return a copy whose relative local ``source`` is made absolute against ``base_dir``."""
+        if base_dir is None or "://" in self.source or Path(self.source).is_absolute():
+            return self
+        candidate = (base_dir / self.source).resolve()
+        if self.source.startswith((".", "/")) or candidate.exists():
+            return self.model_copy(update={"source": str(candidate)})
+        return self  # a Hugging Face id such as org/name
+
+    def llm_config(self) -> dict[str, Any]:
+        """The ``ray.serve.llm.LLMConfig`` fields for this model, as plain data."""
+        loading: dict[str, Any] = {"model_id": self.id}
+        if "://" in self.source:
+            loading["model_source"] = {"bucket_uri": self.source}
+        else:
+            loading["model_source"] = self.source
+        engine_kwargs = dict(self.engine_kwargs)
+        deployment: dict[str, Any] = {
+            "autoscaling_config": self.autoscaling.model_dump(),
+            "max_ongoing_requests": self.max_ongoing_requests,
+        }
+        config: dict[str, Any] = {
+            "model_loading_config": loading,
+            "engine_kwargs": engine_kwargs,
+            "deployment_config": deployment,
+            "runtime_env": {"env_vars": dict(self.env)} if self.env else None,
+        }
+        if self.accelerator == "gpu":
+            engine_kwargs.setdefault("tensor_parallel_size", self.num_gpus)
+            if self.accelerator_type:
+                config["accelerator_type"] = self.accelerator_type
+        else:
+            # ray.serve.llm asks for a GPU bundle by default; on CPU the engine gets a CPU bundle.
+            config["placement_group_config"] = {"bundles": [{"CPU": self.num_cpus}]}
+        return config
+
+
+class IngressConfig(_Strict):
+    """The one entrance (route prefix ``/``) in front of every model."""
+
+    autoscaling: Autoscaling = Field(default_factory=lambda: Autoscaling(min_replicas=1, max_replicas=2))
+    max_ongoing_requests: int = Field(256, ge=1)
+    num_cpus: float = Field(1, ge=0)
+
+
+class PlatformConfig(_Strict):
+    """Everything one aprendiz application serves."""
+
+    generators: list[GeneratorModel] = Field(min_length=1)
+    ingress: IngressConfig = Field(default_factory=IngressConfig)
+
+    @field_validator("generators")
+    @classmethod
+    def _unique_ids(cls, models: list[GeneratorModel]) -> list[GeneratorModel]:
+        seen: set[str] = set()
+        for model in models:
+            if model.id in seen:
+                raise ValueError(f"model id {model.id!r} appears twice")
+            seen.add(model.id)
+        return models
+
+    def resolved(self, base_dir: Path | None) -> "PlatformConfig":
+        return self.model_copy(update={"generators": [m.resolve_source(base_dir) for m in self.generators]})
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> "PlatformConfig":
+        """Read and validate a config file; relative model paths are taken from its folder."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text("utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
+        return cls.model_validate(data).resolved(path.resolve().parent)
+
+
+class ConfigError(ValueError):
+    """The platform configuration cannot be used."""

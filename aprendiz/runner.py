@@ -1,0 +1,101 @@
+"""Run the platform in this process: a local (or given) Ray cluster, Serve, the application.
+
+``serve_until_stopped`` is what ``aprendiz serve`` and ``make run`` call. It waits
+for SIGINT or SIGTERM and then takes everything down: the Serve application (whose
+replicas stop their vLLM engines), Serve, and the Ray cluster it started.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+
+from aprendiz.config import PlatformConfig
+from aprendiz.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def banner(settings: Settings, config: PlatformConfig) -> str:
+    """What a user needs once the platform is up: URLs and ready-to-paste examples."""
+    base = f"http://{settings.host}:{settings.port}"
+    model = config.generators[0].id
+    return f"""
+aprendiz is serving {', '.join(m.id for m in config.generators)}
+  OpenAI API   {base}/v1   (GET /v1/models, POST /v1/chat/completions, POST /v1/completions)
+  health       {base}/healthz   {base}/readyz
+  metrics      http://{settings.host}:{settings.metrics_export_port}/metrics   (Ray's Prometheus endpoint)
+
+Try it:
+  curl -s {base}/v1/chat/completions -H 'Content-Type: application/json' \\
+    -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hola"}}], "max_tokens": 32}}'
+
+  python -c 'from openai import OpenAI; c = OpenAI(base_url="{base}/v1", api_key="none"); \\
+print(c.chat.completions.create(model="{model}", messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)'
+
+Ctrl-C stops it.
+"""
+
+
+def start(settings: Settings, config: PlatformConfig) -> None:
+    """Start Ray (unless an address is given), Serve's HTTP proxy and the application; wait until it runs."""
+    import ray
+    from ray import serve
+
+    from aprendiz.services.app import build_platform
+
+    if settings.ray_address:
+        ray.init(address=settings.ray_address)
+    else:
+        ray.init(
+            num_cpus=settings.ray_num_cpus,
+            include_dashboard=False,
+            _metrics_export_port=settings.metrics_export_port,
+        )
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(build_platform(config), name=settings.app_name, route_prefix="/", blocking=False)
+
+
+def stop(settings: Settings) -> None:
+    """Take the application, Serve and (if this process started it) Ray down. Safe to call twice."""
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        return
+    try:
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+
+
+def serve_until_stopped(
+    settings: Settings, config: PlatformConfig, *, announce: Callable[[str], None] = print
+) -> None:
+    stopping = threading.Event()
+    started = threading.Event()
+
+    def _on_signal(signum, _frame):
+        log.info("received %s, stopping", signal.Signals(signum).name)
+        stopping.set()
+        if not started.is_set():
+            raise KeyboardInterrupt  # interrupt a start that is still loading models
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        try:
+            start(settings, config)
+        except KeyboardInterrupt:
+            announce("aprendiz: interrupted while starting")
+            return
+        started.set()
+        announce(banner(settings, config))
+        stopping.wait()
+        announce("aprendiz: stopping")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        stop(settings)
+        announce("aprendiz: stopped")

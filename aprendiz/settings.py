@@ -1,0 +1,42 @@
+"""Process settings, read from the environment (prefix ``APRENDIZ_``) in one place.
+
+Nothing reads the environment at import time: callers build ``Settings()`` once
+(the CLI does) and pass it, or the values they need, down.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """How this process runs the platform (not which models: that is the config file)."""
+
+    model_config = SettingsConfigDict(env_prefix="APRENDIZ_", extra="ignore")
+
+    config_file: Path = Field(Path("config/aprendiz.yaml"), description="Platform config (models to serve).")
+    host: str = Field("127.0.0.1", description="Address the Serve HTTP proxy binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of the Serve HTTP proxy.")
+    ray_address: str | None = Field(
+        None, description="Address of an existing Ray cluster; unset starts a local one for this process."
+    )
+    ray_num_cpus: int = Field(
+        8,
+        ge=1,
+        description=(
+            "Logical CPUs of a local Ray cluster. More than the machine's cores on purpose: the ingress, "
+            "the proxy and each engine replica each hold a CPU slot, and 2 real cores would leave the "
+            "ingress unscheduled."
+        ),
+    )
+    metrics_export_port: int = Field(8080, ge=1, le=65535, description="Port of Ray's Prometheus metrics endpoint.")
+    model_dir: Path = Field(Path("var/models"), description="Where `aprendiz build-default-model` writes the default model.")
+    ready_timeout_s: float = Field(900.0, gt=0, description="How long `aprendiz serve` waits for every deployment.")
+    app_name: str = Field("aprendiz", description="Name of the Serve application.")
+
+    @property
+    def default_model_path(self) -> Path:
+        return self.model_dir / "aprendiz-tiny-chat"

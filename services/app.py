@@ -1,0 +1,39 @@
+"""``build_app(args)``: the Serve application, from the platform config as plain data.
+
+The same builder serves Python (``aprendiz serve``) and Serve config files alike::
+
+    applications:
+      - name: aprendiz
+        route_prefix: /
+        import_path: aprendiz.services.app:build_app
+        args: {generators: [...], ingress: {...}}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray.serve.deployment import Application
+
+from aprendiz.config import PlatformConfig
+from aprendiz.services.generator.deployment import build_generator_deployments
+from aprendiz.services.ingress.deployment import build_ingress
+
+
+def build_platform(config: PlatformConfig, *, engine_cls: type | None = None) -> Application:
+    """The whole application: generator deployments behind the ingress."""
+    deployments, llm_configs = build_generator_deployments(config.generators, engine_cls=engine_cls)
+    return build_ingress(deployments, llm_configs, config.ingress)
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Validate ``args`` as a PlatformConfig and build the application.
+
+    ``args`` is either the config itself or ``{"config_file": path}``.
+    """
+    if set(args) == {"config_file"}:
+        config = PlatformConfig.from_yaml(Path(args["config_file"]))
+    else:
+        config = PlatformConfig.model_validate(args).resolved(Path.cwd())
+    return build_platform(config)

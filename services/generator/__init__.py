@@ -1,0 +1,1 @@
+"""Hosted text generators: one ray.serve.llm LLMServer deployment per configured model."""

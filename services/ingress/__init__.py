@@ -1,0 +1,1 @@
+"""The one entrance in front of every model (route prefix ``/``)."""

@@ -1,0 +1,218 @@
+"""Build the embedded default generator: a tiny Llama chat model trained here, on CPU.
+
+Nothing is downloaded. The corpus ships with the project
+(``corpus/conversations.jsonl``, Spanish and English chats written for it); a
+byte-level BPE tokenizer is trained on it with ``tokenizers``; a
+Llama-architecture model of a few million parameters is trained on it for a
+bounded time; the result is written in Hugging Face format (``config.json``,
+``model.safetensors``, ``tokenizer.json``, a chat template), which vLLM loads
+like any other checkpoint.
+
+The default shape keeps ``head_dim`` at 64: vLLM's CPU attention rejects
+head_dim 16 ("Unsupported CPU attention configuration").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ["<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
+PAD, END = "<|pad|>", "<|end|>"
+
+# Every turn is "<|role|>\n{content}<|end|>\n"; generation ends on <|end|>.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinyLlmSpec:
+    """Shape and training budget of the tiny model; the defaults are the shipped model."""
+
+    vocab_size: int = 2048
+    hidden_size: int = 256
+    intermediate_size: int = 768
+    num_layers: int = 4
+    num_heads: int = 4  # head_dim = 256 / 4 = 64
+    max_position_embeddings: int = 512
+    seq_len: int = 160
+    batch_size: int = 16
+    learning_rate: float = 3e-3
+    max_steps: int = 900
+    max_seconds: float = 150.0
+    seed: int = 1234
+    threads: int = 0  # 0: torch's default
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+def load_corpus(path: Path | None = None) -> list[list[dict]]:
+    """The shipped conversations, or those in ``path`` (JSON Lines of {"messages": [...]})."""
+    if path is None:
+        text = resources.files(__package__).joinpath("corpus/conversations.jsonl").read_text("utf-8")
+    else:
+        text = Path(path).read_text("utf-8")
+    conversations = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        messages = json.loads(line)["messages"]
+        if not messages or messages[-1]["role"] != "assistant":
+            raise ValueError(f"corpus line {number}: a conversation must end with an assistant message")
+        conversations.append(messages)
+    return conversations
+
+
+def render(messages: list[dict]) -> str:
+    """The chat template, in Python, for training text (identical to CHAT_TEMPLATE's output)."""
+    return "".join(f"<|{m['role']}|>\n{m['content']}{END}\n" for m in messages)
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer=trainer)
+    return tokenizer
+
+
+def _batches(sequences: list[list[int]], spec: TinyLlmSpec, pad_id: int, rng: random.Random):
+    """Endless shuffled batches of (input_ids, labels, attention_mask), padded to the batch's longest."""
+    import torch
+
+    while True:
+        order = list(range(len(sequences)))
+        rng.shuffle(order)
+        for start in range(0, len(order) - spec.batch_size + 1, spec.batch_size):
+            rows = [sequences[i][: spec.seq_len] for i in order[start : start + spec.batch_size]]
+            width = max(len(r) for r in rows)
+            ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for i, row in enumerate(rows):
+                ids[i, : len(row)] = torch.tensor(row)
+                mask[i, : len(row)] = 1
+            labels = ids.masked_fill(mask == 0, -100)
+            yield ids, labels, mask
+
+
+def build(output_dir: Path, spec: TinyLlmSpec = TinyLlmSpec(), corpus: Path | None = None) -> dict:
+    """Train the tokenizer and the model and write a Hugging Face checkpoint to ``output_dir``.
+
+    Returns the build report (also written as ``aprendiz_build.json``).
+    """
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    output_dir = Path(output_dir)
+    started = time.monotonic()
+    rng = random.Random(spec.seed)
+    torch.manual_seed(spec.seed)
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+
+    conversations = load_corpus(corpus)
+    texts = [render(c) for c in conversations]
+    raw_tokenizer = train_tokenizer(texts, spec.vocab_size)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw_tokenizer,
+        eos_token=END,
+        pad_token=PAD,
+        model_max_length=spec.max_position_embeddings,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    pad_id = tokenizer.convert_tokens_to_ids(PAD)
+    end_id = tokenizer.convert_tokens_to_ids(END)
+
+    sequences = [raw_tokenizer.encode(t).ids for t in texts]
+    config = LlamaConfig(
+        vocab_size=raw_tokenizer.get_vocab_size(),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_heads,
+        head_dim=spec.head_dim,
+        max_position_embeddings=spec.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=end_id,
+        pad_token_id=pad_id,
+        dtype="float32",
+    )
+    model = LlamaForCausalLM(config)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.01)
+    warmup = 30
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, spec.max_steps - warmup))
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    losses: list[float] = []
+    step = 0
+    train_started = time.monotonic()
+    for ids, labels, mask in _batches(sequences, spec, pad_id, rng):
+        if step >= spec.max_steps or time.monotonic() - train_started > spec.max_seconds:
+            break
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+        if step % 50 == 0:
+            log.info("step %d loss %.3f", step, losses[-1])
+        step += 1
+
+    model.eval()
+    model.generation_config.eos_token_id = end_id
+    model.generation_config.pad_token_id = pad_id
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir, safe_serialization=True)
+    tokenizer.save_pretrained(output_dir)
+    tail = losses[-20:] or [float("nan")]
+    report = {
+        "spec": asdict(spec),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "conversations": len(conversations),
+        "steps": step,
+        "final_loss": sum(tail) / len(tail),
+        "first_loss": losses[0] if losses else None,
+        "train_seconds": round(time.monotonic() - train_started, 1),
+        "total_seconds": round(time.monotonic() - started, 1),
+    }
+    (output_dir / "aprendiz_build.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def is_built(output_dir: Path) -> bool:
+    """True when ``output_dir`` holds a finished build (the report is written last)."""
+    output_dir = Path(output_dir)
+    return all((output_dir / name).exists() for name in ("config.json", "model.safetensors", "tokenizer.json", "aprendiz_build.json"))
