@@ -13,6 +13,7 @@ from ray.llm._internal.serve.observability.metrics.fast_api_metrics import (
 )
 
 import aprendiz
+from aprendiz.errors import install_error_handlers
 
 
 def create_app() -> FastAPI:
@@ -20,10 +21,12 @@ def create_app() -> FastAPI:
 
     Unlike Ray's stock ingress app it adds no permissive CORS policy: browsers are
     not this API's clients, and the gateway will own cross-origin rules if any.
+    Errors of every kind answer in OpenAI's shape (aprendiz.errors).
     Middleware runs last-added first: request id, then metrics, then error mapping.
     """
     app = FastAPI(title="aprendiz", version=aprendiz.__version__, lifespan=metrics_lifespan)
     add_exception_handling_middleware(app)
+    install_error_handlers(app)
     add_http_metrics_middleware(app)
     app.add_middleware(SetRequestIdMiddleware)
     return app

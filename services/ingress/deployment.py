@@ -16,11 +16,31 @@ from ray.serve.llm import LLMConfig
 from ray.serve.llm.ingress import OpenAiIngress, make_fastapi_ingress
 
 from aprendiz.config import IngressConfig
+from aprendiz.errors import InvalidRequestError, ModelNotFoundError
 from aprendiz.services.ingress.app import create_app
 
 
 class AprendizIngress(OpenAiIngress):
     """OpenAI-compatible routes for the hosted generators, plus health probes."""
+
+    async def _get_model_id(self, model: str | None) -> str:
+        """The model a request names, or a typed error saying which models exist."""
+        available = sorted(self._model_cards)
+        if model is None:
+            if len(available) == 1:
+                return available[0]
+            raise InvalidRequestError(f"`model` is required; available models: {available}", param="model")
+        if model not in self._model_cards:
+            raise ModelNotFoundError(
+                f"The model `{model}` does not exist; available models: {available}", param="model"
+            )
+        return model
+
+    async def model_data(self, model: str) -> ModelCard:
+        card = await self.model(model)
+        if card is None:
+            raise ModelNotFoundError(f"The model `{model}` does not exist; available models: {sorted(self._model_cards)}")
+        return card
 
     async def healthz(self) -> dict[str, str]:
         """Liveness: the ingress replica answers."""

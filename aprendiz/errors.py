@@ -1,0 +1,112 @@
+"""Typed domain errors and the one table that maps them to HTTP answers.
+
+Every error leaves the platform in OpenAI's shape::
+
+    {"error": {"message": "...", "type": "...", "param": "...", "code": "..."}}
+
+so the official clients raise their typed exceptions (``openai.NotFoundError``,
+``openai.BadRequestError`` ...) with a message a person can act on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class AprendizError(Exception):
+    """Base of the platform's request errors: a message for the client and an optional parameter."""
+
+    def __init__(self, message: str, *, param: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+class InvalidRequestError(AprendizError):
+    """The request is malformed or breaks a documented rule."""
+
+
+class ModelNotFoundError(AprendizError):
+    """The request names a model this platform does not serve."""
+
+
+class ServiceUnavailableError(AprendizError):
+    """The model exists but cannot take the request now."""
+
+
+# error class -> (HTTP status, OpenAI error type, OpenAI error code)
+ERROR_TABLE: dict[type[AprendizError], tuple[int, str, str]] = {
+    InvalidRequestError: (400, "invalid_request_error", "invalid_parameter"),
+    ModelNotFoundError: (404, "invalid_request_error", "model_not_found"),
+    ServiceUnavailableError: (503, "server_error", "service_unavailable"),
+}
+
+# Status of an HTTPException raised by a framework -> OpenAI error type.
+STATUS_TYPES: dict[int, str] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    408: "timeout_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def error_body(message: str, type_: str, *, param: str | None = None, code: str | int | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def to_response(exc: AprendizError) -> JSONResponse:
+    for cls in type(exc).__mro__:
+        if cls in ERROR_TABLE:
+            status, type_, code = ERROR_TABLE[cls]
+            break
+    else:  # an AprendizError subclass missing from the table is a server bug
+        status, type_, code = 500, "server_error", "internal_error"
+    return JSONResponse(status_code=status, content=error_body(exc.message, type_, param=exc.param, code=code))
+
+
+def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:
+    """A readable message ("messages: Input should be a valid list") and the first bad parameter."""
+    parts, first_param = [], None
+    for error in exc.errors():
+        loc = [str(p) for p in error.get("loc", ()) if p != "body"]
+        if error.get("type") == "json_invalid":
+            parts.append(f"the body is not valid JSON ({error.get('ctx', {}).get('error', 'decode error')})")
+            continue
+        where = ".".join(loc) or "body"
+        first_param = first_param or (loc[0] if loc else None)
+        parts.append(f"{where}: {error.get('msg', 'invalid value')}")
+    return "Invalid request: " + "; ".join(parts or ["the body does not match the schema"]), first_param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every error the app raises an OpenAI-shaped answer: domain errors by the table,
+    validation failures as 400 with the field and reason, other HTTP errors with their status."""
+
+    @app.exception_handler(AprendizError)
+    async def _domain(_request: Request, exc: AprendizError) -> JSONResponse:
+        return to_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _describe_validation(exc)
+        return JSONResponse(status_code=400, content=error_body(message, "invalid_request_error", param=param, code="invalid_parameter"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        type_ = STATUS_TYPES.get(exc.status_code, "server_error" if exc.status_code >= 500 else "invalid_request_error")
+        return JSONResponse(
+            status_code=exc.status_code,
+            content=error_body(str(exc.detail), type_, code=exc.status_code),
+            headers=getattr(exc, "headers", None),
+        )

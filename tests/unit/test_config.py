@@ -1,0 +1,101 @@
+"""aprendiz.config: the platform config schema and what it becomes for ray.serve.llm."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from aprendiz.config import ConfigError, GeneratorModel, PlatformConfig
+
+
+def model(**overrides) -> dict:
+    return {"id": "m", "source": "/models/m", **overrides}
+
+
+def test_the_shipped_config_is_valid_and_points_at_the_default_model(repo_root):
+    config = PlatformConfig.from_yaml(repo_root / "config" / "aprendiz.yaml")
+    assert [g.id for g in config.generators] == ["aprendiz-tiny-chat"]
+    assert config.generators[0].source == str(repo_root / "var" / "models" / "aprendiz-tiny-chat")
+
+
+def test_unknown_keys_are_rejected():
+    with pytest.raises(ValidationError, match="replicas"):
+        PlatformConfig.model_validate({"generators": [model(replicas=3)]})
+
+
+def test_duplicate_ids_and_empty_lists_are_rejected():
+    with pytest.raises(ValidationError, match="appears twice"):
+        PlatformConfig.model_validate({"generators": [model(), model()]})
+    with pytest.raises(ValidationError):
+        PlatformConfig.model_validate({"generators": []})
+
+
+def test_autoscaling_bounds():
+    with pytest.raises(ValidationError, match="min_replicas"):
+        GeneratorModel.model_validate(model(autoscaling={"min_replicas": 3, "max_replicas": 2}))
+
+
+def test_model_id_must_be_a_plain_name():
+    with pytest.raises(ValidationError):
+        GeneratorModel.model_validate(model(id="bad id/with spaces"))
+
+
+def test_cpu_model_gets_a_cpu_placement_bundle_and_no_accelerator():
+    config = GeneratorModel.model_validate(model(num_cpus=2, env={"VLLM_CPU_KVCACHE_SPACE": "1"})).llm_config()
+    assert config["placement_group_config"] == {"bundles": [{"CPU": 2}]}
+    assert "accelerator_type" not in config
+    assert config["runtime_env"] == {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}}
+
+
+def test_gpu_model_is_the_same_entry_with_an_accelerator():
+    config = GeneratorModel.model_validate(
+        model(source="s3://bucket/llama", accelerator="gpu", accelerator_type="L4", num_gpus=2)
+    ).llm_config()
+    assert config["accelerator_type"] == "L4"
+    assert config["engine_kwargs"]["tensor_parallel_size"] == 2
+    assert config["model_loading_config"]["model_source"] == {"bucket_uri": "s3://bucket/llama"}
+    assert "placement_group_config" not in config
+
+
+def test_accelerator_type_needs_gpu():
+    with pytest.raises(ValidationError, match="accelerator_type"):
+        GeneratorModel.model_validate(model(accelerator_type="L4"))
+
+
+def test_relative_sources_resolve_against_the_config_folder_and_hub_ids_stay(tmp_path: Path):
+    (tmp_path / "models" / "local").mkdir(parents=True)
+    path = tmp_path / "conf" / "platform.yaml"
+    path.parent.mkdir()
+    path.write_text(
+        "generators:\n"
+        "  - {id: a, source: ../models/local}\n"
+        "  - {id: b, source: org/some-model}\n"
+        "  - {id: c, source: s3://bucket/key}\n"
+    )
+    a, b, c = PlatformConfig.from_yaml(path).generators
+    assert a.source == str(tmp_path / "models" / "local")
+    assert b.source == "org/some-model"
+    assert c.source == "s3://bucket/key"
+
+
+def test_unreadable_files_raise_config_errors(tmp_path: Path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        PlatformConfig.from_yaml(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("generators: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        PlatformConfig.from_yaml(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        PlatformConfig.from_yaml(bad)
+
+
+def test_ray_accepts_the_generated_llm_config():
+    from aprendiz.services.generator.deployment import llm_config
+
+    config = llm_config(GeneratorModel.model_validate(model(engine_kwargs={"max_model_len": 256})))
+    assert config.model_id == "m"
+    assert config.engine_kwargs["max_model_len"] == 256
+    assert config.placement_group_config == {"bundles": [{"CPU": 1.0}]}

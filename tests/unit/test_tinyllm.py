@@ -1,0 +1,67 @@
+"""aprendiz.training.tinyllm: the embedded default generator."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aprendiz.training.tinyllm.build import CHAT_TEMPLATE, TinyLlmSpec, build, is_built, load_corpus, render
+
+
+def test_corpus_is_bilingual_and_well_formed():
+    conversations = load_corpus()
+    assert len(conversations) >= 300
+    text = " ".join(m["content"] for c in conversations for m in c)
+    for word in ("Hola", "gracias", "Hello", "thanks", "clasificador"):
+        assert word.lower() in text.lower()
+    for conversation in conversations:
+        roles = [m["role"] for m in conversation if m["role"] != "system"]
+        assert roles[::2] == ["user"] * len(roles[::2]) and roles[1::2] == ["assistant"] * len(roles[1::2])
+
+
+def test_a_conversation_must_end_with_the_assistant(tmp_path):
+    bad = tmp_path / "c.jsonl"
+    bad.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")
+    with pytest.raises(ValueError, match="line 1"):
+        load_corpus(bad)
+
+
+@pytest.fixture(scope="module")
+def small_build(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    spec = TinyLlmSpec(vocab_size=400, hidden_size=64, intermediate_size=128, num_layers=1, num_heads=2, max_steps=3, batch_size=4)
+    return out, build(out, spec)
+
+
+def test_build_writes_a_hugging_face_checkpoint(small_build):
+    out, report = small_build
+    assert is_built(out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert config["head_dim"] == 32  # vLLM's CPU attention rejects head_dim 16
+    assert report["steps"] == 3 and report["parameters"] > 0
+
+
+def test_python_render_matches_the_saved_chat_template(small_build):
+    from transformers import AutoTokenizer
+
+    out, _ = small_build
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    messages = [{"role": "user", "content": "Hola"}, {"role": "assistant", "content": "¡Hola!"}]
+    assert tokenizer.apply_chat_template(messages, tokenize=False) == render(messages)
+    prompt = tokenizer.apply_chat_template(messages[:1], tokenize=False, add_generation_prompt=True)
+    assert prompt == render(messages[:1]) + "<|assistant|>\n"
+    assert tokenizer.eos_token == "<|end|>"
+
+
+def test_the_default_spec_keeps_head_dim_vllm_cpu_accepts():
+    assert TinyLlmSpec().head_dim >= 32
+
+
+def test_the_default_model_is_built_and_trained(default_model):
+    report = json.loads((default_model / "aprendiz_build.json").read_text())
+    assert report["final_loss"] < report["first_loss"] / 4
+    assert "chat_template" in (default_model / "tokenizer_config.json").read_text() or (
+        default_model / "chat_template.jinja"
+    ).read_text() == CHAT_TEMPLATE
