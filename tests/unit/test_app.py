@@ -1,0 +1,42 @@
+"""aprendiz.services.app: build_app(args) validates the platform config and binds the graph."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+from ray.serve.deployment import Application
+
+from aprendiz.services.app import build_app
+
+
+def args(**extra) -> dict:
+    return {"generators": [{"id": "tiny", "source": "/models/tiny", "engine_kwargs": {"max_model_len": 128}}], **extra}
+
+
+def _deployment_names(app: Application) -> set[str]:
+    ingress = app._bound_deployment
+    models = ingress.init_kwargs["llm_deployments"].values()
+    return {ingress.name} | {m._bound_deployment.name for m in models}
+
+
+def test_build_app_from_serve_yaml_style_args():
+    app = build_app(args())
+    assert isinstance(app, Application)
+    assert _deployment_names(app) == {"Ingress", "LLMServer:tiny"}
+
+
+def test_build_app_from_a_config_file(repo_root):
+    app = build_app({"config_file": str(repo_root / "config" / "aprendiz.yaml")})
+    assert _deployment_names(app) == {"Ingress", "LLMServer:aprendiz-tiny-chat"}
+
+
+def test_ingress_options_come_from_the_config():
+    app = build_app(args(ingress={"max_ongoing_requests": 17, "autoscaling": {"min_replicas": 2, "max_replicas": 3}}))
+    deployment = app._bound_deployment
+    assert deployment.max_ongoing_requests == 17
+    assert deployment._deployment_config.autoscaling_config.min_replicas == 2
+
+
+def test_build_app_rejects_bad_args_before_anything_starts():
+    with pytest.raises(ValidationError, match="generators"):
+        build_app({"generatorz": []})
