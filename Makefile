@@ -14,7 +14,7 @@ STAMP := $(VENV)/.aprendiz-installed
 MODEL_DIR := var/models/aprendiz-tiny-chat
 PYTEST_ARGS ?=
 
-.PHONY: help install model run test test-unit test-integration check-env clean distclean
+.PHONY: help install model classifier run test test-unit test-integration check-env clean distclean
 
 help:
 	@echo "make run    - install into $(VENV), build the default model, serve on 127.0.0.1:8000"
@@ -42,8 +42,13 @@ $(MODEL_DIR)/aprendiz_build.json: | $(STAMP)
 
 model: $(STAMP) $(MODEL_DIR)/aprendiz_build.json
 
-# 3. Serve until Ctrl-C.
-run: model
+# 3. The default classifier `breast-cancer` (scikit-learn's bundled data, ONNX), published as
+#    champion in the config's store unless it has one already.
+classifier: $(STAMP)
+	$(VENV)/bin/aprendiz publish-default-classifier --config config/aprendiz.yaml
+
+# 4. Serve until Ctrl-C.
+run: model classifier
 	$(VENV)/bin/aprendiz serve --config config/aprendiz.yaml
 
 test: model
@@ -60,4 +65,4 @@ clean:
 	find . -name __pycache__ -type d -prune -not -path './$(VENV)/*' -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var .aprendiz

@@ -12,6 +12,23 @@ import typer
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="aprendiz: model serving on Ray Serve.")
 
 
+def _registry(store):
+    from aprendiz.registry import ModelRegistry
+    from aprendiz.store import ObjectStore
+
+    return ModelRegistry(ObjectStore(store.url, storage_options=store.storage_options()))
+
+
+def _platform(path: Path):
+    from aprendiz.config import ConfigError, PlatformConfig
+
+    try:
+        return PlatformConfig.from_yaml(path)
+    except (ConfigError, ValueError) as exc:
+        typer.echo(f"aprendiz: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _settings(**overrides):
     from aprendiz.settings import Settings
 
@@ -25,23 +42,25 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help="Port of the HTTP proxy.")] = None,
 ) -> None:
     """Serve the configured models on Ray Serve until Ctrl-C."""
-    from aprendiz.config import ConfigError, PlatformConfig
     from aprendiz.runner import serve_until_stopped
 
     settings = _settings(config_file=config, host=host, port=port)
-    try:
-        platform = PlatformConfig.from_yaml(settings.config_file)
-    except (ConfigError, ValueError) as exc:
-        typer.echo(f"aprendiz: {exc}", err=True)
-        raise typer.Exit(2) from None
-    for model in platform.generators:
-        if "://" not in model.source and model.source.startswith("/") and not Path(model.source).exists():
-            typer.echo(
-                f"aprendiz: model {model.id!r}: {model.source} does not exist"
-                " (the default model is built by `aprendiz build-default-model`)",
-                err=True,
+    platform = _platform(settings.config_file)
+    problems = [
+        f"model {m.id!r}: {m.source} does not exist (the default model is built by `aprendiz build-default-model`)"
+        for m in platform.generators
+        if "://" not in m.source and m.source.startswith("/") and not Path(m.source).exists()
+    ]
+    for classifier in platform.classifiers:
+        if _registry(platform.store_for(classifier)).champion(classifier.name) is None:
+            problems.append(
+                f"classifier {classifier.name!r} has no champion in {platform.store_for(classifier).url}"
+                " (the default one is published by `aprendiz publish-default-classifier`)"
             )
-            raise typer.Exit(2)
+    for problem in problems:
+        typer.echo(f"aprendiz: {problem}", err=True)
+    if problems:
+        raise typer.Exit(2)
     serve_until_stopped(settings, platform, announce=lambda text: typer.echo(text))
 
 
@@ -71,14 +90,25 @@ def build_default_model(
 @app.command("check-config")
 def check_config(config: Annotated[Path, typer.Argument(help="Platform config file.")]) -> None:
     """Validate a platform config file and print it as resolved."""
-    from aprendiz.config import ConfigError, PlatformConfig
+    typer.echo(_platform(config).model_dump_json(indent=2))
 
-    try:
-        platform = PlatformConfig.from_yaml(config)
-    except (ConfigError, ValueError) as exc:
-        typer.echo(f"aprendiz: {exc}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(platform.model_dump_json(indent=2))
+
+@app.command("publish-default-classifier")
+def publish_default(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Platform config file (its store is used).")] = None,
+    name: Annotated[str, typer.Option(help="Registry name of the model.")] = "breast-cancer",
+) -> None:
+    """Train the default classifier (scikit-learn's breast cancer data, logistic regression, ONNX)
+    and publish it as champion, unless the model already has one."""
+    from aprendiz.training.default_classifier import publish_default_classifier
+
+    platform = _platform(config or _settings().config_file)
+    store = next((platform.store_for(c) for c in platform.classifiers if c.name == name), platform.store)
+    version = publish_default_classifier(_registry(store), name)
+    if version is None:
+        typer.echo(f"aprendiz: {name} already has a champion in {store.url}")
+    else:
+        typer.echo(f"aprendiz: published {name} version {version} as champion in {store.url}")
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$"
 
@@ -28,6 +28,12 @@ class Autoscaling(_Strict):
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
     target_ongoing_requests: float = Field(16, gt=0)
+    upscale_delay_s: float | None = Field(None, ge=0, description="Serve's default when unset (30 s).")
+    downscale_delay_s: float | None = Field(None, ge=0, description="Serve's default when unset (600 s).")
+
+    def serve_options(self) -> dict[str, Any]:
+        """Ray Serve's autoscaling_config (unset delays keep Serve's defaults)."""
+        return self.model_dump(exclude_none=True)
 
     @model_validator(mode="after")
     def _bounds(self) -> "Autoscaling":
@@ -80,7 +86,7 @@ class GeneratorModel(_Strict):
             loading["model_source"] = self.source
         engine_kwargs = dict(self.engine_kwargs)
         deployment: dict[str, Any] = {
-            "autoscaling_config": self.autoscaling.model_dump(),
+            "autoscaling_config": self.autoscaling.serve_options(),
             "max_ongoing_requests": self.max_ongoing_requests,
         }
         config: dict[str, Any] = {
@@ -99,32 +105,85 @@ class GeneratorModel(_Strict):
         return config
 
 
+class StoreConfig(_Strict):
+    """The object store holding the model registry, datasets and feedback (fsspec)."""
+
+    url: str = Field(
+        ".aprendiz/store",
+        min_length=1,
+        description="A local folder (relative paths: against the config file's folder) or s3://bucket/prefix.",
+    )
+    endpoint_url: str | None = Field(
+        None, description="S3 endpoint (MinIO, moto); credentials come from the standard AWS variables."
+    )
+
+    def resolve(self, base_dir: Path | None) -> "StoreConfig":
+        if base_dir is None or "://" in self.url or Path(self.url).is_absolute():
+            return self
+        return self.model_copy(update={"url": str((base_dir / self.url).resolve())})
+
+    def storage_options(self) -> dict[str, Any]:
+        return {"endpoint_url": self.endpoint_url} if self.endpoint_url else {}
+
+
+class ClassifierModel(_Strict):
+    """A binary classifier served from the registry: the champion version of ``models/<name>/``."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="Registry name, also the URL name.")
+    store: StoreConfig | None = Field(None, description="Overrides the platform's store for this model.")
+    poll_interval_s: float = Field(5.0, gt=0, description="How often replicas check champion.json.")
+    max_batch_size: int = Field(64, ge=1, description="Requests grouped into one onnxruntime call.")
+    batch_wait_timeout_s: float = Field(0.002, ge=0, description="How long a batch waits to fill.")
+    max_instances: int = Field(1024, ge=1, description="Instances one request may carry.")
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    max_ongoing_requests: int = Field(128, ge=1)
+    max_queued_requests: int = Field(2048, ge=-1, description="-1: unbounded.")
+    num_cpus: float = Field(0.5, gt=0)
+
+
 class IngressConfig(_Strict):
     """The one entrance (route prefix ``/``) in front of every model."""
 
     autoscaling: Autoscaling = Field(default_factory=lambda: Autoscaling(min_replicas=1, max_replicas=2))
     max_ongoing_requests: int = Field(256, ge=1)
     num_cpus: float = Field(1, ge=0)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Larger bodies are refused with 413.")
 
 
 class PlatformConfig(_Strict):
     """Everything one aprendiz application serves."""
 
-    generators: list[GeneratorModel] = Field(min_length=1)
+    generators: list[GeneratorModel] = Field(default_factory=list)
+    classifiers: list[ClassifierModel] = Field(default_factory=list)
+    store: StoreConfig = Field(default_factory=StoreConfig)
     ingress: IngressConfig = Field(default_factory=IngressConfig)
 
-    @field_validator("generators")
-    @classmethod
-    def _unique_ids(cls, models: list[GeneratorModel]) -> list[GeneratorModel]:
-        seen: set[str] = set()
-        for model in models:
-            if model.id in seen:
-                raise ValueError(f"model id {model.id!r} appears twice")
-            seen.add(model.id)
-        return models
+    @model_validator(mode="after")
+    def _models(self) -> "PlatformConfig":
+        if not self.generators and not self.classifiers:
+            raise ValueError("the config serves no model: list at least one of generators or classifiers")
+        for kind, names in (("generator id", [g.id for g in self.generators]), ("classifier name", [c.name for c in self.classifiers])):
+            seen: set[str] = set()
+            for name in names:
+                if name in seen:
+                    raise ValueError(f"{kind} {name!r} appears twice")
+                seen.add(name)
+        return self
+
+    def store_for(self, classifier: ClassifierModel) -> StoreConfig:
+        return classifier.store or self.store
 
     def resolved(self, base_dir: Path | None) -> "PlatformConfig":
-        return self.model_copy(update={"generators": [m.resolve_source(base_dir) for m in self.generators]})
+        return self.model_copy(
+            update={
+                "generators": [m.resolve_source(base_dir) for m in self.generators],
+                "store": self.store.resolve(base_dir),
+                "classifiers": [
+                    c.model_copy(update={"store": c.store.resolve(base_dir)}) if c.store else c
+                    for c in self.classifiers
+                ],
+            }
+        )
 
     @classmethod
     def from_yaml(cls, path: Path) -> "PlatformConfig":

@@ -35,6 +35,10 @@ class ModelNotFoundError(AprendizError):
     """The request names a model this platform does not serve."""
 
 
+class PayloadTooLargeError(AprendizError):
+    """The body is over the configured size limit."""
+
+
 class ServiceUnavailableError(AprendizError):
     """The model exists but cannot take the request now."""
 
@@ -43,6 +47,7 @@ class ServiceUnavailableError(AprendizError):
 ERROR_TABLE: dict[type[AprendizError], tuple[int, str, str]] = {
     InvalidRequestError: (400, "invalid_request_error", "invalid_parameter"),
     ModelNotFoundError: (404, "invalid_request_error", "model_not_found"),
+    PayloadTooLargeError: (413, "invalid_request_error", "payload_too_large"),
     ServiceUnavailableError: (503, "server_error", "service_unavailable"),
 }
 
@@ -65,7 +70,14 @@ def error_body(message: str, type_: str, *, param: str | None = None, code: str 
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+def unwrap(exc: BaseException) -> BaseException:
+    """The domain error behind an error that crossed a Ray deployment handle (RayTaskError.cause)."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, AprendizError) else exc
+
+
 def to_response(exc: AprendizError) -> JSONResponse:
+    exc = unwrap(exc)
     for cls in type(exc).__mro__:
         if cls in ERROR_TABLE:
             status, type_, code = ERROR_TABLE[cls]

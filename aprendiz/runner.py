@@ -21,22 +21,37 @@ log = logging.getLogger(__name__)
 def banner(settings: Settings, config: PlatformConfig) -> str:
     """What a user needs once the platform is up: URLs and ready-to-paste examples."""
     base = f"http://{settings.host}:{settings.port}"
-    model = config.generators[0].id
-    return f"""
-aprendiz is serving {', '.join(m.id for m in config.generators)}
-  OpenAI API   {base}/v1   (GET /v1/models, POST /v1/chat/completions, POST /v1/completions)
-  health       {base}/healthz   {base}/readyz
-  metrics      http://{settings.host}:{settings.metrics_export_port}/metrics   (Ray's Prometheus endpoint)
-
-Try it:
-  curl -s {base}/v1/chat/completions -H 'Content-Type: application/json' \\
-    -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hola"}}], "max_tokens": 32}}'
-
-  python -c 'from openai import OpenAI; c = OpenAI(base_url="{base}/v1", api_key="none"); \\
-print(c.chat.completions.create(model="{model}", messages=[{{"role": "user", "content": "Hello"}}]).choices[0].message.content)'
-
-Ctrl-C stops it.
-"""
+    lines = [f"aprendiz is serving {', '.join([m.id for m in config.generators] + [c.name for c in config.classifiers])}"]
+    if config.generators:
+        lines.append(f"  OpenAI API   {base}/v1   (GET /v1/models, POST /v1/chat/completions, POST /v1/completions)")
+    if config.classifiers:
+        lines.append(f"  KServe V1    {base}/v1/models/<name>:predict   {base}/v1/models/<name>/feedback")
+        lines.append(f"  KServe V2    {base}/v2/models/<name>/infer   {base}/v2/health/ready")
+    lines += [
+        f"  health       {base}/healthz   {base}/readyz",
+        f"  metrics      http://{settings.host}:{settings.metrics_export_port}/metrics   (Ray's Prometheus endpoint)",
+        "",
+        "Try it:",
+    ]
+    if config.generators:
+        model = config.generators[0].id
+        lines += [
+            f"  curl -s {base}/v1/chat/completions -H 'Content-Type: application/json' \\",
+            f"    -d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hola\"}}], \"max_tokens\": 32}}'",
+            "",
+            f"  python -c 'from openai import OpenAI; c = OpenAI(base_url=\"{base}/v1\", api_key=\"none\"); \\",
+            f"print(c.chat.completions.create(model=\"{model}\", messages=[{{\"role\": \"user\", \"content\": \"Hello\"}}]).choices[0].message.content)'",
+            "",
+        ]
+    if config.classifiers:
+        name = config.classifiers[0].name
+        lines += [
+            f"  curl -s {base}/v2/models/{name}        # inputs: feature names and shape",
+            f"  curl -s {base}/v1/models/{name}:predict -d '{{\"instances\": [[...one number per feature...]]}}'",
+            "",
+        ]
+    lines.append("Ctrl-C stops it.")
+    return "\n" + "\n".join(lines) + "\n"
 
 
 def start(settings: Settings, config: PlatformConfig) -> None:

@@ -17,14 +17,16 @@ from typing import Any
 from ray.serve.deployment import Application
 
 from aprendiz.config import PlatformConfig
+from aprendiz.services.classifier.deployment import build_classifier_deployment
 from aprendiz.services.generator.deployment import build_generator_deployments
 from aprendiz.services.ingress.deployment import build_ingress
 
 
 def build_platform(config: PlatformConfig, *, engine_cls: type | None = None) -> Application:
-    """The whole application: generator deployments behind the ingress."""
+    """The whole application: generator and classifier deployments behind the ingress."""
     deployments, llm_configs = build_generator_deployments(config.generators, engine_cls=engine_cls)
-    return build_ingress(deployments, llm_configs, config.ingress)
+    classifiers = {c.name: build_classifier_deployment(c, config.store_for(c)) for c in config.classifiers}
+    return build_ingress(deployments, llm_configs, classifiers, config.ingress)
 
 
 def build_app(args: dict[str, Any]) -> Application:

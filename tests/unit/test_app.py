@@ -38,5 +38,7 @@ def test_ingress_options_come_from_the_config():
 
 
 def test_build_app_rejects_bad_args_before_anything_starts():
-    with pytest.raises(ValidationError, match="generators"):
+    with pytest.raises(ValidationError, match="generatorz"):
         build_app({"generatorz": []})
+    with pytest.raises(ValidationError, match="serves no model"):
+        build_app({})

@@ -29,7 +29,7 @@ def test_duplicate_ids_and_empty_lists_are_rejected():
     with pytest.raises(ValidationError, match="appears twice"):
         PlatformConfig.model_validate({"generators": [model(), model()]})
     with pytest.raises(ValidationError):
-        PlatformConfig.model_validate({"generators": []})
+        PlatformConfig.model_validate({"generators": []})  # and no classifiers either
 
 
 def test_autoscaling_bounds():
