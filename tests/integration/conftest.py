@@ -3,6 +3,7 @@ real vLLM CPU engine, the tiny default model), on free loopback ports."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import yaml
 
 START_TIMEOUT_S = 600
 STOP_TIMEOUT_S = 120
@@ -39,6 +41,75 @@ def platform_processes() -> dict[int, str]:
     return found
 
 
+S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+class Stores:
+    """The registries the test platform serves from: S3 (moto on loopback) and a local folder."""
+
+    def __init__(self, s3_registry, local_registry, s3_options: dict):
+        self.s3 = s3_registry
+        self.local = local_registry
+        self.s3_options = s3_options
+
+
+@pytest.fixture(scope="session")
+def stores(moto_server, tmp_path_factory) -> Stores:
+    import logging
+
+    import boto3
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
+
+    from aprendiz.registry import ModelRegistry
+    from aprendiz.store import ObjectStore
+    from aprendiz.training.default_classifier import publish_default_classifier
+
+    boto3.client(
+        "s3", endpoint_url=moto_server, region_name="us-east-1",
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    ).create_bucket(Bucket="aprendiz-test")
+    options = {"endpoint_url": moto_server, "key": "testing", "secret": "testing"}
+    s3 = ModelRegistry(ObjectStore("s3://aprendiz-test/store", storage_options=options))
+    local = ModelRegistry(ObjectStore(str(tmp_path_factory.mktemp("store"))))
+    publish_default_classifier(s3, "breast-cancer")
+    publish_default_classifier(local, "breast-cancer-local")
+    return Stores(s3, local, options)
+
+
+@pytest.fixture(scope="session")
+def platform_config(repo_root, stores, moto_server, tmp_path_factory) -> Path:
+    """The shipped config's generator, plus two classifiers: one on S3 (moto), one on a local folder,
+    polling fast and autoscaling quickly so swaps and scaling are observable within a test."""
+    from aprendiz.config import PlatformConfig
+
+    shipped = PlatformConfig.from_yaml(repo_root / "config" / "aprendiz.yaml")
+    config = {
+        "generators": [g.model_dump(mode="json") for g in shipped.generators],
+        "classifiers": [
+            {
+                "name": "breast-cancer",
+                "poll_interval_s": 0.5,
+                "max_instances": 50,
+                "autoscaling": {
+                    "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 2,
+                    "upscale_delay_s": 0, "downscale_delay_s": 2,
+                },
+            },
+            {
+                "name": "breast-cancer-local",
+                "poll_interval_s": 0.5,
+                "store": {"url": stores.local.store.url},
+            },
+        ],
+        "store": {"url": "s3://aprendiz-test/store", "endpoint_url": moto_server},
+        "ingress": {"max_body_bytes": 256 * 1024},
+    }
+    path = tmp_path_factory.mktemp("config") / "aprendiz.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
 class RunningPlatform:
     def __init__(self, process: subprocess.Popen, base_url: str, metrics_url: str, log_path: Path):
         self.process = process
@@ -46,20 +117,34 @@ class RunningPlatform:
         self.metrics_url = metrics_url
         self.log_path = log_path
 
+    def serve_status(self) -> dict[str, dict]:
+        """Serve's status API, read by a short-lived driver: {deployment: {"status", "running_replicas"}}."""
+        code = (
+            "import json, ray; from ray import serve\n"
+            "ray.init(address='auto', logging_level='ERROR', log_to_driver=False)\n"
+            "app = serve.status().applications['aprendiz']\n"
+            "print(json.dumps({n: {'status': str(d.status), 'running_replicas': int(d.replica_states.get('RUNNING', 0))}"
+            " for n, d in app.deployments.items()}))\n"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 @pytest.fixture(scope="session")
-def platform(default_model, repo_root, tmp_path_factory) -> RunningPlatform:
+def platform(default_model, repo_root, platform_config, tmp_path_factory) -> RunningPlatform:
     before = set(platform_processes())
     port, metrics_port = _free_port(), _free_port()
     log_path = tmp_path_factory.mktemp("platform") / "serve.log"
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        **S3_CREDENTIALS,
         "APRENDIZ_PORT": str(port),
         "APRENDIZ_METRICS_EXPORT_PORT": str(metrics_port),
-        "APRENDIZ_CONFIG_FILE": str(repo_root / "config" / "aprendiz.yaml"),
+        "APRENDIZ_CONFIG_FILE": str(platform_config),
     }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
