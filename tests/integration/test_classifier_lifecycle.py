@@ -1,0 +1,168 @@
+"""Classifier lifecycle under load: champion swaps with zero failed requests, a broken version
+refused while the old one keeps serving, and Serve's autoscaler adding and removing replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+
+S3_MODEL, LOCAL_MODEL = "breast-cancer", "breast-cancer-local"
+
+
+@pytest.fixture(scope="module")
+def rows():
+    from sklearn.datasets import load_breast_cancer
+
+    return load_breast_cancer().data[:8].tolist()
+
+
+async def steady_load(base_url: str, name: str, rows, stop: asyncio.Event, results: list, concurrency: int):
+    """``concurrency`` clients posting predictions until ``stop``; records (status, version or error)."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+        async def worker(k: int):
+            i = k
+            while not stop.is_set():
+                instances = [rows[i % len(rows)]]
+                i += 1
+                try:
+                    response = await client.post(f"/v1/models/{name}:predict", json={"instances": instances})
+                    version = response.json().get("model_version") if response.status_code == 200 else response.text
+                    results.append((response.status_code, version))
+                except httpx.HTTPError as exc:
+                    results.append((0, repr(exc)))
+
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+
+
+def test_champion_changes_twice_under_load_with_zero_failed_requests(platform, stores, rows):
+    from aprendiz.training.default_classifier import train_default_classifier
+
+    registry = stores.local
+    first = registry.champion(LOCAL_MODEL).version
+    results: list = []
+    promoted: list[str] = []
+
+    async def scenario():
+        stop = asyncio.Event()
+        load = asyncio.create_task(steady_load(platform.base_url, LOCAL_MODEL, rows, stop, results, concurrency=4))
+        try:
+            await asyncio.sleep(2)
+            for seed in (1, 2):
+                card, onnx = await asyncio.to_thread(train_default_classifier, seed, name=LOCAL_MODEL)
+                version = await asyncio.to_thread(registry.publish, card, onnx)
+                await asyncio.to_thread(registry.promote, LOCAL_MODEL, version, f"test swap {seed}")
+                promoted.append(version)
+                deadline = time.monotonic() + 60
+                while not any(v == version for _, v in results[-20:]):
+                    assert time.monotonic() < deadline, f"version {version} never served"
+                    await asyncio.sleep(0.2)
+                await asyncio.sleep(1)
+        finally:
+            stop.set()
+            await load
+
+    asyncio.run(scenario())
+    failures = [r for r in results if r[0] != 200]
+    assert not failures, failures[:5]
+    served = [v for _, v in results]
+    assert {first, *promoted} <= set(served), (first, promoted, set(served))
+    # Once a replica answers with a newer version it never goes back (single replica here).
+    positions = [served.index(v) for v in (first, *promoted)]
+    assert positions == sorted(positions)
+    assert len(results) > 50
+
+
+def _broken_schema_version(name: str):
+    """A valid ONNX model that takes 10 features instead of 30: the replica must refuse it."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+
+    from aprendiz.registry import Feature, ModelCard, new_version
+    from aprendiz.training.default_classifier import export_onnx
+
+    data = load_breast_cancer()
+    x, y = data.data[:, :10].astype(np.float32), (data.target == 0).astype(int)
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pipeline = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y)
+    card = ModelCard(
+        name=name, version=new_version(), kind="tabular",
+        features=[Feature(name=n) for n in data.feature_names[:10]],
+        labels=("benign", "malignant"), data_fingerprint="test", algorithm="logistic_regression",
+    )
+    return card, export_onnx(pipeline, 10)
+
+
+def _metric_total(metrics_text: str, name: str, **labels) -> float:
+    total = 0.0
+    for line in metrics_text.splitlines():
+        if line.startswith("#") or name not in line.split("{")[0]:
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_a_version_that_fails_its_checks_is_refused_and_the_old_one_keeps_serving(platform, stores, rows):
+    registry = stores.local
+    serving = registry.champion(LOCAL_MODEL).version
+    card, onnx = _broken_schema_version(LOCAL_MODEL)
+    registry.publish(card, onnx)
+    registry.promote(LOCAL_MODEL, card.version, "a broken candidate")
+    try:
+        deadline = time.monotonic() + 60
+        failures = 0.0
+        with httpx.Client(base_url=platform.base_url, timeout=30) as client:
+            while failures < 1:
+                assert time.monotonic() < deadline, "no load failure was counted"
+                response = client.post(f"/v1/models/{LOCAL_MODEL}:predict", json={"instances": [rows[0]]})
+                assert response.status_code == 200 and response.json()["model_version"] == serving
+                metrics = httpx.get(f"{platform.metrics_url}/metrics", timeout=10).text
+                failures = _metric_total(
+                    metrics, "aprendiz_classifier_model_load_failures", model=LOCAL_MODEL, version=card.version
+                )
+                time.sleep(1)
+        assert re.search(rf"refused version {card.version}", platform.log_path.read_text(errors="replace"))
+    finally:
+        registry.promote(LOCAL_MODEL, serving, "back to the good version")
+
+
+def test_autoscaling_adds_replicas_under_load_and_returns_to_the_minimum(platform, rows):
+    deployment = f"Classifier:{S3_MODEL}"
+    assert platform.serve_status()[deployment]["running_replicas"] == 1
+    results: list = []
+    counts: list[int] = []
+
+    async def scenario():
+        stop = asyncio.Event()
+        load = asyncio.create_task(steady_load(platform.base_url, S3_MODEL, rows, stop, results, concurrency=24))
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                running = (await asyncio.to_thread(platform.serve_status))[deployment]["running_replicas"]
+                counts.append(running)
+                if running == 2:
+                    break
+                assert time.monotonic() < deadline, f"never scaled up: {counts}"
+                await asyncio.sleep(2)
+        finally:
+            stop.set()
+            await load
+
+    asyncio.run(scenario())
+    deadline = time.monotonic() + 120
+    while (running := platform.serve_status()[deployment]["running_replicas"]) != 1:
+        counts.append(running)
+        assert time.monotonic() < deadline, f"never scaled back down: {counts}"
+        time.sleep(2)
+    failures = [r for r in results if r[0] != 200]
+    assert not failures, failures[:5]
+    assert max(counts) == 2  # the configured maximum, never above
