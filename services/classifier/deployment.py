@@ -83,10 +83,10 @@ class ClassifierServer:
             try:
                 artifact = await asyncio.to_thread(self._registry.load, self._config.name, version)
                 loaded = await asyncio.to_thread(OnnxClassifier.load, artifact)
-                if self._current is not None and loaded.n_features != self._current.n_features:
+                if self._current is not None and loaded.signature != self._current.signature:
                     raise ModelLoadError(
-                        f"version {version} takes {loaded.n_features} features, the serving one "
-                        f"{self._current.n_features}: a new input schema needs a new model name"
+                        f"version {version} takes other inputs than the serving version {self._current.version}"
+                        " (a new input schema needs a new model name)"
                     )
             except Exception as exc:
                 self._metrics.model_load_failures.inc(tags={"model": self._config.name, "version": version})
@@ -119,7 +119,7 @@ class ClassifierServer:
             groups.setdefault(id(model), []).append(i)
         for indexes in groups.values():
             model = models[indexes[0]]
-            stacked = np.concatenate([rows[i] for i in indexes])
+            stacked = model.stack([rows[i] for i in indexes])
             started = time.perf_counter()
             probabilities = model.predict(stacked)
             self._metrics.inference_seconds.observe(time.perf_counter() - started, tags={"model": self._config.name})
@@ -130,7 +130,7 @@ class ClassifierServer:
                 offset += len(rows[i])
         return answers
 
-    async def _predict(self, model: OnnxClassifier, rows: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    async def _predict(self, model: OnnxClassifier, rows) -> tuple[np.ndarray, list[str]]:
         probabilities = await self._infer(model, rows)
         labels = model.labels_for(probabilities)
         self._metrics.served(model.version, labels, probabilities)
@@ -161,9 +161,13 @@ class ClassifierServer:
         rows, labels, ids = protocol.decode_feedback(body, model.card, self._config.max_instances)
         names = [f.name for f in model.card.features]
         now = datetime.now(timezone.utc)
+
+        def example(row) -> dict[str, Any]:
+            return {"text": row} if model.card.kind == "text" else {"features": dict(zip(names, map(float, row)))}
+
         records = [
             FeedbackRecord(
-                features=dict(zip(names, map(float, row))),
+                **example(row),
                 label=label,
                 prediction_id=prediction_id,
                 model_version=model.version,

@@ -1,14 +1,25 @@
 """One loaded classifier version: ``load`` / ``ready`` / ``predict`` over an onnxruntime session.
 
+Two kinds, one contract (the registry's card says which):
+
+- tabular: float32 [N, F] in the card's feature order -> the ONNX input ``card.onnx_input``;
+- text: strings, tokenised with the ``tokenizer.json`` stored beside ``model.onnx`` (the
+  ``tokenizers`` library) -> ``input_ids`` and ``attention_mask`` int64 [N, L].
+
+Either way the output ``card.onnx_output`` is float [N, 2], column 1 the positive class.
 Artifacts are ONNX only: a pickle or joblib file from the store would run code when
 loaded, so none is ever read.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from aprendiz.registry import LoadedArtifact, ModelCard
+
+TOKENIZER_FILE = "tokenizer.json"
 
 
 class ModelLoadError(RuntimeError):
@@ -16,21 +27,22 @@ class ModelLoadError(RuntimeError):
 
 
 class OnnxClassifier:
-    """A tabular binary classifier: float32 [N, F] in, probability of the positive class out."""
+    """A binary classifier: a batch in (rows or texts), the positive class's probability out."""
 
-    def __init__(self, card: ModelCard, session) -> None:
+    def __init__(self, card: ModelCard, session, tokenizer=None) -> None:
         self.card = card
         self._session = session
-        self._input = card.onnx_input
-        self._output = card.onnx_output
+        self._tokenizer = tokenizer
+        self._inputs = {i.name for i in session.get_inputs()}
 
     @property
     def version(self) -> str:
         return self.card.version
 
     @property
-    def n_features(self) -> int:
-        return len(self.card.features)
+    def signature(self) -> tuple:
+        """What a request must look like; a swap must keep it (a new schema is a new model name)."""
+        return (self.card.kind, tuple(f.name for f in self.card.features), self.card.text_field)
 
     @classmethod
     def load(cls, artifact: LoadedArtifact, *, threads: int = 1) -> "OnnxClassifier":
@@ -38,8 +50,18 @@ class OnnxClassifier:
         import onnxruntime as ort
 
         card = artifact.card
-        if card.kind != "tabular":
-            raise ModelLoadError(f"{card.name} {card.version}: kind {card.kind!r} is not served yet (tabular only)")
+        tokenizer = None
+        if card.kind == "text":
+            if TOKENIZER_FILE not in artifact.files:
+                raise ModelLoadError(f"{card.name} {card.version}: a text model needs {TOKENIZER_FILE} beside model.onnx")
+            from tokenizers import Tokenizer
+
+            try:
+                tokenizer = Tokenizer.from_str(artifact.files[TOKENIZER_FILE].decode("utf-8"))
+            except Exception as exc:  # tokenizers raises plain Exceptions
+                raise ModelLoadError(f"{card.name} {card.version}: {TOKENIZER_FILE} does not load: {exc}") from exc
+            if tokenizer.padding is None:
+                tokenizer.enable_padding(pad_id=0)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -47,20 +69,22 @@ class OnnxClassifier:
             session = ort.InferenceSession(artifact.onnx_bytes, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelLoadError(f"{card.name} {card.version}: onnxruntime cannot load model.onnx: {exc}") from exc
-        inputs = {i.name: i for i in session.get_inputs()}
+        inputs = {i.name for i in session.get_inputs()}
         outputs = {o.name for o in session.get_outputs()}
-        if card.onnx_input not in inputs:
-            raise ModelLoadError(f"{card.name} {card.version}: graph has no input {card.onnx_input!r} (has {sorted(inputs)})")
+        needed = {"input_ids", "attention_mask"} if card.kind == "text" else {card.onnx_input}
+        if not needed <= inputs:
+            raise ModelLoadError(f"{card.name} {card.version}: graph inputs {sorted(inputs)} lack {sorted(needed - inputs)}")
         if card.onnx_output not in outputs:
             raise ModelLoadError(f"{card.name} {card.version}: graph has no output {card.onnx_output!r} (has {sorted(outputs)})")
-        model = cls(card, session)
+        model = cls(card, session, tokenizer)
         model.self_check()
         return model
 
     def self_check(self) -> None:
-        """Run one zero row: the answer must be one finite probability in [0, 1]."""
+        """One probe (a zero row, or a short text): one finite probability in [0, 1]."""
+        probe = ["hola"] if self.card.kind == "text" else np.zeros((1, len(self.card.features)), dtype=np.float32)
         try:
-            probability = self.predict(np.zeros((1, self.n_features), dtype=np.float32))
+            probability = self.predict(probe)
         except Exception as exc:
             raise ModelLoadError(f"{self.card.name} {self.version}: self-check failed: {exc}") from exc
         if probability.shape != (1,) or not np.isfinite(probability).all() or not 0 <= probability[0] <= 1:
@@ -69,9 +93,26 @@ class OnnxClassifier:
     def ready(self) -> bool:
         return self._session is not None
 
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        """Probability of the positive class for each row of ``features`` (float32 [N, F])."""
-        (probabilities,) = self._session.run([self._output], {self._input: features})
+    @staticmethod
+    def stack(parts: list) -> Any:
+        """Join several requests' inputs into one batch (arrays or lists of texts)."""
+        if isinstance(parts[0], np.ndarray):
+            return np.concatenate(parts)
+        return [text for part in parts for text in part]
+
+    def _feeds(self, batch: Any) -> dict[str, np.ndarray]:
+        if self._tokenizer is None:
+            return {self.card.onnx_input: batch}
+        encodings = self._tokenizer.encode_batch(list(batch))
+        feeds = {
+            "input_ids": np.asarray([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.asarray([e.attention_mask for e in encodings], dtype=np.int64),
+        }
+        return {k: v for k, v in feeds.items() if k in self._inputs}
+
+    def predict(self, batch: Any) -> np.ndarray:
+        """Probability of the positive class for each row (float32 [N, F]) or text."""
+        (probabilities,) = self._session.run([self.card.onnx_output], self._feeds(batch))
         probabilities = np.asarray(probabilities)
         return probabilities[:, 1] if probabilities.ndim == 2 else probabilities.reshape(-1)
 

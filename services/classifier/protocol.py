@@ -27,6 +27,18 @@ def _number(value: Any, where: str) -> float:
     return float(value)
 
 
+def decode_text(instance: Any, card: ModelCard, where: str) -> str:
+    """One text instance: a string, or an object holding it under the card's text field."""
+    if isinstance(instance, dict) and set(instance) == {card.text_field}:
+        instance = instance[card.text_field]
+        where = f"{where}.{card.text_field}"
+    if not isinstance(instance, str):
+        raise InvalidRequestError(
+            f'{where} must be a string or {{"{card.text_field}": "..."}}; model {card.name} classifies text', param=where
+        )
+    return instance
+
+
 def decode_instance(instance: Any, card: ModelCard, where: str) -> list[float]:
     """One instance: a list of numbers in the card's feature order, or an object keyed by feature name."""
     names = [f.name for f in card.features]
@@ -52,8 +64,8 @@ def decode_instance(instance: Any, card: ModelCard, where: str) -> list[float]:
     )
 
 
-def decode_instances(body: Any, card: ModelCard, max_instances: int) -> np.ndarray:
-    """The ``instances`` of a V1 body as float32 [N, F]."""
+def decode_instances(body: Any, card: ModelCard, max_instances: int) -> np.ndarray | list[str]:
+    """The ``instances`` of a V1 body: float32 [N, F] for a tabular model, strings for a text model."""
     if not isinstance(body, dict) or "instances" not in body:
         raise InvalidRequestError('the body must be a JSON object with "instances": [...]', param="instances")
     instances = body["instances"]
@@ -63,6 +75,8 @@ def decode_instances(body: Any, card: ModelCard, max_instances: int) -> np.ndarr
         raise InvalidRequestError(
             f'"instances" has {len(instances)} items; at most {max_instances} per request', param="instances"
         )
+    if card.kind == "text":
+        return [decode_text(x, card, f"instances[{i}]") for i, x in enumerate(instances)]
     rows = [decode_instance(x, card, f"instances[{i}]") for i, x in enumerate(instances)]
     return np.asarray(rows, dtype=np.float32)
 
@@ -79,12 +93,12 @@ def encode_v1(probabilities: np.ndarray, labels: list[str], card: ModelCard) -> 
 
 def decode_v2(body: bytes, header_length: int | None, card: ModelCard, max_instances: int):
     """A V2 infer body (JSON, or JSON plus binary tensors) as (float32 [N, F], InferRequest)."""
-    from kserve.errors import InvalidInput
+    from kserve.errors import InferenceError, InvalidInput
     from kserve.protocol.infer_type import InferRequest
 
     try:
         request = InferRequest.from_bytes(body, header_length or len(body), card.name)
-    except InvalidInput as exc:
+    except (InvalidInput, InferenceError) as exc:
         raise InvalidRequestError(f"invalid V2 request: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidRequestError(f"invalid V2 request: missing or malformed field {exc}", param="inputs") from None
@@ -92,6 +106,8 @@ def decode_v2(body: bytes, header_length: int | None, card: ModelCard, max_insta
         raise InvalidRequestError(f"V2 request must carry exactly one input tensor, not {len(request.inputs)}", param="inputs")
     tensor = request.inputs[0]
     where = f"inputs[0] ({tensor.name})"
+    if card.kind == "text":
+        return _decode_v2_texts(tensor, where, card, max_instances), request
     if tensor.datatype not in V2_NUMERIC:
         raise InvalidRequestError(
             f"{where} has datatype {tensor.datatype}; model {card.name} takes {sorted(V2_NUMERIC)}", param="inputs"
@@ -110,6 +126,37 @@ def decode_v2(body: bytes, header_length: int | None, card: ModelCard, max_insta
         row = int(np.argwhere(~np.isfinite(array))[0][0])
         raise InvalidRequestError(f"{where} row {row} holds a non-finite number", param="inputs")
     return array, request
+
+
+def _decode_v2_texts(tensor, where: str, card: ModelCard, max_instances: int) -> list[str]:
+    """A BYTES tensor of shape [N] or [N, 1], from JSON data or the binary extension."""
+    shape = list(tensor.shape)
+    if tensor.datatype != "BYTES":
+        raise InvalidRequestError(f"{where} has datatype {tensor.datatype}; model {card.name} takes BYTES (text)", param="inputs")
+    if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+        raise InvalidRequestError(f"{where} has shape {shape}; model {card.name} takes [N] or [N, 1] texts", param="inputs")
+    if not 1 <= shape[0] <= max_instances:
+        raise InvalidRequestError(f"{where} has {shape[0]} texts; 1 to {max_instances} per request", param="inputs")
+    values = _flatten(tensor.data)  # kserve decodes binary BYTES tensors into this list too
+    texts = []
+    for i, value in enumerate(values):
+        if isinstance(value, bytes):
+            try:
+                value = value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidRequestError(f"{where} item {i} is not UTF-8 text", param="inputs") from None
+        if not isinstance(value, str):
+            raise InvalidRequestError(f"{where} item {i} must be a string, not {type(value).__name__}", param="inputs")
+        texts.append(value)
+    if len(texts) != shape[0]:
+        raise InvalidRequestError(f"{where} holds {len(texts)} texts; its shape says {shape[0]}", param="inputs")
+    return texts
+
+
+def _flatten(data: Any) -> list:
+    if isinstance(data, list):
+        return [x for item in data for x in _flatten(item)] if any(isinstance(i, list) for i in data) else list(data)
+    return [data]
 
 
 def encode_v2(probabilities: np.ndarray, labels: list[str], card: ModelCard, request) -> dict[str, Any]:
@@ -132,17 +179,22 @@ def encode_v2(probabilities: np.ndarray, labels: list[str], card: ModelCard, req
 
 
 def v2_metadata(card: ModelCard) -> dict[str, Any]:
+    if card.kind == "text":
+        inputs = [{"name": card.text_field, "datatype": "BYTES", "shape": [-1]}]
+    else:
+        inputs = [{"name": card.onnx_input, "datatype": "FP32", "shape": [-1, len(card.features)]}]
     return {
         "name": card.name,
         "versions": [card.version],
         "platform": "onnxruntime",
-        "inputs": [{"name": card.onnx_input, "datatype": "FP32", "shape": [-1, len(card.features)]}],
+        "inputs": inputs,
         "outputs": [
             {"name": "probability", "datatype": "FP64", "shape": [-1]},
             {"name": "label", "datatype": "BYTES", "shape": [-1]},
             {"name": "threshold", "datatype": "FP64", "shape": [1]},
         ],
         "parameters": {
+            "kind": card.kind,
             "features": [f.name for f in card.features],
             "labels": list(card.labels),
             "threshold": card.threshold,
@@ -151,7 +203,7 @@ def v2_metadata(card: ModelCard) -> dict[str, Any]:
 
 
 def decode_feedback(body: Any, card: ModelCard, max_instances: int):
-    """A feedback body as (rows float32 [N, F], labels [0/1], prediction ids or Nones)."""
+    """A feedback body as (rows float32 [N, F] or texts, labels [0/1], prediction ids or Nones)."""
     rows = decode_instances(body, card, max_instances)
     labels = body.get("labels")
     if not isinstance(labels, list) or len(labels) != len(rows):

@@ -1,0 +1,58 @@
+"""aprendiz.services.classifier.model: loading checks a version before it can serve."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from aprendiz.registry import LoadedArtifact
+from aprendiz.services.classifier.model import ModelLoadError, OnnxClassifier
+from aprendiz.training.default_classifier import train_default_classifier
+
+
+@pytest.fixture(scope="module")
+def artifact() -> LoadedArtifact:
+    card, onnx_bytes = train_default_classifier()
+    return LoadedArtifact(card=card, onnx_bytes=onnx_bytes)
+
+
+def test_loads_and_predicts_like_the_training_side(artifact):
+    from sklearn.datasets import load_breast_cancer
+
+    from aprendiz.training.default_classifier import onnx_probabilities
+
+    model = OnnxClassifier.load(artifact)
+    rows = load_breast_cancer().data[:6].astype(np.float32)
+    assert model.predict(rows) == pytest.approx(onnx_probabilities(artifact.onnx_bytes, rows)[:, 1])
+    assert model.ready() and model.version == artifact.card.version
+    assert model.labels_for(np.array([0.2, 0.9])) == ["benign", "malignant"]
+
+
+def test_garbage_bytes_are_refused(artifact):
+    with pytest.raises(ModelLoadError, match="cannot load"):
+        OnnxClassifier.load(LoadedArtifact(card=artifact.card, onnx_bytes=b"not onnx"))
+
+
+def test_a_card_naming_a_missing_output_is_refused(artifact):
+    card = artifact.card.model_copy(update={"onnx_output": "scores"})
+    with pytest.raises(ModelLoadError, match="no output 'scores'"):
+        OnnxClassifier.load(LoadedArtifact(card=card, onnx_bytes=artifact.onnx_bytes))
+
+
+def test_a_card_with_the_wrong_feature_count_fails_the_self_check(artifact):
+    card = artifact.card.model_copy(update={"features": artifact.card.features[:5]})
+    with pytest.raises(ModelLoadError, match="self-check"):
+        OnnxClassifier.load(LoadedArtifact(card=card, onnx_bytes=artifact.onnx_bytes))
+
+
+def test_a_text_model_without_its_tokenizer_is_refused(artifact):
+    card = artifact.card.model_copy(update={"kind": "text", "features": [], "text_field": "text", "onnx_input": "input_ids"})
+    with pytest.raises(ModelLoadError, match="tokenizer.json"):
+        OnnxClassifier.load(LoadedArtifact(card=card, onnx_bytes=artifact.onnx_bytes))
+
+
+def test_batches_of_several_requests_stack(artifact):
+    model = OnnxClassifier.load(artifact)
+    parts = [np.zeros((2, 30), np.float32), np.ones((1, 30), np.float32)]
+    assert model.stack(parts).shape == (3, 30)
+    assert model.stack([["a"], ["b", "c"]]) == ["a", "b", "c"]

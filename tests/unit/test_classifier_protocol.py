@@ -1,0 +1,129 @@
+"""aprendiz.services.classifier.protocol: V1/V2 bodies decoded against a card, errors naming the field."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from aprendiz.errors import InvalidRequestError
+from aprendiz.registry import Feature, ModelCard
+from aprendiz.services.classifier import protocol
+
+TABULAR = ModelCard(
+    name="t", version="v1", kind="tabular", features=[Feature(name="a"), Feature(name="b")],
+    labels=("no", "yes"), threshold=0.7, data_fingerprint="x", algorithm="lr",
+)
+TEXT = ModelCard(
+    name="s", version="v1", kind="text", text_field="text", onnx_input="input_ids",
+    labels=("english", "spanish"), data_fingerprint="x", algorithm="lr",
+)
+
+
+def test_v1_lists_and_objects_become_one_float32_matrix():
+    rows = protocol.decode_instances({"instances": [[1, 2.5], {"b": 4, "a": 3}]}, TABULAR, 10)
+    assert rows.dtype == np.float32 and rows.tolist() == [[1.0, 2.5], [3.0, 4.0]]
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ({"instances": [[1]]}, ["instances[0]", "1 values", "2 features"]),
+        ({"instances": [[1, "2"]]}, ["instances[0][1] (b)", "number"]),
+        ({"instances": [[1, True]]}, ["instances[0][1]", "bool"]),
+        ({"instances": [[1, float("nan")]]}, ["finite"]),
+        ({"instances": [{"a": 1}]}, ["missing features ['b']"]),
+        ({"instances": [{"a": 1, "b": 2, "c": 3}]}, ["unknown features ['c']"]),
+        ({"instances": ["text"]}, ["instances[0]", "list of 2 numbers"]),
+        ({"instances": [[1, 2]] * 11}, ["11 items", "at most 10"]),
+        ({"instances": {}}, ["non-empty list"]),
+        ([[1, 2]], ['"instances"']),
+    ],
+)
+def test_v1_errors_say_what_and_where(body, words):
+    with pytest.raises(InvalidRequestError) as raised:
+        protocol.decode_instances(body, TABULAR, 10)
+    for word in words:
+        assert word in raised.value.message
+
+
+def test_v1_answer_carries_probability_label_threshold_version():
+    answer = protocol.encode_v1(np.array([0.9, 0.2]), ["yes", "no"], TABULAR)
+    assert answer["predictions"][0] == {"probability": 0.9, "label": "yes", "threshold": 0.7, "model_version": "v1"}
+    assert answer["model_version"] == "v1"
+
+
+def test_text_instances_are_strings_or_objects_with_the_text_field():
+    assert protocol.decode_instances({"instances": ["hola", {"text": "hello"}]}, TEXT, 10) == ["hola", "hello"]
+    with pytest.raises(InvalidRequestError, match="classifies text"):
+        protocol.decode_instances({"instances": [[1, 2]]}, TEXT, 10)
+
+
+def v2(inputs) -> bytes:
+    return json.dumps({"id": "r1", "inputs": inputs}).encode()
+
+
+def test_v2_numeric_tensor():
+    rows, request = protocol.decode_v2(
+        v2([{"name": "input", "shape": [2, 2], "datatype": "FP64", "data": [1, 2, 3, 4]}]), None, TABULAR, 10
+    )
+    assert rows.tolist() == [[1, 2], [3, 4]] and rows.dtype == np.float32 and request.id == "r1"
+
+
+@pytest.mark.parametrize(
+    "inputs, words",
+    [
+        ([{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}], ["shape [1, 3]", "[N, 2]"]),
+        ([{"name": "input", "shape": [1, 2], "datatype": "BYTES", "data": ["a", "b"]}], ["BYTES"]),
+        ([{"name": "input", "shape": [1, 2], "datatype": "FP32"}], ["data"]),
+        ([], ["exactly one input"]),
+        ([{"name": "input", "shape": [11, 2], "datatype": "FP32", "data": [0] * 22}], ["11 rows"]),
+        ([{"name": "input", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3]}], ["does not match shape"]),
+    ],
+)
+def test_v2_errors(inputs, words):
+    with pytest.raises(InvalidRequestError) as raised:
+        protocol.decode_v2(v2(inputs), None, TABULAR, 10)
+    for word in words:
+        assert word in raised.value.message, raised.value.message
+
+
+def test_v2_text_tensor_json_and_binary():
+    from kserve import InferInput, InferRequest
+
+    texts, _ = protocol.decode_v2(v2([{"name": "text", "shape": [2], "datatype": "BYTES", "data": ["hola", "hi"]}]), None, TEXT, 10)
+    assert texts == ["hola", "hi"]
+    tensor = InferInput(name="text", shape=[2, 1], datatype="BYTES")
+    tensor.set_data_from_numpy(np.array([["¿qué tal?"], ["fine"]], dtype=np.object_), binary_data=True)
+    body, json_length = InferRequest(model_name="s", infer_inputs=[tensor], request_id="b").to_rest()
+    texts, _ = protocol.decode_v2(body, json_length, TEXT, 10)
+    assert texts == ["¿qué tal?", "fine"]
+    with pytest.raises(InvalidRequestError, match="takes BYTES"):
+        protocol.decode_v2(v2([{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]), None, TEXT, 10)
+
+
+def test_v2_answer_uses_kserve_types():
+    from kserve.protocol.infer_type import InferResponse
+
+    _, request = protocol.decode_v2(v2([{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]), None, TABULAR, 10)
+    body = protocol.encode_v2(np.array([0.8]), ["yes"], TABULAR, request)
+    parsed = InferResponse.from_rest(body)
+    assert parsed.model_version == "v1" and parsed.id == "r1"
+    assert {o.name: o.data for o in parsed.outputs} == {"probability": [0.8], "label": ["yes"], "threshold": [0.7]}
+
+
+def test_feedback_labels_by_name_or_index_and_optional_ids():
+    rows, labels, ids = protocol.decode_feedback({"instances": [[1, 2], [3, 4]], "labels": ["yes", 0]}, TABULAR, 10)
+    assert labels == [1, 0] and ids == [None, None] and rows.shape == (2, 2)
+    with pytest.raises(InvalidRequestError, match="one label per instance"):
+        protocol.decode_feedback({"instances": [[1, 2]], "labels": [1, 0]}, TABULAR, 10)
+    with pytest.raises(InvalidRequestError, match="prediction_ids"):
+        protocol.decode_feedback({"instances": [[1, 2]], "labels": [1], "prediction_ids": [3]}, TABULAR, 10)
+    with pytest.raises(InvalidRequestError, match=r"labels\[0\]"):
+        protocol.decode_feedback({"instances": [[1, 2]], "labels": ["maybe"]}, TABULAR, 10)
+
+
+def test_metadata_describes_inputs_by_kind():
+    assert protocol.v2_metadata(TABULAR)["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 2]}]
+    assert protocol.v2_metadata(TEXT)["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
