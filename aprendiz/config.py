@@ -131,6 +131,9 @@ class ClassifierModel(_Strict):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="Registry name, also the URL name.")
     store: StoreConfig | None = Field(None, description="Overrides the platform's store for this model.")
+    version: str | None = Field(
+        None, description="Pin a version; unset follows champion.json. Changing it reconfigures replicas in place."
+    )
     poll_interval_s: float = Field(5.0, gt=0, description="How often replicas check champion.json.")
     max_batch_size: int = Field(64, ge=1, description="Requests grouped into one onnxruntime call.")
     batch_wait_timeout_s: float = Field(0.002, ge=0, description="How long a batch waits to fill.")

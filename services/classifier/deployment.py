@@ -195,6 +195,8 @@ def build_classifier_deployment(model: ClassifierModel, store: StoreConfig) -> A
         "max_queued_requests": model.max_queued_requests,
         "ray_actor_options": {"num_cpus": model.num_cpus},
         "health_check_period_s": 10,
+        # Applied through reconfigure(): a Serve config update changes them without restarting replicas.
+        "user_config": {"version": model.version, "poll_interval_s": model.poll_interval_s},
     }
     return serve.deployment(ClassifierServer, **options).bind(
         model=model.model_dump(mode="json"), store=store.model_dump(mode="json")

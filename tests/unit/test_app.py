@@ -42,3 +42,25 @@ def test_build_app_rejects_bad_args_before_anything_starts():
         build_app({"generatorz": []})
     with pytest.raises(ValidationError, match="serves no model"):
         build_app({})
+
+
+def test_classifiers_join_the_ingress_with_their_serve_options():
+    app = build_app(
+        args(
+            classifiers=[
+                {
+                    "name": "cancer",
+                    "version": "20260101T000000Z-abcd",
+                    "autoscaling": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 3},
+                    "max_queued_requests": 99,
+                }
+            ],
+            store={"url": "s3://bucket/prefix", "endpoint_url": "http://127.0.0.1:9000"},
+        )
+    )
+    classifier = app._bound_deployment.init_kwargs["classifiers"]["cancer"]._bound_deployment
+    assert classifier.name == "Classifier:cancer"
+    assert classifier.user_config == {"version": "20260101T000000Z-abcd", "poll_interval_s": 5.0}
+    assert classifier.max_queued_requests == 99
+    assert classifier._deployment_config.autoscaling_config.max_replicas == 4
+    assert classifier.init_kwargs["store"] == {"url": "s3://bucket/prefix", "endpoint_url": "http://127.0.0.1:9000"}
