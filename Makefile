@@ -42,10 +42,11 @@ $(MODEL_DIR)/aprendiz_build.json: | $(STAMP)
 
 model: $(STAMP) $(MODEL_DIR)/aprendiz_build.json
 
-# 3. The default classifier `breast-cancer` (scikit-learn's bundled data, ONNX), published as
-#    champion in the config's store unless it has one already.
+# 3. The default classifiers, breast-cancer (scikit-learn's bundled data) and es-or-en (text:
+#    Spanish or English, from the shipped corpus), trained here, exported to ONNX and published
+#    as champions in the config's store unless they have one already (a few seconds).
 classifier: $(STAMP)
-	$(VENV)/bin/aprendiz publish-default-classifier --config config/aprendiz.yaml
+	$(VENV)/bin/aprendiz publish-default-classifiers --config config/aprendiz.yaml
 
 # 4. Serve until Ctrl-C.
 run: model classifier

@@ -55,7 +55,7 @@ def serve(
         if _registry(platform.store_for(classifier)).champion(classifier.name) is None:
             problems.append(
                 f"classifier {classifier.name!r} has no champion in {platform.store_for(classifier).url}"
-                " (the default one is published by `aprendiz publish-default-classifier`)"
+                " (defaults are published by `aprendiz publish-default-classifiers`)"
             )
     for problem in problems:
         typer.echo(f"aprendiz: {problem}", err=True)
@@ -93,22 +93,28 @@ def check_config(config: Annotated[Path, typer.Argument(help="Platform config fi
     typer.echo(_platform(config).model_dump_json(indent=2))
 
 
-@app.command("publish-default-classifier")
-def publish_default(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Platform config file (its store is used).")] = None,
-    name: Annotated[str, typer.Option(help="Registry name of the model.")] = "breast-cancer",
+@app.command("publish-default-classifiers")
+def publish_defaults(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Platform config file (its stores are used).")] = None,
 ) -> None:
-    """Train the default classifier (scikit-learn's breast cancer data, logistic regression, ONNX)
-    and publish it as champion, unless the model already has one."""
+    """Train and publish, as champion, each default classifier the config serves (breast-cancer:
+    scikit-learn's breast cancer data; es-or-en: Spanish or English, from the shipped corpus),
+    unless it already has a champion."""
     from aprendiz.training.default_classifier import publish_default_classifier
+    from aprendiz.training.text_classifier import publish_text_classifier
 
+    publishers = {"breast-cancer": publish_default_classifier, "es-or-en": publish_text_classifier}
     platform = _platform(config or _settings().config_file)
-    store = next((platform.store_for(c) for c in platform.classifiers if c.name == name), platform.store)
-    version = publish_default_classifier(_registry(store), name)
-    if version is None:
-        typer.echo(f"aprendiz: {name} already has a champion in {store.url}")
-    else:
-        typer.echo(f"aprendiz: published {name} version {version} as champion in {store.url}")
+    for classifier in platform.classifiers:
+        publish = publishers.get(classifier.name)
+        if publish is None:
+            continue  # not a default: the training job publishes it
+        store = platform.store_for(classifier)
+        version = publish(_registry(store), classifier.name)
+        if version is None:
+            typer.echo(f"aprendiz: {classifier.name} already has a champion in {store.url}")
+        else:
+            typer.echo(f"aprendiz: published {classifier.name} version {version} as champion in {store.url}")
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from aprendiz.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def banner(settings: Settings, config: PlatformConfig) -> str:
+def banner(settings: Settings, config: PlatformConfig, ray_address: str = "") -> str:
     """What a user needs once the platform is up: URLs and ready-to-paste examples."""
     base = f"http://{settings.host}:{settings.port}"
     lines = [f"aprendiz is serving {', '.join([m.id for m in config.generators] + [c.name for c in config.classifiers])}"]
@@ -30,6 +30,7 @@ def banner(settings: Settings, config: PlatformConfig) -> str:
     lines += [
         f"  health       {base}/healthz   {base}/readyz",
         f"  metrics      http://{settings.host}:{settings.metrics_export_port}/metrics   (Ray's Prometheus endpoint)",
+        f"  ray          {ray_address}   (serve status --address / ray status --address)" if ray_address else "",
         "",
         "Try it:",
     ]
@@ -54,23 +55,26 @@ def banner(settings: Settings, config: PlatformConfig) -> str:
     return "\n" + "\n".join(lines) + "\n"
 
 
-def start(settings: Settings, config: PlatformConfig) -> None:
-    """Start Ray (unless an address is given), Serve's HTTP proxy and the application; wait until it runs."""
+def start(settings: Settings, config: PlatformConfig) -> str:
+    """Start Ray (unless an address is given), Serve's HTTP proxy and the application; wait until it runs.
+
+    Returns the Ray cluster's GCS address."""
     import ray
     from ray import serve
 
     from aprendiz.services.app import build_platform
 
     if settings.ray_address:
-        ray.init(address=settings.ray_address)
+        context = ray.init(address=settings.ray_address)
     else:
-        ray.init(
+        context = ray.init(
             num_cpus=settings.ray_num_cpus,
             include_dashboard=False,
             _metrics_export_port=settings.metrics_export_port,
         )
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build_platform(config), name=settings.app_name, route_prefix="/", blocking=False)
+    return context.address_info["gcs_address"]
 
 
 def stop(settings: Settings) -> None:
@@ -101,12 +105,12 @@ def serve_until_stopped(
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
-            start(settings, config)
+            ray_address = start(settings, config)
         except KeyboardInterrupt:
             announce("aprendiz: interrupted while starting")
             return
         started.set()
-        announce(banner(settings, config))
+        announce(banner(settings, config, ray_address))
         stopping.wait()
         announce("aprendiz: stopping")
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,26 +20,12 @@ import yaml
 
 START_TIMEOUT_S = 600
 STOP_TIMEOUT_S = 120
-# Processes a platform run leaves behind if it does not stop cleanly.
-PLATFORM_PROCESS_MARKERS = ("raylet", "gcs_server", "ray::", "EngineCore", "VLLM::", "aprendiz serve", "dashboard_agent")
 
 
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def platform_processes() -> dict[int, str]:
-    found = {}
-    for proc in psutil.process_iter(["pid", "cmdline", "name"]):
-        try:
-            text = " ".join(proc.info["cmdline"] or []) or proc.info["name"] or ""
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-        if any(marker in text for marker in PLATFORM_PROCESS_MARKERS) and proc.pid != os.getpid():
-            found[proc.pid] = text[:160]
-    return found
 
 
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -64,6 +51,7 @@ def stores(moto_server, tmp_path_factory) -> Stores:
     from aprendiz.registry import ModelRegistry
     from aprendiz.store import ObjectStore
     from aprendiz.training.default_classifier import publish_default_classifier
+    from aprendiz.training.text_classifier import publish_text_classifier
 
     boto3.client(
         "s3", endpoint_url=moto_server, region_name="us-east-1",
@@ -74,6 +62,7 @@ def stores(moto_server, tmp_path_factory) -> Stores:
     local = ModelRegistry(ObjectStore(str(tmp_path_factory.mktemp("store"))))
     publish_default_classifier(s3, "breast-cancer")
     publish_default_classifier(local, "breast-cancer-local")
+    publish_text_classifier(s3, "es-or-en")
     return Stores(s3, local, options)
 
 
@@ -101,6 +90,7 @@ def platform_config(repo_root, stores, moto_server, tmp_path_factory) -> Path:
                 "poll_interval_s": 0.5,
                 "store": {"url": stores.local.store.url},
             },
+            {"name": "es-or-en", "poll_interval_s": 0.5, "num_cpus": 0.25},
         ],
         "store": {"url": "s3://aprendiz-test/store", "endpoint_url": moto_server},
         "ingress": {"max_body_bytes": 256 * 1024},
@@ -117,16 +107,25 @@ class RunningPlatform:
         self.metrics_url = metrics_url
         self.log_path = log_path
 
+    @property
+    def ray_address(self) -> str:
+        """The platform's own cluster, from its banner (never 'auto': another cluster may exist)."""
+        match = re.search(r"^  ray +(\S+)", self.log_path.read_text(errors="replace"), re.MULTILINE)
+        assert match, "no ray address in the banner"
+        return match.group(1)
+
     def serve_status(self) -> dict[str, dict]:
         """Serve's status API, read by a short-lived driver: {deployment: {"status", "running_replicas"}}."""
         code = (
             "import json, ray; from ray import serve\n"
-            "ray.init(address='auto', logging_level='ERROR', log_to_driver=False)\n"
+            f"ray.init(address='{self.ray_address}', logging_level='ERROR', log_to_driver=False)\n"
             "app = serve.status().applications['aprendiz']\n"
             "print(json.dumps({n: {'status': str(d.status), 'running_replicas': int(d.replica_states.get('RUNNING', 0))}"
             " for n, d in app.deployments.items()}))\n"
         )
-        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        # Ray 2.60 starts local clusters with token authentication; the token is in ~/.ray.
+        env = {**os.environ, "RAY_AUTH_MODE": "token"}
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
         assert result.returncode == 0, result.stderr[-2000:]
         return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -136,7 +135,6 @@ class RunningPlatform:
 
 @pytest.fixture(scope="session")
 def platform(default_model, repo_root, platform_config, tmp_path_factory) -> RunningPlatform:
-    before = set(platform_processes())
     port, metrics_port = _free_port(), _free_port()
     log_path = tmp_path_factory.mktemp("platform") / "serve.log"
     env = {
@@ -167,15 +165,28 @@ def platform(default_model, repo_root, platform_config, tmp_path_factory) -> Run
     yield running
 
     # Ctrl-C, as a user stops `make run`: it must exit 0 and leave no Ray or vLLM process.
+    # What it started is its process tree: Ray's daemons and workers, vLLM's engine processes.
+    tree = {p.pid: p.create_time() for p in psutil.Process(process.pid).children(recursive=True)}
     process.send_signal(signal.SIGINT)
     try:
         code = process.wait(timeout=STOP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         process.kill()
         pytest.fail(f"aprendiz serve did not stop within {STOP_TIMEOUT_S}s of SIGINT:\n{running.log_tail()}")
+    def still_running() -> dict[int, str]:
+        alive = {}
+        for pid, created in tree.items():
+            try:
+                proc = psutil.Process(pid)
+                if proc.create_time() == created and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive[pid] = " ".join(proc.cmdline())[:160]
+            except psutil.NoSuchProcess:
+                pass
+        return alive
+
     leftover = {}
     for _ in range(30):  # processes may take a moment to be reaped
-        leftover = {pid: cmd for pid, cmd in platform_processes().items() if pid not in before}
+        leftover = still_running()
         if not leftover:
             break
         time.sleep(1)
