@@ -14,7 +14,7 @@ STAMP := $(VENV)/.aprendiz-installed
 MODEL_DIR := var/models/aprendiz-tiny-chat
 PYTEST_ARGS ?=
 
-.PHONY: help install model classifier run test test-unit test-integration check-env clean distclean
+.PHONY: help install model classifier run lint test test-unit test-integration check-env clean distclean
 
 help:
 	@echo "make run    - install into $(VENV), build the default model, serve on 127.0.0.1:8000"
@@ -52,7 +52,10 @@ classifier: $(STAMP)
 run: model classifier
 	$(VENV)/bin/aprendiz serve --config config/aprendiz.yaml
 
-test: model
+lint: $(STAMP)
+	$(VENV)/bin/ruff check aprendiz services training tests
+
+test: lint model
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)

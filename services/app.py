@@ -14,12 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ray.serve.deployment import Application
-
-from aprendiz.config import PlatformConfig
 from aprendiz.services.classifier.deployment import build_classifier_deployment
 from aprendiz.services.generator.deployment import build_generator_deployments
 from aprendiz.services.ingress.deployment import build_ingress
+from ray.serve.deployment import Application
+
+from aprendiz.config import PlatformConfig
 
 
 def build_platform(config: PlatformConfig, *, engine_cls: type | None = None) -> Application:

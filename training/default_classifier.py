@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from aprendiz.training.evaluation import binary_metrics
 
 from aprendiz.registry import Feature, ModelCard, ModelRegistry, new_version
 
@@ -66,9 +67,9 @@ def fit_default_pipeline(seed: int = 0) -> DefaultFit:
 
 def export_onnx(pipeline: Pipeline, n_features: int) -> bytes:
     """The pipeline as ONNX: input "input" float32 [None, n_features], output "probabilities" float32 [None, 2]."""
-    from sklearn.linear_model import LogisticRegression
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
+    from sklearn.linear_model import LogisticRegression
 
     model = to_onnx(
         pipeline,
@@ -102,17 +103,6 @@ def onnx_probabilities(onnx_bytes: bytes, x: np.ndarray, *, input_name: str = "i
     return session.run([output_name], {input_name: np.asarray(x, dtype=np.float32)})[0]
 
 
-def _metrics(y_true: np.ndarray, positive: np.ndarray, threshold: float) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
-
-    predicted = (positive >= threshold).astype(np.int64)
-    return {
-        "roc_auc": float(roc_auc_score(y_true, positive)),
-        "accuracy": float(accuracy_score(y_true, predicted)),
-        "f1": float(f1_score(y_true, predicted)),
-    }
-
-
 def _fingerprint(fit: DefaultFit) -> str:
     """sha256 of the training rows and their labels, as stored (float32, int64, C order)."""
     digest = hashlib.sha256()
@@ -137,7 +127,7 @@ def train_default_classifier(seed: int = 0, *, name: str = DEFAULT_NAME) -> tupl
         threshold=THRESHOLD,
         onnx_input="input",
         onnx_output="probabilities",
-        metrics=_metrics(fit.y_test, positive, THRESHOLD),
+        metrics=binary_metrics(fit.y_test, positive, THRESHOLD),
         data_fingerprint=_fingerprint(fit),
         algorithm="logistic_regression",
         training={

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+from aprendiz.training.evaluation import binary_metrics
 
 from aprendiz.registry import ModelCard, ModelRegistry, new_version
 
@@ -297,17 +298,6 @@ def text_probabilities(onnx_bytes: bytes, tokenizer_json: bytes, texts: list[str
     return session.run([OUTPUT], encode_texts(tokenizer_json, texts))[0]
 
 
-def _metrics(y_true: np.ndarray, positive: np.ndarray, threshold: float) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
-
-    predicted = (positive >= threshold).astype(np.int64)
-    return {
-        "roc_auc": float(roc_auc_score(y_true, positive)),
-        "accuracy": float(accuracy_score(y_true, predicted)),
-        "f1": float(f1_score(y_true, predicted)),
-    }
-
-
 def fingerprint(texts: list[str], labels: np.ndarray) -> str:
     """sha256 of the training examples, in order, one UTF-8 line each: json.dumps([text, label], ensure_ascii=False)."""
     digest = hashlib.sha256()
@@ -334,7 +324,7 @@ def train_text_classifier(seed: int = 0, *, name: str = DEFAULT_NAME) -> tuple[M
         threshold=THRESHOLD,
         onnx_input=INPUT_IDS,
         onnx_output=OUTPUT,
-        metrics=_metrics(fit.y_test, positive, THRESHOLD),
+        metrics=binary_metrics(fit.y_test, positive, THRESHOLD),
         data_fingerprint=fingerprint(fit.texts_train, fit.y_train),
         algorithm=ALGORITHM,
         training={

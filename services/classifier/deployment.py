@@ -16,6 +16,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
+from aprendiz.services.classifier import protocol
+from aprendiz.services.classifier.model import ModelLoadError, OnnxClassifier
 from ray import serve
 from ray.serve.deployment import Application
 
@@ -23,8 +25,6 @@ from aprendiz.config import ClassifierModel, StoreConfig
 from aprendiz.errors import ServiceUnavailableError
 from aprendiz.metrics import ClassifierMetrics
 from aprendiz.registry import FeedbackRecord, ModelRegistry
-from aprendiz.services.classifier import protocol
-from aprendiz.services.classifier.model import ModelLoadError, OnnxClassifier
 from aprendiz.store import ObjectStore
 
 log = logging.getLogger("aprendiz.classifier")

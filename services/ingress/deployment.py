@@ -11,11 +11,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from aprendiz.services.ingress.app import create_app
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.exceptions import RayTaskError
-from ray.llm._internal.serve.core.configs.openai_api_models import ModelCard, ModelList, to_model_metadata
+from ray.llm._internal.serve.core.configs.openai_api_models import (
+    ModelCard,
+    ModelList,
+    to_model_metadata,
+)
 from ray.serve.deployment import Application
 from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
@@ -30,7 +35,6 @@ from aprendiz.errors import (
     PayloadTooLargeError,
     ServiceUnavailableError,
 )
-from aprendiz.services.ingress.app import create_app
 
 V2_BINARY_HEADER = "inference-header-content-length"
 

@@ -48,10 +48,11 @@ def stores(moto_server, tmp_path_factory) -> Stores:
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
 
-    from aprendiz.registry import ModelRegistry
-    from aprendiz.store import ObjectStore
     from aprendiz.training.default_classifier import publish_default_classifier
     from aprendiz.training.text_classifier import publish_text_classifier
+
+    from aprendiz.registry import ModelRegistry
+    from aprendiz.store import ObjectStore
 
     boto3.client(
         "s3", endpoint_url=moto_server, region_name="us-east-1",

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from aprendiz.services.app import build_app
 from pydantic import ValidationError
 from ray.serve.deployment import Application
-
-from aprendiz.services.app import build_app
 
 
 def args(**extra) -> dict:

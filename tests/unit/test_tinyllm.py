@@ -5,8 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from aprendiz.training.tinyllm.build import CHAT_TEMPLATE, TinyLlmSpec, build, is_built, load_corpus, render
+from aprendiz.training.tinyllm.build import (
+    CHAT_TEMPLATE,
+    TinyLlmSpec,
+    build,
+    is_built,
+    load_corpus,
+    render,
+)
 
 
 def test_corpus_is_bilingual_and_well_formed():
