@@ -117,6 +117,63 @@ def publish_defaults(
             typer.echo(f"aprendiz: published {classifier.name} version {version} as champion in {store.url}")
 
 
+@app.command("train")
+def train(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name: reads datasets/<name>/ and feedback/<name>/.")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Platform config file (its store is used).")] = None,
+    pushgateway: Annotated[
+        Optional[str], typer.Option("--pushgateway", help="Prometheus Pushgateway URL for the run's metrics.")
+    ] = None,
+) -> None:
+    """Train the candidates on the store's dataset and feedback, evaluate them against the champion,
+    and publish and promote the best when it beats the champion by the configured margin."""
+    from aprendiz.registry import check_name
+    from aprendiz.training.dataset import DatasetError
+    from aprendiz.training.job import TrainingError, run_training
+
+    try:
+        check_name(model)
+    except ValueError as exc:
+        typer.echo(f"aprendiz: {exc}", err=True)
+        raise typer.Exit(2) from None
+    platform = _platform(config or _settings().config_file)
+    store = next((platform.store_for(c) for c in platform.classifiers if c.name == model), platform.store)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        registry = _registry(store)
+        if model == "breast-cancer":
+            from aprendiz.training.dataset import seed_breast_cancer_dataset
+
+            if seed_breast_cancer_dataset(registry.store, model):
+                typer.echo(f"aprendiz: wrote scikit-learn's breast cancer data to {store.url}/datasets/{model}/data.csv")
+        result = run_training(registry, model, pushgateway=pushgateway)
+    except (TrainingError, DatasetError, ValueError) as exc:
+        typer.echo(f"aprendiz: training {model} failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except Exception as exc:  # anything else is a failure too, said plainly
+        typer.echo(f"aprendiz: training {model} failed: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    columns = ("roc_auc", "pr_auc", "f1", "precision", "recall", "recall_at_precision", "brier", "latency_ms", "size_bytes")
+    typer.echo(f"{'candidate':<24}" + "".join(f"{c:>20}" for c in columns))
+    for row in result.candidates:
+        if row["error"]:
+            typer.echo(f"{row['name']:<24}  failed: {row['error']}")
+            continue
+        cells = "".join(f"{row['metrics'][c]:>20.4f}" if c != "size_bytes" else f"{row['metrics'][c]:>20.0f}" for c in columns)
+        typer.echo(f"{row['name']:<24}{cells}")
+    if result.champion_metrics:
+        cells = "".join(f"{result.champion_metrics.get(c, float('nan')):>20.4f}" for c in columns[:-2])
+        typer.echo(f"{'champion':<24}{cells}")
+    typer.echo(
+        f"rows read {result.rows_read}, quarantined {result.rows_quarantined}"
+        + (f" ({result.quarantine_key})" if result.quarantine_key else "")
+        + f", used {result.rows_used}; split {result.split}; {result.duration_s:.1f} s"
+    )
+    verdict = f"promoted {result.version}" if result.promoted else "not promoted"
+    typer.echo(f"aprendiz: {model}: best {result.best_candidate}; {verdict}: {result.reason}")
+    typer.echo(f"report: {result.report_url}")
+
+
 def main() -> None:
     app()
 

@@ -69,3 +69,77 @@ class ClassifierMetrics:
         if old:
             self.model_version_info.set(0, tags={"model": self.model, "version": old})
         self.model_version_info.set(1, tags={"model": self.model, "version": new})
+
+
+class TrainingMetrics:
+    """The training job's metrics for one run, pushed to a Prometheus Pushgateway (prometheus-client).
+
+    A batch job is gone before any scrape, so it pushes: one group per model
+    (job="aprendiz-training", model=<name>), replaced by each run's push.
+    """
+
+    JOB = "aprendiz-training"
+
+    def __init__(self, model: str):
+        from prometheus_client import CollectorRegistry, Gauge
+
+        self.model = model
+        self.registry = CollectorRegistry()
+        self.duration_seconds = Gauge(
+            "aprendiz_training_duration_seconds", "Wall time of the training run.", registry=self.registry
+        )
+        self.rows_read = Gauge(
+            "aprendiz_training_rows_read", "Dataset rows and feedback records read.", registry=self.registry
+        )
+        self.rows_quarantined = Gauge(
+            "aprendiz_training_rows_quarantined", "Rows set aside as invalid (with their reason).", registry=self.registry
+        )
+        self.candidates_trained = Gauge(
+            "aprendiz_training_candidates_trained", "Candidates trained, exported and evaluated.", registry=self.registry
+        )
+        self.best_metric = Gauge(
+            "aprendiz_training_best_metric",
+            "The best candidate's selection metric on the test set.",
+            ("metric",),
+            registry=self.registry,
+        )
+        self.promoted = Gauge(
+            "aprendiz_training_promoted", "1 when the run promoted a new champion, else 0.", registry=self.registry
+        )
+        self.success = Gauge(
+            "aprendiz_training_success", "1 when the run finished (promoted or not), 0 when it failed.", registry=self.registry
+        )
+        self.last_success = Gauge(
+            "aprendiz_training_last_success_timestamp_seconds",
+            "Unix time of the last run that finished.",
+            registry=self.registry,
+        )
+
+    def record(
+        self,
+        *,
+        duration_s: float,
+        success: bool,
+        rows_read: int = 0,
+        rows_quarantined: int = 0,
+        candidates_trained: int = 0,
+        metric: str | None = None,
+        best_metric: float | None = None,
+        promoted: bool = False,
+    ) -> None:
+        self.duration_seconds.set(duration_s)
+        self.rows_read.set(rows_read)
+        self.rows_quarantined.set(rows_quarantined)
+        self.candidates_trained.set(candidates_trained)
+        if metric is not None and best_metric is not None:
+            self.best_metric.labels(metric=metric).set(best_metric)
+        self.promoted.set(1 if promoted else 0)
+        self.success.set(1 if success else 0)
+        if success:
+            self.last_success.set_to_current_time()
+
+    def push(self, url: str, *, timeout: float = 5.0) -> None:
+        """PUT this run's metrics to the Pushgateway at ``url`` (replacing the model's previous group)."""
+        from prometheus_client import push_to_gateway
+
+        push_to_gateway(url, job=self.JOB, registry=self.registry, grouping_key={"model": self.model}, timeout=timeout)

@@ -1,0 +1,129 @@
+"""aprendiz.training.dataset and .config: reading, validation, quarantine, feedback merge, schema, training.yaml."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from aprendiz.training.config import TrainingConfig, TrainingConfigError, default_candidates
+from aprendiz.training.dataset import (
+    DatasetError,
+    TextDatasetError,
+    check_trainable,
+    load_dataset,
+    seed_breast_cancer_dataset,
+    split_dataset,
+)
+
+from aprendiz.registry import Feature, FeedbackRecord, ModelRegistry
+
+
+def _load(store, name="bc", config=None, **kwargs):
+    return load_dataset(store, name, config or TrainingConfig(), kept_schema=kwargs.get("schema"), labels=kwargs.get("labels"))
+
+
+def test_seed_writes_breast_cancer_once(local_store):
+    assert seed_breast_cancer_dataset(local_store) is True
+    assert seed_breast_cancer_dataset(local_store) is False
+    frame = pd.read_csv(local_store.url + "/datasets/breast-cancer/data.csv")
+    assert frame.shape == (569, 31) and list(frame.columns[:2]) == ["mean radius", "mean texture"]
+    assert frame["label"].sum() == 212  # malignant is the positive class
+
+
+def test_csv_parquet_and_jsonl_are_read_and_bad_rows_quarantined(local_store):
+    csv = "a,b,label\n1,2.5,1\n2,x,0\n3,inf,1\n4,5,\n5,6,1,extra\n6,7,2\n7,8,0\n"
+    local_store.write_bytes("datasets/bc/part-1.csv", csv.encode())
+    buffer = pd.DataFrame({"a": [8, 9], "b": [1.5, float("nan")], "label": [0, 1]})
+    import io
+
+    raw = io.BytesIO()
+    buffer.to_parquet(raw)
+    local_store.write_bytes("datasets/bc/part-2.parquet", raw.getvalue())
+    local_store.write_bytes("datasets/bc/part-3.jsonl", b'{"a": 10, "b": 1, "label": 1}\nnot json\n{"a": 11, "b": "nan", "label": 0}\n')
+    local_store.write_bytes("datasets/bc/README.txt", b"not data")
+
+    dataset = _load(local_store)
+    assert [f.name for f in dataset.features] == ["a", "b"] and dataset.features[0].type == "int"
+    assert dataset.x.dtype == np.float32 and dataset.x.tolist() == [[1, 2.5], [7, 8], [8, 1.5], [10, 1]]
+    assert dataset.y.tolist() == [1, 0, 0, 1]
+    reasons = {(q["source"].rsplit("/", 1)[-1], q["line"]): q["reason"] for q in dataset.quarantine}
+    assert reasons[("part-1.csv", 3)] == "feature 'b': 'x' is not a number"
+    assert reasons[("part-1.csv", 4)] == "feature 'b': 'inf' is not finite"
+    assert reasons[("part-1.csv", 5)] == "missing label"
+    assert "4 fields" in reasons[("part-1.csv", 6)]
+    assert "label '2' is not 0 or 1" in reasons[("part-1.csv", 7)]
+    assert reasons[("part-2.parquet", 2)] == "missing value for feature 'b'"
+    assert reasons[("part-3.jsonl", 2)].startswith("not valid JSON")
+    assert "'nan' is not finite" in reasons[("part-3.jsonl", 3)]
+    assert dataset.rows_quarantined == 8 and dataset.rows_read == 12
+    assert dataset.ignored_files == ["datasets/bc/README.txt"]
+
+
+def test_label_names_and_int_features(local_store):
+    local_store.write_bytes("datasets/bc/d.csv", b"n,label\n1,yes\n2,no\n3.5,yes\n")
+    dataset = _load(local_store, config=TrainingConfig(features=[Feature(name="n", type="int")]), labels=("no", "yes"))
+    assert dataset.y.tolist() == [1, 0]
+    assert dataset.quarantine[0]["reason"] == "feature 'n': '3.5' is not an integer"
+
+
+def test_feedback_wins_over_the_dataset_row_with_the_same_features(local_store):
+    local_store.write_bytes("datasets/bc/d.csv", b"a,b,label\n1,2,0\n3,4,1\n1,2,0\n")
+    registry = ModelRegistry(local_store)
+    registry.write_feedback("bc", [FeedbackRecord(features={"a": 1.0, "b": 2.0}, label=1)])
+    registry.write_feedback("bc", [FeedbackRecord(features={"a": 5.0, "b": 6.0}, label=0), FeedbackRecord(text="hola", label=1)])
+    local_store.write_bytes("feedback/bc/2026-01-01/zz-bad.jsonl", b'{"label": 7}\n')
+    dataset = _load(local_store)
+    rows = {tuple(x): y for x, y in zip(dataset.x.tolist(), dataset.y.tolist())}
+    assert rows == {(1.0, 2.0): 1, (3.0, 4.0): 1, (5.0, 6.0): 0}
+    assert dataset.labels_corrected == 2 and dataset.duplicates_dropped == 2
+    assert dataset.from_feedback.sum() == 2
+    reasons = [q["reason"] for q in dataset.quarantine]
+    assert "text feedback for a tabular model" in reasons
+    assert any(r.startswith("not a feedback record") for r in reasons)
+
+
+def test_text_dataset_is_refused_clearly(local_store):
+    local_store.write_bytes("datasets/bc/d.csv", b"text,label\nhola amigo,1\nhello friend,0\n")
+    with pytest.raises(TextDatasetError, match="text datasets are not supported yet"):
+        _load(local_store)
+
+
+def test_too_few_rows_and_one_class(local_store):
+    local_store.write_bytes("datasets/bc/d.csv", ("a,label\n" + "".join(f"{i},{i % 2}\n" for i in range(20))).encode())
+    with pytest.raises(DatasetError, match="only 20 valid rows.*min_rows=50"):
+        check_trainable(_load(local_store), TrainingConfig())
+    local_store.write_bytes("datasets/bc/d.csv", ("a,label\n" + "".join(f"{i},0\n" for i in range(100))).encode())
+    with pytest.raises(DatasetError, match="all 100 valid rows have label 0"):
+        check_trainable(_load(local_store), TrainingConfig())
+
+
+def test_split_is_stratified_and_seeded(local_store):
+    seed_breast_cancer_dataset(local_store, "bc")
+    dataset = _load(local_store)
+    one = split_dataset(dataset, TrainingConfig(seed=3))
+    two = split_dataset(dataset, TrainingConfig(seed=3))
+    assert one.sizes() == {"train": 341, "validation": 114, "test": 114}
+    np.testing.assert_array_equal(one.x_test, two.x_test)
+    for y in (one.y_train, one.y_val, one.y_test):
+        assert abs(y.mean() - dataset.y.mean()) < 0.02
+
+
+def test_training_yaml_is_loaded_and_checked(local_store):
+    assert TrainingConfig.load(local_store, "bc") == TrainingConfig()
+    assert [c.algorithm for c in default_candidates()] == ["knn", "logistic_regression", "mlp", "gradient_boosting"]
+    local_store.write_bytes(
+        "datasets/bc/training.yaml",
+        b"selection_metric: pr_auc\nmargin: 0.01\nfloors: {roc_auc: 0.8}\n"
+        b"candidates:\n  - {name: lr, algorithm: logistic_regression, search: {C: [1, 10]}}\n",
+    )
+    config = TrainingConfig.load(local_store, "bc")
+    assert (config.selection_metric, config.margin, config.floors) == ("pr_auc", 0.01, {"roc_auc": 0.8})
+    assert config.candidates[0].search == {"C": [1, 10]}
+    local_store.write_bytes("datasets/bc/training.yaml", b"selection_metrc: pr_auc\n")
+    with pytest.raises(TrainingConfigError, match="selection_metrc"):
+        TrainingConfig.load(local_store, "bc")
+    local_store.write_bytes("datasets/bc/training.yaml", json.dumps({"floors": {"speed": 1}}).encode())
+    with pytest.raises(TrainingConfigError, match="unknown metrics"):
+        TrainingConfig.load(local_store, "bc")

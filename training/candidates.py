@@ -1,0 +1,241 @@
+"""Candidates: build, search (on validation), pick a threshold (on validation), export, verify, evaluate (on test).
+
+Each candidate is a scikit-learn Pipeline (StandardScaler + estimator; gradient boosting
+without the scaler), fitted on the train split. A candidate's ``search`` grid is tried
+combination by combination: each is fitted on train and scored on validation by the selection
+metric; the best is kept (no refit on train + validation, so the validation data stay unseen
+for the threshold choice).
+
+Decision threshold. Chosen on VALIDATION data: the threshold with the highest recall whose
+precision is at least ``min_precision``; when no threshold reaches that precision on
+validation, the F1-best threshold is used and ``recall_at_precision`` is 0 (the target was
+not met). On TEST, f1 / precision / recall / accuracy / confusion matrix are computed at
+that threshold, and ``recall_at_precision`` is the test recall there.
+
+Every candidate is exported to ONNX (the project's conventions: input "input" float32 [N, F],
+output "probabilities" float32 [N, 2], no ZipMap, opsets ``TARGET_OPSET``), and the export is
+checked: onnxruntime's probabilities on the test rows must match scikit-learn's within
+``onnx_tolerance``. Test metrics are computed from onnxruntime's output, i.e. on what would
+serve. A candidate that fails to fit, export or verify is reported with its error and left out.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from aprendiz.training.config import LOWER_IS_BETTER, CandidateConfig, TrainingConfig
+from aprendiz.training.dataset import Split
+from aprendiz.training.default_classifier import TARGET_OPSET, _dedupe_opsets, onnx_probabilities
+
+LATENCY_ROWS = 200
+
+
+@dataclass
+class CandidateResult:
+    name: str
+    algorithm: str
+    params: dict[str, Any] = field(default_factory=dict)
+    search: list[dict[str, Any]] = field(default_factory=list)  # [{"params": ..., "validation": score}]
+    validation_score: float = float("nan")
+    threshold: float = 0.5
+    threshold_rule: str = ""
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    confusion: list[list[int]] = field(default_factory=list)  # [[tn, fp], [fn, tp]] on test
+    test_probabilities: np.ndarray | None = None  # positive class, onnxruntime, test rows
+    onnx_bytes: bytes | None = None
+    onnx_max_diff: float = float("nan")
+    fit_seconds: float = 0.0
+    pipeline: Any = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def build_estimator(algorithm: str, params: dict[str, Any], seed: int):
+    """A scikit-learn Pipeline for one algorithm and its parameters."""
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    params = dict(params)
+    if algorithm == "knn":
+        return Pipeline([("scale", StandardScaler()), ("model", KNeighborsClassifier(**params))])
+    if algorithm == "logistic_regression":
+        params.setdefault("max_iter", 1000)
+        return Pipeline([("scale", StandardScaler()), ("model", LogisticRegression(**params))])
+    if algorithm == "mlp":
+        if "hidden_layer_sizes" in params:
+            sizes = params["hidden_layer_sizes"]
+            params["hidden_layer_sizes"] = tuple(sizes) if isinstance(sizes, (list, tuple)) else (int(sizes),)
+        params.setdefault("max_iter", 500)
+        params.setdefault("random_state", seed)
+        return Pipeline([("scale", StandardScaler()), ("model", MLPClassifier(**params))])
+    if algorithm == "gradient_boosting":
+        params.setdefault("random_state", seed)
+        return Pipeline([("model", GradientBoostingClassifier(**params))])
+    raise ValueError(f"unknown algorithm {algorithm!r}")
+
+
+def choose_threshold(y_val: np.ndarray, p_val: np.ndarray, min_precision: float) -> tuple[float, str, bool]:
+    """(threshold, rule, met): highest recall with precision >= min_precision on validation, else best F1."""
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, thresholds = precision_recall_curve(y_val, p_val)
+    precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
+    reaching = np.flatnonzero(precision >= min_precision)
+    if reaching.size:
+        best_recall = recall[reaching].max()
+        index = reaching[recall[reaching] == best_recall].max()  # the highest such threshold
+        return float(thresholds[index]), f"max recall at validation precision >= {min_precision}", True
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
+    index = int(np.argmax(f1))
+    return float(thresholds[index]), f"best validation F1 (precision {min_precision} not reachable)", False
+
+
+def evaluate(y: np.ndarray, positive: np.ndarray, threshold: float, *, target_met: bool = True) -> tuple[dict[str, float], list[list[int]]]:
+    """Threshold-free and threshold metrics of positive-class probabilities; and the confusion matrix."""
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        brier_score_loss,
+        confusion_matrix,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
+    positive = np.clip(np.asarray(positive, dtype=np.float64), 0.0, 1.0)
+    predicted = (positive >= threshold).astype(np.int64)
+    recall = float(recall_score(y, predicted, zero_division=0))
+    metrics = {
+        "roc_auc": float(roc_auc_score(y, positive)),
+        "pr_auc": float(average_precision_score(y, positive)),
+        "f1": float(f1_score(y, predicted, zero_division=0)),
+        "precision": float(precision_score(y, predicted, zero_division=0)),
+        "recall": recall,
+        "recall_at_precision": recall if target_met else 0.0,
+        "accuracy": float(accuracy_score(y, predicted)),
+        "brier": float(brier_score_loss(y, positive)),
+    }
+    confusion = confusion_matrix(y, predicted, labels=[0, 1]).astype(int).tolist()
+    return metrics, confusion
+
+
+def score(metrics: dict[str, float], metric: str) -> float:
+    """A metric as "higher is better"."""
+    value = metrics[metric]
+    return -value if metric in LOWER_IS_BETTER else value
+
+
+def export_onnx(pipeline, n_features: int) -> bytes:
+    """The pipeline as ONNX: input "input" float32 [None, F], output "probabilities" float32 [None, 2]."""
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    final = pipeline.steps[-1][1]
+    model = to_onnx(
+        pipeline,
+        initial_types=[("input", FloatTensorType([None, n_features]))],
+        options={type(final): {"zipmap": False}},
+        target_opset=TARGET_OPSET,
+    )
+    _dedupe_opsets(model)
+    outputs = [o.name for o in model.graph.output]
+    if "probabilities" not in outputs:
+        raise RuntimeError(f"skl2onnx gave outputs {outputs}, without 'probabilities'")
+    return model.SerializeToString()
+
+
+def onnx_latency_ms(onnx_bytes: bytes, x: np.ndarray, rows: int = LATENCY_ROWS) -> float:
+    """Mean time of one single-row onnxruntime call (one thread), in milliseconds."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    sample = np.asarray(x[:rows], dtype=np.float32)
+    session.run(["probabilities"], {"input": sample[:1]})  # warm-up
+    start = time.perf_counter()
+    for i in range(len(sample)):
+        session.run(["probabilities"], {"input": sample[i : i + 1]})
+    return (time.perf_counter() - start) * 1000.0 / max(len(sample), 1)
+
+
+def _grid(search: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    if not search:
+        return [{}]
+    keys = sorted(search)
+    return [dict(zip(keys, values)) for values in itertools.product(*(search[k] for k in keys))]
+
+
+def train_candidate(candidate: CandidateConfig, split: Split, config: TrainingConfig) -> CandidateResult:
+    """Search, fit, threshold, export, verify and evaluate one candidate; errors are recorded, not raised."""
+    from sklearn.exceptions import ConvergenceWarning
+
+    result = CandidateResult(name=candidate.name, algorithm=candidate.algorithm)
+    start = time.perf_counter()
+    try:
+        best = None
+        for extra in _grid(candidate.search):
+            params = {**candidate.params, **extra}
+            pipeline = build_estimator(candidate.algorithm, params, config.seed)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                pipeline.fit(split.x_train, split.y_train)
+            p_val = pipeline.predict_proba(split.x_val)[:, 1]
+            threshold, rule, met = choose_threshold(split.y_val, p_val, config.min_precision)
+            val_metrics, _ = evaluate(split.y_val, p_val, threshold, target_met=met)
+            value = score(val_metrics, config.selection_metric)
+            result.search.append({"params": extra, "validation": val_metrics[config.selection_metric]})
+            if best is None or value > best[0]:
+                best = (value, params, pipeline, threshold, rule, met, val_metrics[config.selection_metric])
+        _, params, pipeline, threshold, rule, met, val_score = best
+        result.fit_seconds = time.perf_counter() - start
+        result.params, result.pipeline, result.validation_score = params, pipeline, float(val_score)
+        result.threshold, result.threshold_rule = threshold, rule
+        onnx_bytes = export_onnx(pipeline, split.x_train.shape[1])
+        expected = pipeline.predict_proba(split.x_test)
+        got = onnx_probabilities(onnx_bytes, split.x_test)
+        if got.shape != expected.shape:
+            raise RuntimeError(f"onnxruntime gave shape {got.shape}, scikit-learn {expected.shape}")
+        result.onnx_max_diff = float(np.max(np.abs(got - expected))) if len(got) else 0.0
+        if not result.onnx_max_diff <= config.onnx_tolerance:
+            raise RuntimeError(
+                f"the ONNX export disagrees with scikit-learn by {result.onnx_max_diff:.2e} "
+                f"(tolerance {config.onnx_tolerance:.0e})"
+            )
+        result.onnx_bytes = onnx_bytes
+        result.test_probabilities = got[:, 1].astype(np.float64)
+        result.test_metrics, result.confusion = evaluate(split.y_test, result.test_probabilities, threshold, target_met=met)
+        result.test_metrics["latency_ms"] = onnx_latency_ms(onnx_bytes, split.x_test)
+        result.test_metrics["size_bytes"] = float(len(onnx_bytes))
+    except Exception as exc:  # a broken candidate is reported, the others go on
+        result.error = f"{type(exc).__name__}: {exc}"
+        result.fit_seconds = time.perf_counter() - start
+    return result
+
+
+def meets_floors(metrics: dict[str, float], floors: dict[str, float]) -> list[str]:
+    """The floors a candidate misses (empty when it meets them all)."""
+    missed = []
+    for metric, bound in sorted(floors.items()):
+        value = metrics.get(metric)
+        if value is None:
+            missed.append(f"{metric} unknown")
+        elif metric in LOWER_IS_BETTER and value > bound:
+            missed.append(f"{metric} {value:.4g} > {bound:.4g}")
+        elif metric not in LOWER_IS_BETTER and value < bound:
+            missed.append(f"{metric} {value:.4g} < {bound:.4g}")
+    return missed
