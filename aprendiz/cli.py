@@ -146,6 +146,11 @@ def train(
 
             if seed_breast_cancer_dataset(registry.store, model):
                 typer.echo(f"aprendiz: wrote scikit-learn's breast cancer data to {store.url}/datasets/{model}/data.csv")
+        elif model == "es-or-en":
+            from aprendiz.training.dataset import seed_es_or_en_dataset
+
+            if seed_es_or_en_dataset(registry.store, model):
+                typer.echo(f"aprendiz: wrote the shipped Spanish/English texts to {store.url}/datasets/{model}/data.csv")
         result = run_training(registry, model, pushgateway=pushgateway)
     except (TrainingError, DatasetError, ValueError) as exc:
         typer.echo(f"aprendiz: training {model} failed: {exc}", err=True)

@@ -30,7 +30,7 @@ def banner(settings: Settings, config: PlatformConfig, ray_address: str = "") ->
     lines += [
         f"  health       {base}/healthz   {base}/readyz",
         f"  metrics      http://{settings.host}:{settings.metrics_export_port}/metrics   (Ray's Prometheus endpoint)",
-        f"  ray          {ray_address}   (serve status --address / ray status --address)" if ray_address else "",
+        f"  ray          {ray_address}   (ray status --address {ray_address})" if ray_address else "",
         "",
         "Try it:",
     ]

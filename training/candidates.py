@@ -52,6 +52,7 @@ class CandidateResult:
     fit_seconds: float = 0.0
     pipeline: Any = None
     error: str | None = None
+    files: dict[str, bytes] = field(default_factory=dict)  # published beside model.onnx (text: tokenizer.json)
 
     @property
     def ok(self) -> bool:

@@ -1,7 +1,8 @@
 """The training job's per-model configuration: ``datasets/<name>/training.yaml`` in the store.
 
 Every field has a default, so a dataset without a training.yaml is trained with the tabular
-defaults below. Example::
+defaults below (a text dataset, one text column, with the text defaults of
+:func:`aprendiz.training.text_candidates.default_text_candidates` unless ``candidates`` is set). Example::
 
     label_column: label
     labels: [benign, malignant]          # (negative, positive) names on the card
@@ -30,7 +31,8 @@ from aprendiz.store import KeyNotFoundError, ObjectStore
 CONFIG_FILE = "training.yaml"
 SCHEMA_FILE = "schema.json"
 
-Algorithm = Literal["knn", "logistic_regression", "mlp", "gradient_boosting"]
+# Tabular algorithms, then text ones (a dataset of one text column; see aprendiz.training.text_candidates).
+Algorithm = Literal["knn", "logistic_regression", "mlp", "gradient_boosting", "minilm_logreg", "minilm_mlp", "tfidf_logreg"]
 # Metrics a run computes on the held-out test set.
 HIGHER_IS_BETTER = ("roc_auc", "pr_auc", "f1", "precision", "recall", "recall_at_precision", "accuracy")
 LOWER_IS_BETTER = ("brier", "latency_ms", "size_bytes")

@@ -18,6 +18,11 @@ feedback in the order the store lists it (file names are UTC timestamps, so olde
 Hence a feedback example that corrects a label wins over the dataset row with the same
 features, and a later feedback wins over an earlier one. Text feedback is quarantined.
 
+Text datasets. A dataset whose only column besides the label holds text (and no schema is
+declared) is a text dataset: ``x`` holds the texts (object [N]), ``text_column`` names the
+column, text feedback joins the pool (tabular feedback is quarantined) and duplicates are
+removed by text. The job trains it with :mod:`aprendiz.training.text_candidates`.
+
 Split. Stratified train / validation / test with the configured fractions and seed.
 """
 
@@ -52,16 +57,20 @@ class DatasetError(ValueError):
 
 
 class TextDatasetError(DatasetError):
-    """The dataset is one text column: not supported by the tabular job."""
+    """The dataset is one text column: :func:`load_dataset` reads it as a text dataset."""
+
+    def __init__(self, message: str, column: str = ""):
+        super().__init__(message)
+        self.column = column
 
 
 @dataclass
 class Dataset:
     """The validated pool (dataset rows and feedback, deduplicated) and what happened to the rest."""
 
-    features: list[Feature]
+    features: list[Feature]  # empty for a text dataset
     label_column: str
-    x: np.ndarray  # float32 [N, F]
+    x: np.ndarray  # float32 [N, F]; a text dataset: object [N] of str
     y: np.ndarray  # int64 [N]
     from_feedback: np.ndarray  # bool [N]
     sources: list[str]
@@ -72,6 +81,7 @@ class Dataset:
     duplicates_dropped: int = 0
     labels_corrected: int = 0  # dataset rows whose label a feedback row replaced
     ignored_files: list[str] = field(default_factory=list)
+    text_column: str | None = None  # set for a text dataset (one text column)
 
     @property
     def rows_quarantined(self) -> int:
@@ -80,7 +90,10 @@ class Dataset:
     def fingerprint(self, seed: int) -> str:
         digest = hashlib.sha256()
         digest.update(json.dumps([f.name for f in self.features]).encode())
-        digest.update(np.ascontiguousarray(self.x, dtype=np.float32).tobytes())
+        if self.text_column is not None:
+            digest.update(json.dumps([self.text_column, [str(t) for t in self.x]], ensure_ascii=False).encode())
+        else:
+            digest.update(np.ascontiguousarray(self.x, dtype=np.float32).tobytes())
         digest.update(np.ascontiguousarray(self.y, dtype=np.int64).tobytes())
         digest.update(str(seed).encode())
         return digest.hexdigest()
@@ -350,10 +363,7 @@ def infer_schema(sources: list[_Source], label_column: str) -> list[Feature]:
         integral = ok.any() and bool(np.all(np.floor(value[ok]) == value[ok]))
         features.append(Feature(name=column, type="int" if integral else "float"))
     if text_columns and len(columns) == 1:
-        raise TextDatasetError(
-            f"text datasets are not supported yet: column {text_columns[0]!r} holds text "
-            "(the tabular training job needs numeric feature columns)"
-        )
+        raise TextDatasetError(f"column {text_columns[0]!r} holds text: a text dataset", column=text_columns[0])
     if text_columns:
         raise DatasetError(
             f"columns {text_columns} hold text, not numbers: categorical features are not supported yet "
@@ -383,7 +393,10 @@ def load_dataset(
     else:
         if not any(len(s.frame) for s in sources):
             raise DatasetError(f"no data rows under {dataset_prefix(name)} (CSV, Parquet or JSON Lines)")
-        features, schema_source = infer_schema(sources, config.label_column), "inferred"
+        try:
+            features, schema_source = infer_schema(sources, config.label_column), "inferred"
+        except TextDatasetError as exc:
+            return _load_text_dataset(sources, ignored, feedback, feedback_bad, exc.column, config.label_column, labels)
     xs, ys, origin, quarantine = [], [], [], []
     rows_read = 0
     for source in sources:
@@ -446,6 +459,69 @@ def load_dataset(
         duplicates_dropped=int(duplicated.sum()),
         labels_corrected=labels_corrected,
         ignored_files=ignored,
+    )
+
+
+def _load_text_dataset(sources, ignored, feedback, feedback_bad, column: str, label_column: str, labels) -> Dataset:
+    """A dataset of one text column (and the label): valid rows have a non-blank text and a valid label.
+
+    Text feedback records join the pool; tabular ones are quarantined. Duplicates are removed
+    by their text (stripped), the last occurrence wins, as for tabular rows.
+    """
+    texts: list[str] = []
+    ys, origin, quarantine = [], [], []
+    rows_read = 0
+
+    def add(frame: pd.DataFrame, lines, source: str, is_feedback: bool) -> None:
+        n = len(frame)
+        y, reasons = _parse_labels(frame.get(label_column), n, labels)
+        values = frame[column].tolist() if column in frame.columns else [None] * n
+        for i, value in enumerate(values):
+            problems = [reasons[i]] if reasons[i] else []
+            text = value.strip() if isinstance(value, str) else ""
+            if not text:
+                problems.append(f"missing text in column {column!r}")
+            if problems:
+                row = {str(k): _jsonable(v) for k, v in frame.iloc[i].items()}
+                quarantine.append({"source": source, "line": int(lines[i]), "row": row, "reason": "; ".join(problems)})
+                continue
+            texts.append(text)
+            ys.append(int(y[i]))
+            origin.append(is_feedback)
+
+    for source in sources:
+        rows_read += len(source.frame) + len(source.bad)
+        quarantine.extend(source.bad)
+        add(source.frame, source.lines, source.key, False)
+    quarantine.extend(feedback_bad)
+    rows = []
+    for number, record in enumerate(feedback, start=1):
+        if record.text is None:
+            quarantine.append({"source": "feedback", "line": number, "row": record.model_dump(mode="json"),
+                               "reason": "tabular feedback for a text model"})
+            continue
+        rows.append({column: record.text, label_column: record.label})
+    rows_read += len(feedback) + len(feedback_bad)
+    if rows:
+        add(pd.DataFrame.from_records(rows).astype(object), np.arange(1, len(rows) + 1), "feedback", True)
+    keys = pd.Series(texts, dtype=object)
+    duplicated = keys.duplicated(keep="last").to_numpy() if texts else np.zeros(0, dtype=bool)
+    y = np.asarray(ys, dtype=np.int64)
+    from_feedback = np.asarray(origin, dtype=bool)
+    labels_corrected = 0
+    if duplicated.any():
+        last_label = dict(zip(keys[~duplicated], y[~duplicated]))
+        dropped = duplicated & ~from_feedback
+        labels_corrected = sum(1 for k, label in zip(keys[dropped], y[dropped]) if last_label[k] != label)
+    keep = ~duplicated
+    x = np.empty(int(keep.sum()), dtype=object)
+    x[:] = [t for t, k in zip(texts, keep) if k]
+    return Dataset(
+        features=[], label_column=label_column, x=x, y=np.ascontiguousarray(y[keep]), from_feedback=from_feedback[keep],
+        sources=[s.key for s in sources], schema_source="text", rows_read=rows_read,
+        feedback_read=len(feedback) + len(feedback_bad), quarantine=quarantine,
+        duplicates_dropped=int(duplicated.sum()), labels_corrected=int(labels_corrected), ignored_files=ignored,
+        text_column=column,
     )
 
 
@@ -514,19 +590,44 @@ def quarantine_bytes(entries: list[dict[str, Any]]) -> bytes:
     return "".join(json.dumps(e, sort_keys=True, ensure_ascii=False, default=str) + "\n" for e in entries).encode()
 
 
+def _seed(store: ObjectStore, name: str, data: bytes, labels: tuple[str, str]) -> bool:
+    """Write ``datasets/<name>/data.csv`` unless it is there, and a ``training.yaml`` naming the
+    (negative, positive) labels when there is none. Returns whether it wrote the data."""
+    key = dataset_prefix(name) + "data.csv"
+    if store.exists(key):
+        return False
+    config_key = dataset_prefix(name) + CONFIG_FILE
+    if not store.exists(config_key):
+        store.write_bytes(config_key, f"labels: [{labels[0]}, {labels[1]}]\n".encode("utf-8"))
+    store.write_bytes(key, data)
+    return True
+
+
 def seed_breast_cancer_dataset(store: ObjectStore, name: str = "breast-cancer") -> bool:
     """Write scikit-learn's breast cancer data as ``datasets/<name>/data.csv`` unless it is there.
 
     Columns: scikit-learn's 30 feature names, then ``label`` (1 = malignant, scikit-learn's
-    target 0). Returns whether it wrote the file.
+    target 0); the training.yaml names the labels (benign, malignant). Returns whether it wrote the data.
     """
     from sklearn.datasets import load_breast_cancer
 
-    key = dataset_prefix(name) + "data.csv"
-    if store.exists(key):
-        return False
     data = load_breast_cancer()
     frame = pd.DataFrame(data.data, columns=[str(n) for n in data.feature_names])
     frame["label"] = (data.target == 0).astype(int)
-    store.write_bytes(key, frame.to_csv(index=False, float_format="%.10g").encode("utf-8"))
-    return True
+    csv = frame.to_csv(index=False, float_format="%.10g").encode("utf-8")
+    return _seed(store, name, csv, ("benign", "malignant"))
+
+
+ES_OR_EN_CSV = "datasets/es_or_en.csv"
+
+
+def seed_es_or_en_dataset(store: ObjectStore, name: str = "es-or-en") -> bool:
+    """Write the shipped Spanish/English texts as ``datasets/<name>/data.csv`` unless it is there.
+
+    Columns ``text,label`` (1 = Spanish): 400 messages of the tiny chat model's corpus, labelled by
+    :func:`aprendiz.training.text_classifier.language_of`. Also writes a ``training.yaml`` naming
+    the labels (english, spanish) when there is none. Returns whether it wrote the data.
+    """
+    from importlib.resources import files
+
+    return _seed(store, name, files("aprendiz.training").joinpath(ES_OR_EN_CSV).read_bytes(), ("english", "spanish"))

@@ -1,4 +1,9 @@
-"""``aprendiz train``: train, evaluate and maybe promote one tabular model from the store.
+"""``aprendiz train``: train, evaluate and maybe promote one tabular or text model from the store.
+
+A text dataset (one text column and the label, see :mod:`aprendiz.training.dataset`) goes the
+same way with the text candidates of :mod:`aprendiz.training.text_candidates` (by default when
+training.yaml lists no candidates: MiniLM embeddings + logistic regression, and TF-IDF + logistic
+regression); its version stores tokenizer.json beside model.onnx.
 
 One run (its id is a fresh registry version, e.g. "20261126T142501Z-3f9a"):
 
@@ -124,12 +129,33 @@ def _align_with_champion(features: list[Feature], champion_card: ModelCard | Non
     return features
 
 
+def _check_text_champion(text_column: str, champion_card: ModelCard | None) -> None:
+    """A text dataset may only challenge a text champion that reads the same request field."""
+    if champion_card is None:
+        return
+    if champion_card.kind != "text":
+        raise TrainingError(f"the champion of {champion_card.name!r} is a {champion_card.kind} model; the dataset is text")
+    if champion_card.text_field != text_column:
+        raise TrainingError(
+            f"the dataset's text column {text_column!r} differs from the champion's text_field "
+            f"{champion_card.text_field!r}: serving cannot swap (train it under a new model name)"
+        )
+
+
 def _evaluate_champion(registry: ModelRegistry, name: str, version: str, split, config: TrainingConfig):
     """(card, metrics, test probabilities) of the champion on the test rows, or (card or None, None, None, reason)."""
     artifact = _store_call(registry.store, "loading the champion", registry.load, name, version)
     card = artifact.card
     try:
-        positive = onnx_probabilities(artifact.onnx_bytes, split.x_test, input_name=card.onnx_input, output_name=card.onnx_output)[:, 1]
+        if card.kind == "text":
+            from aprendiz.training.text_candidates import TOKENIZER_FILE, text_onnx_probabilities
+
+            texts = [str(t) for t in split.x_test]
+            positive = text_onnx_probabilities(artifact.onnx_bytes, artifact.files[TOKENIZER_FILE], texts)[:, 1]
+        else:
+            positive = onnx_probabilities(
+                artifact.onnx_bytes, split.x_test, input_name=card.onnx_input, output_name=card.onnx_output
+            )[:, 1]
         metrics, confusion = evaluate(split.y_test, positive.astype(np.float64), card.threshold)
         metrics["size_bytes"] = float(len(artifact.onnx_bytes))
         return card, metrics, positive.astype(np.float64), None
@@ -185,7 +211,11 @@ def _run(registry: ModelRegistry, name: str, config: TrainingConfig | None, *, n
     dataset: Dataset = _store_call(
         store, "reading the dataset and feedback", load_dataset, store, name, config, kept_schema=kept_schema, labels=labels
     )
-    aligned = _align_with_champion(dataset.features, champion_card, dataset.schema_source == "inferred")
+    if dataset.text_column is not None:
+        _check_text_champion(dataset.text_column, champion_card)
+        aligned = dataset.features
+    else:
+        aligned = _align_with_champion(dataset.features, champion_card, dataset.schema_source == "inferred")
     if aligned != dataset.features:  # an inferred schema takes the champion's column order
         index = [[f.name for f in dataset.features].index(f.name) for f in aligned]
         dataset.x, dataset.features = np.ascontiguousarray(dataset.x[:, index]), aligned
@@ -193,7 +223,13 @@ def _run(registry: ModelRegistry, name: str, config: TrainingConfig | None, *, n
     split = split_dataset(dataset, config)
     log.info("%s: %d rows (%d quarantined), split %s", name, len(dataset.y), dataset.rows_quarantined, split.sizes())
 
-    candidates = [train_candidate(c, split, config) for c in config.candidates]
+    if dataset.text_column is not None:
+        from aprendiz.training.text_candidates import default_text_candidates, train_text_candidates
+
+        configs = config.candidates if "candidates" in config.model_fields_set else default_text_candidates()
+        candidates = train_text_candidates(configs, split, config)
+    else:
+        candidates = [train_candidate(c, split, config) for c in config.candidates]
     ok = [c for c in candidates if c.ok]
     if not ok:
         raise TrainingError("no candidate could be trained: " + "; ".join(f"{c.name}: {c.error}" for c in candidates))
@@ -267,7 +303,7 @@ def _run(registry: ModelRegistry, name: str, config: TrainingConfig | None, *, n
         if now is not None:
             fields["created_at"] = now
         card = ModelCard.model_validate(fields)
-        extra = {f"report/{file}": data for file, data in report.items()}
+        extra = {f"report/{file}": data for file, data in report.items()} | best.files
         _store_call(store, "publishing the version", registry.publish, card, best.onnx_bytes, extra)
         _store_call(store, "replacing champion.json", registry.promote, name, run_id, reason)
         result.version = run_id
@@ -285,9 +321,11 @@ def _run(registry: ModelRegistry, name: str, config: TrainingConfig | None, *, n
 def _card_fields(name, run_id, dataset, labels, best, config, metric, split, result, champion_metrics, reason) -> dict:
     import sklearn
 
+    text = dataset.text_column is not None
     return {
-        "name": name, "version": run_id, "kind": "tabular", "features": [f.model_dump() for f in dataset.features],
-        "labels": labels, "threshold": min(max(best.threshold, 0.0), 1.0), "onnx_input": "input",
+        "name": name, "version": run_id, "kind": "text" if text else "tabular",
+        "features": [f.model_dump() for f in dataset.features], "text_field": dataset.text_column,
+        "labels": labels, "threshold": min(max(best.threshold, 0.0), 1.0), "onnx_input": "input_ids" if text else "input",
         "onnx_output": "probabilities", "metrics": {k: float(v) for k, v in best.test_metrics.items()},
         "data_fingerprint": dataset.fingerprint(config.seed), "algorithm": best.algorithm,
         "training": {

@@ -30,6 +30,8 @@ def test_seed_writes_breast_cancer_once(local_store):
     frame = pd.read_csv(local_store.url + "/datasets/breast-cancer/data.csv")
     assert frame.shape == (569, 31) and list(frame.columns[:2]) == ["mean radius", "mean texture"]
     assert frame["label"].sum() == 212  # malignant is the positive class
+    # the cards the job writes name the classes, so clients can send "malignant" as feedback
+    assert TrainingConfig.load(local_store, "breast-cancer").labels == ("benign", "malignant")
 
 
 def test_csv_parquet_and_jsonl_are_read_and_bad_rows_quarantined(local_store):
@@ -84,10 +86,17 @@ def test_feedback_wins_over_the_dataset_row_with_the_same_features(local_store):
     assert any(r.startswith("not a feedback record") for r in reasons)
 
 
-def test_text_dataset_is_refused_clearly(local_store):
-    local_store.write_bytes("datasets/bc/d.csv", b"text,label\nhola amigo,1\nhello friend,0\n")
-    with pytest.raises(TextDatasetError, match="text datasets are not supported yet"):
-        _load(local_store)
+def test_one_text_column_loads_as_a_text_dataset(local_store):
+    local_store.write_bytes("datasets/bc/d.csv", b"text,label\nhola amigo,1\nhello friend,0\n ,1\nhola amigo,0\n")
+    dataset = _load(local_store)
+    assert dataset.text_column == "text" and dataset.features == [] and dataset.schema_source == "text"
+    assert list(dataset.x) == ["hello friend", "hola amigo"] and list(dataset.y) == [0, 0]
+    assert dataset.duplicates_dropped == 1 and dataset.labels_corrected == 1
+    assert [q["reason"] for q in dataset.quarantine] == ["missing text in column 'text'"]
+    with pytest.raises(TextDatasetError, match="holds text"):
+        from aprendiz.training.dataset import infer_schema, read_sources
+
+        infer_schema(read_sources(local_store, "bc")[0], "label")
 
 
 def test_too_few_rows_and_one_class(local_store):
