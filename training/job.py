@@ -163,6 +163,15 @@ def _evaluate_champion(registry: ModelRegistry, name: str, version: str, split, 
         return card, None, None, f"{type(exc).__name__}: {exc}"
 
 
+def _progress(items: list, name: str):
+    """A progress bar on a terminal; plain log lines (written by the caller) otherwise."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(items, desc=f"{name}: candidates", unit="candidate", disable=not sys.stderr.isatty(), leave=False)
+
+
 def run_training(
     registry: ModelRegistry,
     name: str,
@@ -229,7 +238,9 @@ def _run(registry: ModelRegistry, name: str, config: TrainingConfig | None, *, n
         configs = config.candidates if "candidates" in config.model_fields_set else default_text_candidates()
         candidates = train_text_candidates(configs, split, config)
     else:
-        candidates = [train_candidate(c, split, config) for c in config.candidates]
+        candidates = [train_candidate(c, split, config) for c in _progress(config.candidates, name)]
+    for candidate in candidates:
+        log.info("%s: candidate %s %s", name, candidate.name, "trained" if candidate.ok else f"failed: {candidate.error}")
     ok = [c for c in candidates if c.ok]
     if not ok:
         raise TrainingError("no candidate could be trained: " + "; ".join(f"{c.name}: {c.error}" for c in candidates))

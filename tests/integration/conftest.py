@@ -48,7 +48,9 @@ def stores(moto_server, tmp_path_factory) -> Stores:
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
 
+    from aprendiz.training.dataset import seed_breast_cancer_dataset
     from aprendiz.training.default_classifier import publish_default_classifier
+    from aprendiz.training.job import run_training
     from aprendiz.training.text_classifier import publish_text_classifier
 
     from aprendiz.registry import ModelRegistry
@@ -62,7 +64,10 @@ def stores(moto_server, tmp_path_factory) -> Stores:
     s3 = ModelRegistry(ObjectStore("s3://aprendiz-test/store", storage_options=options))
     local = ModelRegistry(ObjectStore(str(tmp_path_factory.mktemp("store"))))
     publish_default_classifier(s3, "breast-cancer")
-    publish_default_classifier(local, "breast-cancer-local")
+    # The local classifier's first champion comes from the training job itself, so the platform
+    # is shown serving what `aprendiz train` publishes.
+    seed_breast_cancer_dataset(local.store, "breast-cancer-local")
+    assert run_training(local, "breast-cancer-local").promoted
     publish_text_classifier(s3, "es-or-en")
     return Stores(s3, local, options)
 
