@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from aprendiz.training.config import LOWER_IS_BETTER, CandidateConfig, TrainingConfig
 from aprendiz.training.dataset import Split
-from aprendiz.training.default_classifier import TARGET_OPSET, _dedupe_opsets, onnx_probabilities
+from aprendiz.training.onnx_export import check_export, export_onnx, onnx_probabilities
 
 LATENCY_ROWS = 200
 
@@ -139,25 +139,6 @@ def score(metrics: dict[str, float], metric: str) -> float:
     return -value if metric in LOWER_IS_BETTER else value
 
 
-def export_onnx(pipeline, n_features: int) -> bytes:
-    """The pipeline as ONNX: input "input" float32 [None, F], output "probabilities" float32 [None, 2]."""
-    from skl2onnx import to_onnx
-    from skl2onnx.common.data_types import FloatTensorType
-
-    final = pipeline.steps[-1][1]
-    model = to_onnx(
-        pipeline,
-        initial_types=[("input", FloatTensorType([None, n_features]))],
-        options={type(final): {"zipmap": False}},
-        target_opset=TARGET_OPSET,
-    )
-    _dedupe_opsets(model)
-    outputs = [o.name for o in model.graph.output]
-    if "probabilities" not in outputs:
-        raise RuntimeError(f"skl2onnx gave outputs {outputs}, without 'probabilities'")
-    return model.SerializeToString()
-
-
 def onnx_latency_ms(onnx_bytes: bytes, x: np.ndarray, rows: int = LATENCY_ROWS) -> float:
     """Mean time of one single-row onnxruntime call (one thread), in milliseconds."""
     import onnxruntime as ort
@@ -209,14 +190,7 @@ def train_candidate(candidate: CandidateConfig, split: Split, config: TrainingCo
         onnx_bytes = export_onnx(pipeline, split.x_train.shape[1])
         expected = pipeline.predict_proba(split.x_test)
         got = onnx_probabilities(onnx_bytes, split.x_test)
-        if got.shape != expected.shape:
-            raise RuntimeError(f"onnxruntime gave shape {got.shape}, scikit-learn {expected.shape}")
-        result.onnx_max_diff = float(np.max(np.abs(got - expected))) if len(got) else 0.0
-        if not result.onnx_max_diff <= config.onnx_tolerance:
-            raise RuntimeError(
-                f"the ONNX export disagrees with scikit-learn by {result.onnx_max_diff:.2e} "
-                f"(tolerance {config.onnx_tolerance:.0e})"
-            )
+        result.onnx_max_diff = check_export(got, expected, config.onnx_tolerance)
         result.onnx_bytes = onnx_bytes
         result.test_probabilities = got[:, 1].astype(np.float64)
         result.test_metrics, result.confusion = evaluate(split.y_test, result.test_probabilities, threshold, target_met=met)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from aprendiz.training.evaluation import binary_metrics
+from aprendiz.training.onnx_export import TARGET_OPSET, export_onnx, onnx_probabilities  # noqa: F401 (re-exported)
 
 from aprendiz.registry import Feature, ModelCard, ModelRegistry, new_version
 
@@ -26,7 +27,6 @@ LABELS = ("benign", "malignant")
 TEST_SIZE = 0.25
 THRESHOLD = 0.5
 # Opsets every onnxruntime the platform supports (>= 1.20) runs.
-TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 
 
 @dataclass(frozen=True)
@@ -63,44 +63,6 @@ def fit_default_pipeline(seed: int = 0) -> DefaultFit:
         y_train=np.ascontiguousarray(y_train),
         y_test=np.ascontiguousarray(y_test),
     )
-
-
-def export_onnx(pipeline: Pipeline, n_features: int) -> bytes:
-    """The pipeline as ONNX: input "input" float32 [None, n_features], output "probabilities" float32 [None, 2]."""
-    from skl2onnx import to_onnx
-    from skl2onnx.common.data_types import FloatTensorType
-    from sklearn.linear_model import LogisticRegression
-
-    model = to_onnx(
-        pipeline,
-        initial_types=[("input", FloatTensorType([None, n_features]))],
-        options={LogisticRegression: {"zipmap": False}},  # plain tensors, not a list of dicts
-        target_opset=TARGET_OPSET,
-    )
-    _dedupe_opsets(model)
-    outputs = [o.name for o in model.graph.output]
-    if "probabilities" not in outputs:
-        raise RuntimeError(f"skl2onnx gave outputs {outputs}, without 'probabilities'")
-    return model.SerializeToString()
-
-
-def _dedupe_opsets(model) -> None:
-    """skl2onnx may list a domain twice in opset_import; keep one entry, the highest version, per domain."""
-    highest: dict[str, int] = {}
-    for entry in model.opset_import:
-        highest[entry.domain] = max(entry.version, highest.get(entry.domain, 0))
-    del model.opset_import[:]
-    for domain, version in sorted(highest.items()):
-        entry = model.opset_import.add()
-        entry.domain, entry.version = domain, version
-
-
-def onnx_probabilities(onnx_bytes: bytes, x: np.ndarray, *, input_name: str = "input", output_name: str = "probabilities") -> np.ndarray:
-    """Run the exported model with onnxruntime on CPU: float [N, 2] class probabilities."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    return session.run([output_name], {input_name: np.asarray(x, dtype=np.float32)})[0]
 
 
 def _fingerprint(fit: DefaultFit) -> str:

@@ -46,7 +46,7 @@ from aprendiz.training.dataset import (
     quarantine_bytes,
     split_dataset,
 )
-from aprendiz.training.default_classifier import onnx_probabilities
+from aprendiz.training.onnx_export import onnx_probabilities
 
 from aprendiz.registry import Feature, KeyNotFoundError, ModelCard, ModelRegistry, VersionNotFoundError, new_version
 

@@ -42,6 +42,7 @@ import numpy as np
 from aprendiz.training.candidates import CandidateResult, _grid, choose_threshold, evaluate, score
 from aprendiz.training.config import CandidateConfig, TrainingConfig
 from aprendiz.training.dataset import Split
+from aprendiz.training.onnx_export import check_export
 
 TEXT_ALGORITHMS = ("minilm_logreg", "minilm_mlp", "tfidf_logreg")
 INPUT_IDS, ATTENTION_MASK, OUTPUT = "input_ids", "attention_mask", "probabilities"
@@ -393,14 +394,7 @@ def train_text_candidate(candidate: CandidateConfig, features: _Features, config
             onnx_bytes = export_embedding_classifier(model, features.tokenizer_json, features.texts("train"))
         expected = model.predict_proba(x_test)
         got = text_onnx_probabilities(onnx_bytes, features.tokenizer_json, test_texts)
-        if got.shape != expected.shape:
-            raise RuntimeError(f"onnxruntime gave shape {got.shape}, scikit-learn {expected.shape}")
-        result.onnx_max_diff = float(np.max(np.abs(got - expected))) if len(got) else 0.0
-        if not result.onnx_max_diff <= config.onnx_tolerance:
-            raise RuntimeError(
-                f"the ONNX export disagrees with the trained model by {result.onnx_max_diff:.2e} "
-                f"(tolerance {config.onnx_tolerance:.0e})"
-            )
+        result.onnx_max_diff = check_export(got, expected, config.onnx_tolerance)
         result.onnx_bytes = onnx_bytes
         result.files = {TOKENIZER_FILE: features.tokenizer_json}
         result.test_probabilities = got[:, 1].astype(np.float64)
