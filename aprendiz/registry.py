@@ -20,6 +20,7 @@ import json
 import re
 import secrets
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
@@ -242,6 +243,18 @@ def _check_onnx(card: ModelCard, onnx_bytes: bytes) -> None:
         raise ValueError(f"the ONNX model has no output {card.onnx_output!r} (it has {outputs})")
 
 
+def feedback_lines(store: ObjectStore, name: str, *, errors: str = "strict") -> Iterator[tuple[str, int, str]]:
+    """(file key, line number, line) of every non-blank line of ``name``'s feedback files, oldest file first;
+    ``errors`` is how undecodable UTF-8 is handled."""
+    for key in store.list(feedback_prefix(name)):
+        if not key.endswith(".jsonl"):
+            continue
+        text = store.read_bytes(key).decode("utf-8", errors=errors)
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip():
+                yield key, number, line
+
+
 class ModelRegistry:
     """Publish, promote and load model versions kept in an :class:`ObjectStore`."""
 
@@ -353,15 +366,9 @@ class ModelRegistry:
     def read_feedback(self, name: str) -> list[FeedbackRecord]:
         """Every feedback record of ``name``, oldest file first."""
         records: list[FeedbackRecord] = []
-        for key in self.store.list(feedback_prefix(name)):
-            if not key.endswith(".jsonl"):
-                continue
-            text = self.store.read_bytes(key).decode("utf-8")
-            for number, line in enumerate(text.splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(FeedbackRecord.model_validate_json(line))
-                except ValidationError as exc:
-                    raise ValueError(f"{key}:{number} is not a feedback record: {exc}") from None
+        for key, number, line in feedback_lines(self.store, name):
+            try:
+                records.append(FeedbackRecord.model_validate_json(line))
+            except ValidationError as exc:
+                raise ValueError(f"{key}:{number} is not a feedback record: {exc}") from None
         return records

@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from aprendiz.training.config import CONFIG_FILE, SCHEMA_FILE, TrainingConfig
 
-from aprendiz.registry import Feature, FeedbackRecord, dataset_prefix, feedback_prefix
+from aprendiz.registry import Feature, FeedbackRecord, dataset_prefix, feedback_lines
 from aprendiz.store import ObjectStore
 
 QUARANTINE_FOLDER = "quarantine/"
@@ -533,18 +533,12 @@ def read_feedback_records(store: ObjectStore, name: str) -> tuple[list[FeedbackR
     from pydantic import ValidationError
 
     records, bad = [], []
-    for key in store.list(feedback_prefix(name)):
-        if not key.endswith(".jsonl"):
-            continue
-        text = store.read_bytes(key).decode("utf-8", errors="replace")
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(FeedbackRecord.model_validate_json(line))
-            except ValidationError as exc:
-                reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in exc.errors())
-                bad.append({"source": key, "line": number, "row": line[:1000], "reason": f"not a feedback record: {reason}"})
+    for key, number, line in feedback_lines(store, name, errors="replace"):
+        try:
+            records.append(FeedbackRecord.model_validate_json(line))
+        except ValidationError as exc:
+            reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in exc.errors())
+            bad.append({"source": key, "line": number, "row": line[:1000], "reason": f"not a feedback record: {reason}"})
     return records, bad
 
 
