@@ -42,10 +42,15 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help="Port of the HTTP proxy.")] = None,
 ) -> None:
     """Serve the configured models on Ray Serve until Ctrl-C."""
-    from aprendiz.runner import serve_until_stopped
+    from aprendiz.runner import ExposureError, check_exposure, serve_until_stopped
 
     settings = _settings(config_file=config, host=host, port=port)
     platform = _platform(settings.config_file)
+    try:
+        check_exposure(settings, platform)
+    except ExposureError as exc:
+        typer.echo(f"aprendiz: {exc}", err=True)
+        raise typer.Exit(2) from None
     problems = [
         f"model {m.id!r}: {m.source} does not exist (the default model is built by `aprendiz build-default-model`)"
         for m in platform.generators
@@ -177,6 +182,129 @@ def train(
     verdict = f"promoted {result.version}" if result.promoted else "not promoted"
     typer.echo(f"aprendiz: {model}: best {result.best_candidate}; {verdict}: {result.reason}")
     typer.echo(f"report: {result.report_url}")
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of the gateway (stored hashed in the key file).")
+app.add_typer(keys_app, name="keys")
+
+KeyFileOption = Annotated[
+    Optional[Path], typer.Option("--file", "-f", help="Key file (default: gateway.keys_file of the config file).")
+]
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="Platform config file.")]
+
+
+def _key_file(file: Optional[Path], config: Optional[Path]):
+    from aprendiz.keys import KeyFile
+
+    if file is not None:
+        return KeyFile(file)
+    platform = _platform(config or _settings().config_file)
+    if not platform.gateway.keys_file:
+        typer.echo("aprendiz: the config sets no gateway.keys_file; pass --file", err=True)
+        raise typer.Exit(2)
+    return KeyFile(platform.gateway.keys_file)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="The tenant this key belongs to (metrics and logs show it).")],
+    model: Annotated[
+        Optional[list[str]], typer.Option("--model", "-m", help="A model it may call (glob; repeat). Default: all.")
+    ] = None,
+    rpm: Annotated[Optional[int], typer.Option("--rpm", min=1, help="Requests per minute (default: unlimited).")] = None,
+    tpm: Annotated[Optional[int], typer.Option("--tpm", min=1, help="Tokens per minute (default: unlimited).")] = None,
+    file: KeyFileOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create a key and print it once: only its hash is stored."""
+    from aprendiz.keys import KeyFileError
+
+    keys = _key_file(file, config)
+    try:
+        key, record = keys.create(name, models=model, requests_per_minute=rpm, tokens_per_minute=tpm)
+    except (KeyFileError, ValueError) as exc:
+        typer.echo(f"aprendiz: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(key)
+    typer.echo(
+        f"aprendiz: key {record.id} for {record.name} added to {keys.path} (models {record.models}, "
+        f"rpm {record.requests_per_minute or 'unlimited'}, tpm {record.tokens_per_minute or 'unlimited'}); "
+        "it is shown only now",
+        err=True,
+    )
+
+
+@keys_app.command("list")
+def keys_list(file: KeyFileOption = None, config: ConfigOption = None) -> None:
+    """List the keys (never the keys themselves)."""
+    from aprendiz.keys import KeyFileError
+
+    keys = _key_file(file, config)
+    try:
+        records = keys.read()
+    except KeyFileError as exc:
+        typer.echo(f"aprendiz: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{'id':<10}{'name':<24}{'models':<32}{'rpm':>8}{'tpm':>10}  {'created':<26}status")
+    for k in records:
+        status = f"revoked {k.revoked}" if k.revoked else "active"
+        typer.echo(
+            f"{k.id:<10}{k.name:<24}{','.join(k.models):<32}{k.requests_per_minute or '-':>8}"
+            f"{k.tokens_per_minute or '-':>10}  {k.created:<26}{status}"
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="Key id or tenant name (every active key of that name).")],
+    file: KeyFileOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Revoke keys; running gateways stop accepting them within gateway.keys_reload_s."""
+    from aprendiz.keys import KeyFileError
+
+    keys = _key_file(file, config)
+    try:
+        revoked = keys.revoke(key)
+    except KeyFileError as exc:
+        typer.echo(f"aprendiz: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for k in revoked:
+        typer.echo(f"aprendiz: revoked key {k.id} of {k.name}")
+
+
+@app.command("cost")
+def cost(
+    prometheus: Annotated[
+        Optional[str], typer.Option("--prometheus", help="Prometheus URL that scrapes the platform.")
+    ] = None,
+    benchmark: Annotated[
+        Optional[Path], typer.Option("--benchmark", help="A benchmark result file with hosted throughputs.")
+    ] = None,
+    window: Annotated[str, typer.Option(help="Prometheus window for throughput and observed cost.")] = "1h",
+    config: ConfigOption = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of cost per day against volume.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """Rent or host: hosted cost per million tokens at measured throughput, rented prices, break-even volume."""
+    from aprendiz import costs
+
+    if (prometheus is None) == (benchmark is None):
+        typer.echo("aprendiz: give exactly one of --prometheus URL or --benchmark FILE", err=True)
+        raise typer.Exit(2)
+    platform = _platform(config or _settings().config_file)
+    try:
+        if prometheus:
+            hosted, observed = costs.from_prometheus(costs.PrometheusReader(prometheus), window)
+        else:
+            hosted, observed = costs.from_benchmark(benchmark), {}
+    except costs.CostError as exc:
+        typer.echo(f"aprendiz: {exc}", err=True)
+        raise typer.Exit(1) from None
+    rented = costs.rented_figures(platform, observed)
+    typer.echo(json.dumps(costs.as_dict(hosted, rented), indent=2) if as_json else costs.report(hosted, rented))
+    if plot:
+        typer.echo(f"aprendiz: wrote {costs.plot(hosted, rented, plot)}")
 
 
 def main() -> None:

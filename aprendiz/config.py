@@ -61,6 +61,18 @@ class GeneratorModel(_Strict):
     env: dict[str, str] = Field(default_factory=dict, description="Environment of the engine's workers.")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     max_ongoing_requests: int = Field(64, ge=1, description="Requests one replica takes at once.")
+    max_queued_requests: int = Field(
+        -1, ge=-1, description="Requests waiting for a replica before the queue counts as full (-1: unbounded)."
+    )
+    fallback: str | None = Field(
+        None, description="A rented model id that takes this model's requests when its queue is full or it is down."
+    )
+    fallback_after_s: float = Field(
+        30.0, gt=0, description="With a fallback: how long to wait for the first token before falling back."
+    )
+    hourly_usd: float | None = Field(
+        None, ge=0, description="Price of one replica per hour; unset: gateway.hourly_prices_usd by accelerator."
+    )
 
     @model_validator(mode="after")
     def _accelerator(self) -> "GeneratorModel":
@@ -88,6 +100,7 @@ class GeneratorModel(_Strict):
         deployment: dict[str, Any] = {
             "autoscaling_config": self.autoscaling.serve_options(),
             "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
         }
         config: dict[str, Any] = {
             "model_loading_config": loading,
@@ -142,6 +155,90 @@ class ClassifierModel(_Strict):
     max_ongoing_requests: int = Field(128, ge=1)
     max_queued_requests: int = Field(2048, ge=-1, description="-1: unbounded.")
     num_cpus: float = Field(0.5, gt=0)
+    hourly_usd: float | None = Field(
+        None, ge=0, description="Price of one replica per hour; unset: gateway.hourly_prices_usd['cpu'] x num_cpus."
+    )
+
+
+class RentedModel(_Strict):
+    """A model rented from an OpenAI-compatible provider, reached through the same entrance."""
+
+    id: str = Field(pattern=MODEL_ID_PATTERN, description="Model name clients send as `model`.")
+    base_url: str = Field(
+        pattern=r"^https?://", description="The provider's OpenAI API base, e.g. https://api.openai.com/v1."
+    )
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the provider's API key (from a Secret); never the key itself.",
+    )
+    upstream_model: str = Field(min_length=1, description="The model name the provider knows.")
+    timeout_s: float = Field(60.0, gt=0, description="Longest wait for the provider (connect, and between chunks).")
+    input_usd_per_million: float = Field(0.0, ge=0, description="Price of one million prompt tokens.")
+    output_usd_per_million: float = Field(0.0, ge=0, description="Price of one million completion tokens.")
+    tokenizer: str | None = Field(
+        None, description="A tokenizer.json (or a folder holding one) to count tokens when the provider gives no usage."
+    )
+    fallback: str | None = Field(
+        None, description="A hosted generator id that takes this model's requests when the provider fails."
+    )
+
+    def resolve(self, base_dir: Path | None) -> "RentedModel":
+        if base_dir is None or not self.tokenizer or Path(self.tokenizer).is_absolute():
+            return self
+        return self.model_copy(update={"tokenizer": str((base_dir / self.tokenizer).resolve())})
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_usd_per_million + completion_tokens * self.output_usd_per_million) / 1e6
+
+
+DEFAULT_HOURLY_PRICES_USD = {
+    # On-demand list prices of one unit per hour, rounded (2026 cloud lists); override per deployment.
+    "cpu": 0.04,
+    "T4": 0.35,
+    "L4": 0.80,
+    "A10G": 1.01,
+    "L40S": 1.86,
+    "A100": 3.67,
+    "H100": 6.98,
+    "gpu": 3.67,
+}
+
+
+class GatewayConfig(_Strict):
+    """Who may call the entrance, how often, and what each replica costs."""
+
+    keys_file: str | None = Field(
+        None,
+        description=(
+            "The API key file (hashed keys, `aprendiz keys`); relative paths: against the config file's folder. "
+            "Unset: no authentication, and the entrance only listens on loopback."
+        ),
+    )
+    keys_reload_s: float = Field(5.0, gt=0, description="How often replicas re-read the key file.")
+    hourly_prices_usd: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_HOURLY_PRICES_USD),
+        description="Price per hour of one unit by accelerator type: `cpu` per CPU, GPU types per GPU, `gpu` otherwise.",
+    )
+
+    def resolve(self, base_dir: Path | None) -> "GatewayConfig":
+        if base_dir is None or not self.keys_file or "://" in self.keys_file or Path(self.keys_file).is_absolute():
+            return self
+        return self.model_copy(update={"keys_file": str((base_dir / self.keys_file).resolve())})
+
+    def unit_price(self, accelerator_type: str) -> float:
+        prices = {**DEFAULT_HOURLY_PRICES_USD, **self.hourly_prices_usd}
+        return prices.get(accelerator_type, prices["gpu"])
+
+    def generator_hourly_usd(self, model: GeneratorModel) -> float:
+        if model.hourly_usd is not None:
+            return model.hourly_usd
+        if model.accelerator == "cpu":
+            return self.unit_price("cpu") * model.num_cpus
+        return self.unit_price(model.accelerator_type or "gpu") * model.num_gpus
+
+    def classifier_hourly_usd(self, model: "ClassifierModel") -> float:
+        return model.hourly_usd if model.hourly_usd is not None else self.unit_price("cpu") * model.num_cpus
 
 
 class IngressConfig(_Strict):
@@ -157,20 +254,30 @@ class PlatformConfig(_Strict):
     """Everything one aprendiz application serves."""
 
     generators: list[GeneratorModel] = Field(default_factory=list)
+    rented: list[RentedModel] = Field(default_factory=list, description="Models rented from OpenAI-compatible providers.")
     classifiers: list[ClassifierModel] = Field(default_factory=list)
     store: StoreConfig = Field(default_factory=StoreConfig)
     ingress: IngressConfig = Field(default_factory=IngressConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
 
     @model_validator(mode="after")
     def _models(self) -> "PlatformConfig":
-        if not self.generators and not self.classifiers:
-            raise ValueError("the config serves no model: list at least one of generators or classifiers")
-        for kind, names in (("generator id", [g.id for g in self.generators]), ("classifier name", [c.name for c in self.classifiers])):
+        if not self.generators and not self.classifiers and not self.rented:
+            raise ValueError("the config serves no model: list at least one of generators, rented or classifiers")
+        generator_ids = [g.id for g in self.generators] + [r.id for r in self.rented]
+        for kind, names in (("generator id", generator_ids), ("classifier name", [c.name for c in self.classifiers])):
             seen: set[str] = set()
             for name in names:
                 if name in seen:
-                    raise ValueError(f"{kind} {name!r} appears twice")
+                    raise ValueError(f"{kind} {name!r} appears twice (hosted and rented model ids share one namespace)")
                 seen.add(name)
+        hosted, rented = {g.id for g in self.generators}, {r.id for r in self.rented}
+        for g in self.generators:
+            if g.fallback is not None and g.fallback not in rented:
+                raise ValueError(f"generator {g.id!r}: fallback {g.fallback!r} is not a rented model id ({sorted(rented)})")
+        for r in self.rented:
+            if r.fallback is not None and r.fallback not in hosted:
+                raise ValueError(f"rented model {r.id!r}: fallback {r.fallback!r} is not a generator id ({sorted(hosted)})")
         return self
 
     def store_for(self, classifier: ClassifierModel) -> StoreConfig:
@@ -181,6 +288,8 @@ class PlatformConfig(_Strict):
             update={
                 "generators": [m.resolve_source(base_dir) for m in self.generators],
                 "store": self.store.resolve(base_dir),
+                "gateway": self.gateway.resolve(base_dir),
+                "rented": [r.resolve(base_dir) for r in self.rented],
                 "classifiers": [
                     c.model_copy(update={"store": c.store.resolve(base_dir)}) if c.store else c
                     for c in self.classifiers

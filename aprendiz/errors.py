@@ -10,6 +10,7 @@ so the official clients raise their typed exceptions (``openai.NotFoundError``,
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -25,6 +26,10 @@ class AprendizError(Exception):
         super().__init__(message)
         self.message = message
         self.param = param
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        return None
 
 
 class InvalidRequestError(AprendizError):
@@ -43,12 +48,49 @@ class ServiceUnavailableError(AprendizError):
     """The model exists but cannot take the request now."""
 
 
+class AuthenticationError(AprendizError):
+    """No API key, or one the gateway does not know (or has revoked)."""
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="aprendiz"'}
+
+
+class PermissionDeniedError(AprendizError):
+    """The key is valid but may not call this model."""
+
+
+class RateLimitedError(AprendizError):
+    """The key is over one of its limits; ``retry_after_s`` says when it may try again."""
+
+    def __init__(self, message: str, *, retry_after_s: float):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
+
+
+class UpstreamError(AprendizError):
+    """A rented model's provider could not be reached or failed."""
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """A rented model's provider did not answer in time."""
+
+
 # error class -> (HTTP status, OpenAI error type, OpenAI error code)
 ERROR_TABLE: dict[type[AprendizError], tuple[int, str, str]] = {
     InvalidRequestError: (400, "invalid_request_error", "invalid_parameter"),
     ModelNotFoundError: (404, "invalid_request_error", "model_not_found"),
     PayloadTooLargeError: (413, "invalid_request_error", "payload_too_large"),
     ServiceUnavailableError: (503, "server_error", "service_unavailable"),
+    AuthenticationError: (401, "authentication_error", "invalid_api_key"),
+    PermissionDeniedError: (403, "permission_error", "model_not_allowed"),
+    RateLimitedError: (429, "rate_limit_error", "rate_limit_exceeded"),
+    UpstreamError: (502, "server_error", "upstream_error"),
+    UpstreamTimeoutError: (504, "timeout_error", "upstream_timeout"),
 }
 
 # Status of an HTTPException raised by a framework -> OpenAI error type.
@@ -84,7 +126,9 @@ def to_response(exc: AprendizError) -> JSONResponse:
             break
     else:  # an AprendizError subclass missing from the table is a server bug
         status, type_, code = 500, "server_error", "internal_error"
-    return JSONResponse(status_code=status, content=error_body(exc.message, type_, param=exc.param, code=code))
+    return JSONResponse(
+        status_code=status, content=error_body(exc.message, type_, param=exc.param, code=code), headers=exc.headers
+    )
 
 
 def _describe_validation(exc: RequestValidationError) -> tuple[str, str | None]:

@@ -7,6 +7,7 @@ replicas stop their vLLM engines), Serve, and the Ray cluster it started.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
 import threading
@@ -18,11 +19,42 @@ from aprendiz.settings import Settings
 log = logging.getLogger(__name__)
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings, config: PlatformConfig) -> str:
+    """How the entrance is protected, for the banner; raises if it would be open beyond loopback."""
+    if config.gateway.keys_file:
+        return f"  auth         API keys from {config.gateway.keys_file} (send Authorization: Bearer <key>)"
+    if not is_loopback(settings.host):
+        raise ExposureError(
+            f"no API keys are configured (gateway.keys_file), so the entrance only listens on loopback, "
+            f"not on {settings.host}: create keys with `aprendiz keys create` and set gateway.keys_file"
+        )
+    return "  auth         none: no gateway.keys_file, so only loopback callers are served"
+
+
+class ExposureError(RuntimeError):
+    """The platform would serve without authentication beyond loopback."""
+
+
 def banner(settings: Settings, config: PlatformConfig, ray_address: str = "") -> str:
     """What a user needs once the platform is up: URLs and ready-to-paste examples."""
     base = f"http://{settings.host}:{settings.port}"
-    lines = [f"aprendiz is serving {', '.join([m.id for m in config.generators] + [c.name for c in config.classifiers])}"]
-    if config.generators:
+    served = [m.id for m in config.generators] + [r.id for r in config.rented] + [c.name for c in config.classifiers]
+    auth = config.gateway.keys_file is not None
+    key_header = " -H \"Authorization: Bearer $APRENDIZ_API_KEY\"" if auth else ""
+    api_key = "os.environ[\"APRENDIZ_API_KEY\"]" if auth else "\"none\""
+    lines = [f"aprendiz is serving {', '.join(served)}", check_exposure(settings, config)]
+    if config.rented:
+        lines.append(f"  rented       {', '.join(f'{r.id} ({r.base_url})' for r in config.rented)}")
+    if config.generators or config.rented:
         lines.append(f"  OpenAI API   {base}/v1   (GET /v1/models, POST /v1/chat/completions, POST /v1/completions)")
     if config.classifiers:
         lines.append(f"  KServe V1    {base}/v1/models/<name>:predict   {base}/v1/models/<name>/feedback")
@@ -34,21 +66,21 @@ def banner(settings: Settings, config: PlatformConfig, ray_address: str = "") ->
         "",
         "Try it:",
     ]
-    if config.generators:
-        model = config.generators[0].id
+    if config.generators or config.rented:
+        model = (config.generators or config.rented)[0].id
         lines += [
-            f"  curl -s {base}/v1/chat/completions -H 'Content-Type: application/json' \\",
+            f"  curl -s {base}/v1/chat/completions -H 'Content-Type: application/json'{key_header} \\",
             f"    -d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hola\"}}], \"max_tokens\": 32}}'",
             "",
-            f"  python -c 'from openai import OpenAI; c = OpenAI(base_url=\"{base}/v1\", api_key=\"none\"); \\",
+            f"  python -c 'import os; from openai import OpenAI; c = OpenAI(base_url=\"{base}/v1\", api_key={api_key}); \\",
             f"print(c.chat.completions.create(model=\"{model}\", messages=[{{\"role\": \"user\", \"content\": \"Hello\"}}]).choices[0].message.content)'",
             "",
         ]
     if config.classifiers:
         name = config.classifiers[0].name
         lines += [
-            f"  curl -s {base}/v2/models/{name}        # inputs: feature names and shape",
-            f"  curl -s {base}/v1/models/{name}:predict -d '{{\"instances\": [[...one number per feature...]]}}'",
+            f"  curl -s {base}/v2/models/{name}{key_header}        # inputs: feature names and shape",
+            f"  curl -s {base}/v1/models/{name}:predict{key_header} -d '{{\"instances\": [[...one number per feature...]]}}'",
             "",
         ]
     lines.append("Ctrl-C stops it.")

@@ -24,9 +24,14 @@ from aprendiz.config import PlatformConfig
 
 def build_platform(config: PlatformConfig, *, engine_cls: type | None = None) -> Application:
     """The whole application: generator and classifier deployments behind the ingress."""
-    deployments, llm_configs = build_generator_deployments(config.generators, engine_cls=engine_cls)
-    classifiers = {c.name: build_classifier_deployment(c, config.store_for(c)) for c in config.classifiers}
-    return build_ingress(deployments, llm_configs, classifiers, config.ingress)
+    deployments, llm_configs = build_generator_deployments(
+        config.generators, prices=config.gateway, engine_cls=engine_cls
+    )
+    classifiers = {
+        c.name: build_classifier_deployment(c, config.store_for(c), hourly_usd=config.gateway.classifier_hourly_usd(c))
+        for c in config.classifiers
+    }
+    return build_ingress(deployments, llm_configs, classifiers, config)
 
 
 def build_app(args: dict[str, Any]) -> Application:

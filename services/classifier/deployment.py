@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from aprendiz.services.classifier import protocol
 from aprendiz.services.classifier.model import ModelLoadError, OnnxClassifier
+from aprendiz.services.gateway.metering import ReplicaCostMeter
 from ray import serve
 from ray.serve.deployment import Application
 
@@ -33,8 +34,9 @@ log = logging.getLogger("aprendiz.classifier")
 class ClassifierServer:
     """Serves the champion version of one registry model (``load`` / ``ready`` / ``predict``)."""
 
-    async def __init__(self, model: dict[str, Any], store: dict[str, Any]) -> None:
+    async def __init__(self, model: dict[str, Any], store: dict[str, Any], hourly_usd: float = 0.0) -> None:
         self._config = ClassifierModel.model_validate(model)
+        self._cost = ReplicaCostMeter(model=self._config.name, kind="classifier", accelerator="cpu", hourly_usd=hourly_usd)
         store_config = StoreConfig.model_validate(store)
         self._registry = ModelRegistry(ObjectStore(store_config.url, storage_options=store_config.storage_options()))
         self._metrics = ClassifierMetrics(self._config.name)
@@ -187,7 +189,7 @@ class ClassifierServer:
         return {"accepted": len(records), "key": key, "model_version": model.version}
 
 
-def build_classifier_deployment(model: ClassifierModel, store: StoreConfig) -> Application:
+def build_classifier_deployment(model: ClassifierModel, store: StoreConfig, *, hourly_usd: float = 0.0) -> Application:
     options = {
         "name": f"Classifier:{model.name}",
         "autoscaling_config": model.autoscaling.serve_options(),
@@ -199,6 +201,6 @@ def build_classifier_deployment(model: ClassifierModel, store: StoreConfig) -> A
         "user_config": {"version": model.version, "poll_interval_s": model.poll_interval_s},
     }
     return serve.deployment(ClassifierServer, **options).bind(
-        model=model.model_dump(mode="json"), store=store.model_dump(mode="json")
+        model=model.model_dump(mode="json"), store=store.model_dump(mode="json"), hourly_usd=hourly_usd
     )
 

@@ -1,17 +1,30 @@
 """Build the generator deployments: one ``ray.serve.llm`` LLMServer per configured model.
 
 The engine class is a parameter (``engine_cls``): ``None`` is Ray's vLLM engine,
-the production path; the fast test tier passes a fake engine instead.
+the production path; the fast test tier passes a fake engine instead. The server
+class is Ray's LLMServer plus one thing: the replica accrues its hourly price while
+it is up (``aprendiz_replica_cost_usd``), the hosted side of rent-or-host.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from aprendiz.services.gateway.metering import ReplicaCostMeter
 from ray.serve.deployment import Application
-from ray.serve.llm import LLMConfig, build_llm_deployment
+from ray.serve.llm import LLMConfig, LLMServer, build_llm_deployment
 
-from aprendiz.config import GeneratorModel
+from aprendiz.config import GatewayConfig, GeneratorModel
+
+
+class GeneratorServer(LLMServer):
+    """Ray Serve LLM's server, metering what its replica costs from the moment it starts."""
+
+    async def __init__(self, llm_config: LLMConfig, *, hourly_usd: float = 0.0, accelerator: str = "cpu", **kwargs: Any):
+        self._cost = ReplicaCostMeter(
+            model=llm_config.model_id, kind="generator", accelerator=accelerator, hourly_usd=hourly_usd
+        )
+        await super().__init__(llm_config, **kwargs)
 
 
 def llm_config(model: GeneratorModel) -> LLMConfig:
@@ -19,13 +32,20 @@ def llm_config(model: GeneratorModel) -> LLMConfig:
 
 
 def build_generator_deployments(
-    models: list[GeneratorModel], *, engine_cls: type | None = None
+    models: list[GeneratorModel], *, prices: GatewayConfig | None = None, engine_cls: type | None = None
 ) -> tuple[dict[str, Application], dict[str, LLMConfig]]:
     """Return the bound LLMServer deployments and their LLMConfigs, both keyed by model id."""
+    prices = prices or GatewayConfig()
     configs = {m.id: llm_config(m) for m in models}
-    bind_kwargs: dict[str, Any] = {"engine_cls": engine_cls} if engine_cls is not None else {}
-    deployments = {
-        model_id: build_llm_deployment(config, bind_kwargs=dict(bind_kwargs))
-        for model_id, config in configs.items()
-    }
+    deployments = {}
+    for model in models:
+        bind_kwargs: dict[str, Any] = {
+            "hourly_usd": prices.generator_hourly_usd(model),
+            "accelerator": model.accelerator_type or model.accelerator,
+        }
+        if engine_cls is not None:
+            bind_kwargs["engine_cls"] = engine_cls
+        deployments[model.id] = build_llm_deployment(
+            configs[model.id], bind_kwargs=bind_kwargs, deployment_cls=GeneratorServer, name_prefix="LLMServer:"
+        )
     return deployments, configs

@@ -1,0 +1,1 @@
+"""The gateway: API keys, per-key limits, rented upstreams and the cost of every request."""

@@ -1,0 +1,122 @@
+"""Who is calling: the Bearer key checked against the key file, and the models it may call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from aprendiz.errors import AuthenticationError, PermissionDeniedError
+from aprendiz.keys import ApiKey, KeyFile, KeyFileError, KeyRing
+
+log = logging.getLogger("aprendiz.gateway")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of one request: a key's tenant name, its limits, or anonymous (no authentication)."""
+
+    name: str
+    key_id: str | None = None
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> "Principal":
+        return cls(key.name, key.id, key.requests_per_minute, key.tokens_per_minute)
+
+    @property
+    def limited(self) -> bool:
+        return self.key_id is not None and (self.requests_per_minute is not None or self.tokens_per_minute is not None)
+
+
+ANONYMOUS = Principal("anonymous")
+
+
+class Refusal(Exception):
+    """Carries the refusal reason (a metric label) with the client-facing error."""
+
+    def __init__(self, reason: str, key: str, error: Exception):
+        super().__init__(reason)
+        self.reason, self.key, self.error = reason, key, error
+
+
+class Gatekeeper:
+    """Checks ``Authorization: Bearer <key>`` against the key file, re-read when it changes.
+
+    Without a key file every caller is ``anonymous`` (the runner then only listens on
+    loopback). A key file that is missing or broken refuses every key (fails closed)
+    and says why in the log; a broken rewrite keeps the last good keys.
+    """
+
+    def __init__(self, keys_file: str | None, *, reload_s: float = 5.0, clock=time.monotonic):
+        self._file = KeyFile(keys_file) if keys_file else None
+        self._reload_s = reload_s
+        self._clock = clock
+        self._ring = KeyRing([])
+        self._stamp: tuple[int, int] | None = None
+        self._checked = float("-inf")
+        if self._file is not None:
+            self._reload()
+
+    @property
+    def enabled(self) -> bool:
+        return self._file is not None
+
+    def _reload(self) -> None:
+        self._checked = self._clock()
+        try:
+            stat = Path(self._file.path).stat()
+        except OSError:
+            if self._stamp != (0, 0):
+                log.error("gateway: key file %s cannot be read; every key is refused until it can", self._file.path)
+                self._stamp, self._ring = (0, 0), KeyRing([])
+            return
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp == self._stamp:
+            return
+        try:
+            keys = self._file.read()
+        except KeyFileError as exc:
+            log.error("gateway: %s; keeping the keys read before", exc)
+            return
+        self._stamp, self._ring = stamp, KeyRing(keys)
+        log.info("gateway: %d active keys from %s", sum(k.active for k in keys), self._file.path)
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        if self._file is None:
+            return ANONYMOUS
+        if self._clock() - self._checked >= self._reload_s:
+            self._reload()
+        if not authorization:
+            raise Refusal("missing_key", "unknown", AuthenticationError(
+                "No API key: send `Authorization: Bearer <key>` (keys come from `aprendiz keys create`)."
+            ))
+        scheme, _, presented = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not presented.strip():
+            raise Refusal("missing_key", "unknown", AuthenticationError(
+                "The Authorization header must read `Bearer <key>`."
+            ))
+        # scrypt is deliberately slow: the first check of a key runs off the event loop.
+        key = await asyncio.to_thread(self._ring.authenticate, presented.strip())
+        if key is None:
+            raise Refusal("invalid_key", "unknown", AuthenticationError("The API key is not valid or was revoked."))
+        return Principal.of(key)
+
+    def authorize(self, principal: Principal, model: str) -> None:
+        if principal.key_id is None:
+            return
+        key = self._ring.get(principal.key_id)
+        if key is None or not key.allows(model):
+            raise Refusal("model_not_allowed", principal.name, PermissionDeniedError(
+                f"The key of `{principal.name}` may not call the model `{model}`.", param="model"
+            ))
+
+    def visible(self, principal: Principal, model: str) -> bool:
+        """Whether a model is listed to this caller (/v1/models shows only what a key may call)."""
+        if principal.key_id is None:
+            return True
+        key = self._ring.get(principal.key_id)
+        return key is not None and key.allows(model)
