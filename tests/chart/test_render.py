@@ -1,0 +1,484 @@
+"""charts/aprendiz rendered for the default values and every ci/ scenario, and each object checked:
+built-in kinds against Kubernetes' schemas, custom resources against the upstream CRDs, the Serve
+config against Ray's own schema and the platform config, and the chart's own rules."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+
+import pytest
+import yaml
+from chart_support import CHART, REQUIRED, SCENARIOS, render, run_helm, scenario_id
+
+K8S_VERSION = "1.35.0"
+CUSTOM_GROUPS = ("ray.io/", "monitoring.coreos.com/", "gateway.networking.k8s.io/")
+CRD_FILES = {
+    ("ray.io", "RayService"): "ray.io_rayservices.yaml",
+    ("monitoring.coreos.com", "PodMonitor"): "monitoring.coreos.com_podmonitors.yaml",
+    ("monitoring.coreos.com", "ServiceMonitor"): "monitoring.coreos.com_servicemonitors.yaml",
+    ("monitoring.coreos.com", "PrometheusRule"): "monitoring.coreos.com_prometheusrules.yaml",
+    ("serving.kserve.io", "InferenceService"): "serving.kserve.io_inferenceservices.yaml",
+}
+
+
+def _needs_rented(scenario) -> None:
+    """The rented-only scenario needs the gateway's `rented` models in PlatformConfig (issue #4)."""
+    from aprendiz.config import PlatformConfig
+
+    if scenario is not None and "rented" in scenario.name and "rented" not in PlatformConfig.model_fields:
+        pytest.skip("PlatformConfig has no `rented` models yet (gateway issue #4): the rented-only scenario waits for it")
+
+
+@pytest.fixture
+def rendered(helm, scenario):  # noqa: F811 (the conftest fixture, with the rented check first)
+    _needs_rented(scenario)
+    return render(helm, values=scenario)
+
+
+# -- helm itself ---------------------------------------------------------------------------------
+
+
+def test_helm_lint_strict(helm, scenario):
+    _needs_rented(scenario)
+    args = ["lint", "--strict", str(CHART), *REQUIRED] + (["-f", str(scenario)] if scenario else [])
+    result = run_helm(helm, *args)
+    assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
+
+
+def test_scenarios_are_there():
+    assert {scenario_id(p) for p in SCENARIOS} >= {"cpu", "gpu", "classifier-only", "monitoring-off", "rented-only"}
+
+
+# -- every object valid --------------------------------------------------------------------------
+
+
+def test_builtin_kinds_match_kubernetes_schemas(rendered):
+    import kubernetes_validate
+
+    problems = []
+    for obj in rendered.objects:
+        if obj["apiVersion"].startswith(CUSTOM_GROUPS):
+            continue
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            problems.append(f"{obj['kind']}/{obj['metadata']['name']}: {'.'.join(map(str, exc.path))}: {exc.message}")
+    assert not problems, "\n".join(problems)
+
+
+def _strict(schema: dict) -> dict:
+    """The CRD schema with unknown fields refused where the API server would prune them silently."""
+    if isinstance(schema, dict):
+        schema = {k: _strict(v) for k, v in schema.items()}
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            schema["additionalProperties"] = False
+    elif isinstance(schema, list):
+        schema = [_strict(v) for v in schema]
+    return schema
+
+
+@functools.cache
+def _crd_schema(crds_dir, group: str, kind: str, version: str) -> dict:
+    crd = yaml.load((crds_dir / CRD_FILES[(group, kind)]).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    for v in crd["spec"]["versions"]:
+        if v["name"] == version:
+            return _strict(v["schema"]["openAPIV3Schema"])
+    raise AssertionError(f"{CRD_FILES[(group, kind)]} serves no version {version}")
+
+
+@functools.cache
+def _validator(crds_dir, group: str, kind: str, version: str):
+    import jsonschema
+
+    return jsonschema.Draft7Validator(_crd_schema(crds_dir, group, kind, version))
+
+
+def validate_custom_resource(crds_dir, obj: dict) -> list[str]:
+    group, version = obj["apiVersion"].split("/")
+    validator = _validator(crds_dir, group, obj["kind"], version)
+    return [
+        f"{obj['kind']}/{obj['metadata']['name']}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(obj)
+    ]
+
+
+def test_custom_resources_match_upstream_crds(rendered, crds_dir):
+    problems = []
+    checked = 0
+    for obj in rendered.objects:
+        group = obj["apiVersion"].split("/")[0]
+        if (group, obj["kind"]) in CRD_FILES:
+            problems += validate_custom_resource(crds_dir, obj)
+            checked += 1
+        elif obj["apiVersion"].startswith(CUSTOM_GROUPS) and obj["kind"] != "HTTPRoute":
+            problems.append(f"{obj['kind']} ({obj['apiVersion']}) has no CRD to check it against")
+    assert checked >= 1 and not problems, "\n".join(problems)
+
+
+def test_strict_crd_check_refuses_unknown_fields(helm, crds_dir):
+    """The CRD check itself catches a misspelled field (what the API server would drop silently)."""
+    rayservice = json.loads(json.dumps(render(helm).one("RayService")))
+    rayservice["spec"]["rayClusterConfig"]["enableInTreeAutoscalling"] = True
+    rayservice["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"]["num-cpus"] = 0
+    problems = validate_custom_resource(crds_dir, rayservice)
+    assert any("enableInTreeAutoscalling" in p for p in problems), problems
+    assert any("num-cpus" in p and "string" in p for p in problems), problems
+
+
+def test_httproute_shape(helm):
+    route = render(helm, values=CHART / "ci" / "gpu-values.yaml").one("HTTPRoute")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["spec"]["parentRefs"] == [{"name": "public", "namespace": "gateway-system"}]
+    backend = route["spec"]["rules"][0]["backendRefs"][0]
+    assert backend == {"name": "aprendiz", "port": 8000}
+
+
+# -- the Serve application: one source of truth --------------------------------------------------
+
+
+def test_serve_config_is_valid_for_ray_and_the_platform(rendered):
+    from ray.serve.schema import ServeDeploySchema
+
+    from aprendiz.config import PlatformConfig
+
+    serve = ServeDeploySchema.model_validate(rendered.serve_config())
+    assert [a.name for a in serve.applications] == ["aprendiz"]
+    app = serve.applications[0]
+    assert (app.route_prefix, app.import_path) == ("/", "aprendiz.services.app:build_app")
+    assert serve.http_options.port == 8000
+    platform = PlatformConfig.model_validate(app.args)
+    if "gateway" in PlatformConfig.model_fields:
+        assert platform.gateway.keys_file == "/etc/aprendiz/keys/keys.yaml", "the gateway must always have keys"
+
+
+def test_training_jobs_read_the_same_config(rendered):
+    config_map = next(c for c in rendered.of_kind("ConfigMap") if c["metadata"]["name"].endswith("-config"))
+    assert yaml.safe_load(config_map["data"]["aprendiz.yaml"]) == rendered.serve_config()["applications"][0]["args"]
+
+
+def test_serve_args_are_the_values_platform(helm):
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["platform"]
+    args = render(helm).serve_config()["applications"][0]["args"]
+    assert args == values
+
+
+def test_in_chart_minio_becomes_the_store_endpoint(helm):
+    rendered = render(helm, values=CHART / "ci" / "cpu-values.yaml")
+    args = rendered.serve_config()["applications"][0]["args"]
+    service = next(s for s in rendered.of_kind("Service") if s["metadata"]["name"] == "aprendiz-minio")
+    assert args["store"]["endpoint_url"] == f"http://{service['metadata']['name']}:9000"
+    assert service["spec"]["ports"][0]["port"] == 9000
+    secret = rendered.one("Secret")
+    assert set(secret["data"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+
+
+# -- values.schema.json and readable failures ----------------------------------------------------
+
+
+def test_schema_is_generated_from_platform_config():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("chart_schema", CHART.parents[1] / "scripts" / "chart_schema.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    committed = (CHART / "values.schema.json").read_text()
+    fresh = module.render(module.generate(json.loads(committed)))
+    assert fresh == committed, "charts/aprendiz/values.schema.json is stale: run `make chart-schema`"
+
+
+def test_schema_closes_every_object():
+    """Every object schema either lists its properties and refuses others, or types its free-form values."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    open_objects = []
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            if node.get("type") == "object" and "properties" in node and node.get("additionalProperties") is not False:
+                open_objects.append(where)
+            for key, value in node.items():
+                walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(value, f"{where}/{i}")
+
+    walk(schema, "#")
+    assert not open_objects, f"object schemas accepting unknown keys: {open_objects}"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "replicaCount=2"], "additional properties 'replicaCount' not allowed"),
+        (["--set", "ray.cpuWorkers.maxReplicas=lots"], "at '/ray/cpuWorkers/maxReplicas': got string, want integer"),
+        (["--set", "storage.minio.enabled=yes"], "at '/storage/minio/enabled': got string, want boolean"),
+        (["--set", "images.cpu.pullPolicy=Sometimes"], "at '/images/cpu/pullPolicy'"),
+        (["--set-json", 'platform.generators=[{"id":"m","source":"/m","accelerator":"tpu"}]'],
+         "at '/platform/generators/0/accelerator': value must be one of 'cpu', 'gpu'"),
+        (["--set-json", 'platform.classifiers=[{"name":"x","max_batchsize":8}]'],
+         "additional properties 'max_batchsize' not allowed"),
+        (["--set-json", 'secretEnv={"OPENAI_API_KEY":"sk-literal"}'], "at '/secretEnv/OPENAI_API_KEY'"),
+    ],
+    ids=["unknown-top-level", "wrong-type", "wrong-bool", "bad-enum", "platform-enum", "platform-unknown", "literal-secret"],
+)
+def test_schema_rejects_bad_values_readably(helm, args, message):
+    result = run_helm(helm, "template", "aprendiz", str(CHART), *REQUIRED, *args, check=False)
+    assert result.returncode != 0, f"helm accepted {args}"
+    assert message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "gatewayKeys.existingSecret is required"),
+        (["--set", "gatewayKeys.existingSecret=k", "--set-json",
+          'platform.generators=[{"id":"big","source":"s3://m/big","accelerator":"gpu"}]'],
+         "accelerator: gpu models but ray.gpuWorkers.enabled is false"),
+        (["--set", "gatewayKeys.existingSecret=k", "--set", "monitoring.serviceMonitor.enabled=true"],
+         "Ray's metrics would be scraped twice"),
+        (["--set", "gatewayKeys.existingSecret=k", "--set", "ray.cpuWorkers.enabled=false"], "nothing could serve"),
+    ],
+    ids=["no-keys-secret", "gpu-model-without-gpu-workers", "two-monitors", "no-workers"],
+)
+def test_render_fails_readably(helm, args, message):
+    result = run_helm(helm, "template", "aprendiz", str(CHART), *args, check=False)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
+def test_rented_key_must_come_from_a_secret(helm):
+    _needs_rented(CHART / "ci" / "rented-only-values.yaml")
+    result = run_helm(
+        helm, "template", "aprendiz", str(CHART), *REQUIRED, "-f", str(CHART / "ci" / "rented-only-values.yaml"),
+        "--set-json", "secretEnv={}", check=False,
+    )
+    assert result.returncode != 0
+    assert 'rented model "gpt-4o-mini" reads its API key from $OPENAI_API_KEY: add secretEnv.OPENAI_API_KEY' in result.stderr
+
+
+def test_every_value_is_commented():
+    """values.yaml: each key has a comment on its line or on the line(s) above (flow mappings count as one value)."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    missing = []
+    for i, line in enumerate(lines):
+        match = re.match(r"^(\s*)(- )?([A-Za-z_][\w.-]*):", line)
+        if not match or "#" in line.split(":", 1)[1]:
+            continue
+        above = lines[i - 1].strip() if i else ""
+        if not above.startswith("#"):
+            missing.append(f"values.yaml:{i + 1}: {line.strip()}")
+    assert not missing, "values without a comment:\n" + "\n".join(missing)
+
+
+def test_chart_metadata():
+    import tomllib
+
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    project = tomllib.loads((CHART.parents[1] / "pyproject.toml").read_text())["project"]
+    assert chart["apiVersion"] == "v2"
+    assert chart["appVersion"] == project["version"]
+
+
+def test_one_kind_per_template_file(helm):
+    kinds: dict[str, set[str]] = {}
+    for path in [None, *SCENARIOS]:
+        if path is not None and "rented" in path.name:
+            continue
+        for doc in render(helm, values=path).text.split("\n---"):
+            source = re.search(r"^# Source: (\S+)", doc, re.MULTILINE)
+            kind = re.search(r"^kind: (\S+)", doc, re.MULTILINE)
+            if source and kind:
+                kinds.setdefault(source.group(1), set()).add(kind.group(1))
+    mixed = {source: sorted(k) for source, k in kinds.items() if len(k) > 1}
+    assert not mixed, f"template files rendering more than one kind: {mixed}"
+    rendered_files = {s.rsplit("/", 1)[-1] for s in kinds}
+    template_files = {p.name for p in (CHART / "templates").rglob("*.yaml")}
+    assert template_files <= rendered_files, f"templates no scenario renders: {template_files - rendered_files}"
+
+
+# -- the chart's rules ---------------------------------------------------------------------------
+
+
+def _containers(spec: dict) -> list[dict]:
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def test_pods_are_restricted_with_resources(rendered):
+    problems = []
+    for where, spec in rendered.pod_specs():
+        pod = spec.get("securityContext", {})
+        if not (pod.get("runAsNonRoot") and pod.get("seccompProfile", {}).get("type") == "RuntimeDefault"):
+            problems.append(f"{where}: pod securityContext is not restricted: {pod}")
+        if spec.get("automountServiceAccountToken") is not False:
+            problems.append(f"{where}: mounts a service account token")
+        for c in _containers(spec):
+            sc = c.get("securityContext", {})
+            if sc.get("allowPrivilegeEscalation") is not False or sc.get("capabilities", {}).get("drop") != ["ALL"]:
+                problems.append(f"{where} {c['name']}: securityContext is not restricted: {sc}")
+            for bound in ("requests", "limits"):
+                if not {"cpu", "memory"} <= set(c.get("resources", {}).get(bound, {})):
+                    problems.append(f"{where} {c['name']}: no cpu/memory {bound}")
+    for rayservice in rendered.of_kind("RayService"):
+        autoscaler = rayservice["spec"]["rayClusterConfig"]["autoscalerOptions"]
+        if autoscaler["securityContext"].get("allowPrivilegeEscalation") is not False or "limits" not in autoscaler["resources"]:
+            problems.append("the autoscaler sidecar is not restricted or has no limits")
+    assert not problems, "\n".join(problems)
+
+
+def test_long_running_pods_have_probes_and_grace(rendered):
+    problems = []
+    for where, spec in rendered.pod_specs():
+        if where.startswith(("RayService", "Deployment")):
+            for c in spec["containers"]:
+                if "readinessProbe" not in c or "livenessProbe" not in c:
+                    problems.append(f"{where} {c['name']}: no readiness or liveness probe")
+        if where.startswith("RayService") and spec.get("terminationGracePeriodSeconds", 30) < 60:
+            problems.append(f"{where}: terminationGracePeriodSeconds under 60")
+    assert not problems, "\n".join(problems)
+
+
+def test_ray_cluster_layout(helm):
+    cluster = render(helm).one("RayService")["spec"]["rayClusterConfig"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    assert cluster["rayVersion"] == "2.60.0"
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    (cpu,) = cluster["workerGroupSpecs"]
+    assert cpu["template"]["spec"]["containers"][0]["image"] == "aprendiz/serve-cpu:0.1.0"
+    assert render(helm).one("PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+
+
+def test_gpu_workers(helm):
+    rendered = render(helm, values=CHART / "ci" / "gpu-values.yaml")
+    groups = {g["groupName"]: g for g in rendered.one("RayService")["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    gpu = groups["gpu"]
+    assert (gpu["minReplicas"], gpu["maxReplicas"], gpu["replicas"]) == (0, 4, 0)
+    pod = gpu["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == "aprendiz/serve-gpu:0.1.0"
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert groups["cpu"]["template"]["spec"]["containers"][0]["image"] == "aprendiz/serve-cpu:0.1.0"
+    generator = rendered.serve_config()["applications"][0]["args"]["generators"][0]
+    assert (generator["accelerator"], generator["autoscaling"]["min_replicas"]) == ("gpu", 0)
+
+
+def test_only_the_serve_port_is_exposed(rendered):
+    for service in rendered.of_kind("Service"):
+        ports = {p["port"] for p in service["spec"]["ports"]}
+        name = service["metadata"]["name"]
+        if name.endswith("-minio"):
+            assert ports == {9000}
+        elif name.endswith("-metrics"):
+            assert ports == {8080} and service["spec"]["clusterIP"] == "None"
+        else:
+            assert ports == {8000} and service["spec"]["ports"][0]["targetPort"] == "serve", service
+            assert service["spec"]["type"] == "ClusterIP"
+    for ingress in rendered.of_kind("Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                assert path["backend"]["service"] == {"name": "aprendiz", "port": {"name": "http"}}
+
+
+def test_network_policy_guards_dashboard_and_gcs(helm):
+    policy = render(helm).one("NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert policy["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "ray"
+    for rule in policy["spec"]["ingress"]:
+        ports = {p["port"] for p in rule.get("ports", [])}
+        if "from" not in rule:
+            assert ports == {8000}, f"a rule open to everyone reaches {ports}"
+        if ports & {8265, 6379}:
+            assert rule["from"] and all("podSelector" in peer for peer in rule["from"]), rule
+    prometheus = next(r for r in policy["spec"]["ingress"] if {p["port"] for p in r.get("ports", [])} == {8080})
+    assert prometheus["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+
+
+def test_monitoring_switches(helm):
+    on = render(helm)
+    monitor = on.one("PodMonitor")
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    rule_names = [g["name"] for g in on.one("PrometheusRule")["spec"]["groups"]]
+    assert rule_names == [
+        g["name"] for p in sorted((CHART / "files" / "rules").glob("*.yaml")) for g in yaml.safe_load(p.read_text())["groups"]
+    ]
+    dashboards = [c for c in on.of_kind("ConfigMap") if c["metadata"]["labels"].get("grafana_dashboard") == "1"]
+    assert len(dashboards) == len(list((CHART / "files" / "dashboards").glob("*.json")))
+    for dashboard in dashboards:
+        for text in dashboard["data"].values():
+            assert json.loads(text)["panels"]
+    off = render(helm, values=CHART / "ci" / "monitoring-off-values.yaml")
+    assert not [o for o in off.objects if o["apiVersion"].startswith("monitoring.coreos.com/")]
+    assert not [c for c in off.of_kind("ConfigMap") if "grafana_dashboard" in c["metadata"]["labels"]]
+
+
+def test_training_cronjobs_run_the_cli(helm):
+    import typer
+
+    from aprendiz.cli import app
+
+    train = typer.main.get_command(app).commands["train"]
+    options = {opt for param in train.params for opt in param.opts}
+    rendered = render(helm, values=CHART / "ci" / "classifier-only-values.yaml")
+    cronjobs = {c["metadata"]["labels"]["aprendiz.dev/model"]: c for c in rendered.of_kind("CronJob")}
+    assert set(cronjobs) == {"breast-cancer", "es-or-en"}
+    for model, cronjob in cronjobs.items():
+        assert cronjob["spec"]["schedule"] == "30 2 * * 1-5"
+        command = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+        assert command[:4] == ["aprendiz", "train", "--model", model]
+        assert {c for c in command if c.startswith("--")} <= options, f"{command} uses options `aprendiz train` lacks"
+        assert command[command.index("--config") + 1] == "/etc/aprendiz/config/aprendiz.yaml"
+    account = rendered.one("ServiceAccount")
+    assert account["automountServiceAccountToken"] is False
+    assert not [o for o in rendered.objects if o["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")]
+
+
+def test_train_on_install_is_a_post_install_hook(helm):
+    rendered = render(helm, values=CHART / "ci" / "cpu-values.yaml")
+    (job,) = rendered.of_kind("Job")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install"
+    head = rendered.one("RayService")["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    assert head["initContainers"][0]["name"] == "wait-for-champions"
+
+
+def test_secrets_come_from_secret_refs(helm):
+    rented = CHART / "ci" / "rented-only-values.yaml"
+    _needs_rented(rented)
+    rendered = render(helm, values=rented)
+    assert not rendered.of_kind("Secret"), "the chart renders a Secret only for its own MinIO"
+    for where, spec in rendered.pod_specs():
+        if not where.startswith("RayService"):
+            continue
+        env = {e["name"]: e for e in spec["containers"][0]["env"]}
+        assert env["OPENAI_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "openai", "key": "api-key"}
+        keys = next(v for v in spec["volumes"] if v["name"] == "gateway-keys")
+        assert keys["secret"]["secretName"] == "aprendiz-gateway-keys"
+        mount = next(m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "gateway-keys")
+        assert mount["mountPath"] + "/" + keys["secret"]["items"][0]["path"] == "/etc/aprendiz/keys/keys.yaml"
+
+
+def test_helm_test_pod_calls_the_endpoints(helm):
+    pod = render(helm, values=CHART / "ci" / "cpu-values.yaml").one("Pod")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["BASE_URL"] == "http://aprendiz:8000"
+    assert (env["CHAT_MODEL"], env["CLASSIFIER"]) == ("aprendiz-tiny-chat", "breast-cancer")
+    script = (CHART / "files" / "scripts" / "helm_test.py").read_text()
+    for call in ('"/v1/models"', '"/v1/chat/completions"', ":predict"):
+        assert call in script
+
+
+def test_notes_print_port_forward_and_curl(helm):
+    result = run_helm(
+        helm, "install", "aprendiz", str(CHART), "--dry-run=client", "--namespace", "aprendiz", *REQUIRED,
+    )
+    notes = result.stdout.split("NOTES:", 1)[1]
+    assert "kubectl -n aprendiz port-forward service/aprendiz 8000:8000" in notes
+    assert "curl -s http://127.0.0.1:8000/v1/chat/completions" in notes
+    assert '"model": "aprendiz-tiny-chat"' in notes
+    assert "curl -s http://127.0.0.1:8000/v1/models/breast-cancer:predict" in notes
+    assert "helm test aprendiz -n aprendiz" in notes
