@@ -37,8 +37,11 @@ def _check_bucket(store, create: bool) -> str:
         return ""
     fs = fsspec.filesystem("s3", **store.storage_options())
     fs.invalidate_cache()
-    if fs.exists(parts.netloc):
+    try:
+        fs.info(parts.netloc)  # a missing bucket is FileNotFoundError; an unreachable endpoint raises otherwise
         return ""
+    except FileNotFoundError:
+        pass
     if not create:
         return f"bucket {parts.netloc} of {store.url} does not exist"
     fs.mkdir(parts.netloc)
