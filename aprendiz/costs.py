@@ -203,7 +203,7 @@ def report(hosted: list[HostedFigures], rented: list[RentedFigures]) -> str:
                 f"{volume:,.0f} tokens/day (hosting: ${24 * h.replica_hourly_usd:,.2f}/day per replica, "
                 f"up to {h.daily_capacity_tokens:,.0f} tokens/day each)"
                 if volume is not None
-                else "never: at full use one replica's tokens cost more than renting"
+                else "never: renting is cheaper at every volume (a replica at full use costs more per token)"
             )
             lines.append(f"  {h.model} vs {r.model}: {verdict}")
     if not hosted or not rented:

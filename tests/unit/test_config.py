@@ -99,3 +99,39 @@ def test_ray_accepts_the_generated_llm_config():
     assert config.model_id == "m"
     assert config.engine_kwargs["max_model_len"] == 256
     assert config.placement_group_config == {"bundles": [{"CPU": 1.0}]}
+
+
+def _rented(**extra):
+    return {"id": "gpt", "base_url": "https://api.example/v1", "upstream_model": "g", **extra}
+
+
+def test_rented_models_share_the_generators_namespace_and_fallbacks_must_exist():
+    from aprendiz.config import PlatformConfig
+
+    generator = {"id": "tiny", "source": "/m"}
+    ok = PlatformConfig.model_validate(
+        {"generators": [generator | {"fallback": "gpt"}], "rented": [_rented(fallback="tiny")]}
+    )
+    assert ok.rented[0].cost_usd(1_000_000, 0) == 0.0
+    with pytest.raises(ValueError, match="appears twice"):
+        PlatformConfig.model_validate({"generators": [generator], "rented": [_rented(id="tiny")]})
+    with pytest.raises(ValueError, match="not a rented model id"):
+        PlatformConfig.model_validate({"generators": [generator | {"fallback": "nope"}]})
+    with pytest.raises(ValueError, match="not a generator id"):
+        PlatformConfig.model_validate({"generators": [generator], "rented": [_rented(fallback="nope")]})
+    with pytest.raises(ValueError, match="base_url"):
+        PlatformConfig.model_validate({"rented": [_rented(base_url="ftp://x")]})
+    with pytest.raises(ValueError, match="api_key"):
+        PlatformConfig.model_validate({"rented": [_rented(api_key="sk-literal")]})  # never in the file
+
+
+def test_replica_prices_by_accelerator():
+    from aprendiz.config import GatewayConfig, GeneratorModel
+
+    gateway = GatewayConfig(hourly_prices_usd={"cpu": 0.05, "L4": 0.9})
+    assert gateway.generator_hourly_usd(GeneratorModel(id="a", source="/m", num_cpus=2)) == pytest.approx(0.1)
+    l4 = GeneratorModel(id="b", source="/m", accelerator="gpu", accelerator_type="L4", num_gpus=2)
+    assert gateway.generator_hourly_usd(l4) == pytest.approx(1.8)
+    h100 = GeneratorModel(id="c", source="/m", accelerator="gpu", accelerator_type="H100")
+    assert gateway.generator_hourly_usd(h100) == pytest.approx(6.98)  # the default list
+    assert gateway.generator_hourly_usd(h100.model_copy(update={"hourly_usd": 2.5})) == 2.5

@@ -1,0 +1,351 @@
+"""aprendiz.services.gateway: admission, limits, metering, rented upstreams and fallback (fast tier:
+a fake clock, an in-process provider on httpx's mock transport, fake hosted backends)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+
+import httpx
+import pytest
+from aprendiz.services.gateway.auth import ANONYMOUS, Gatekeeper, Refusal
+from aprendiz.services.gateway.gateway import COST, SERVED_BY, Answer, Gateway, HostedUnavailableError
+from aprendiz.services.gateway.limits import Buckets
+from aprendiz.services.gateway.metering import StreamRecord, TokenCounter, Usage, hosted_share_usd, metered
+from aprendiz.services.gateway.rented import RentedUpstream
+
+from aprendiz.config import PlatformConfig, RentedModel
+from aprendiz.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    ServiceUnavailableError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    to_response,
+)
+from aprendiz.keys import KeyFile
+
+UPSTREAM_KEY = "sk-provider-secret-0123456789"
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeCounter:
+    def __init__(self):
+        self.calls = []
+
+    def inc(self, value=1, tags=None):
+        self.calls.append((value, tags))
+
+    observe = inc
+
+
+class FakeMetrics:
+    """Records what the gateway counts (Ray's metrics need a Ray worker)."""
+
+    def __init__(self):
+        self.refusals, self.cost_usd, self.fallbacks, self.upstream_errors = (FakeCounter() for _ in range(4))
+        self.generations = []
+
+    def generated(self, **kwargs):
+        self.generations.append(kwargs)
+
+
+# -- admission ---------------------------------------------------------------------------
+def test_without_a_key_file_everyone_is_anonymous():
+    gate = Gatekeeper(None)
+    assert not gate.enabled
+    assert asyncio.run(gate.authenticate(None)) is ANONYMOUS
+    gate.authorize(ANONYMOUS, "anything")
+
+
+def test_keys_are_checked_reloaded_on_change_and_fail_closed(tmp_path):
+    path = tmp_path / "keys.yaml"
+    keys = KeyFile(path)
+    key, _ = keys.create("team-a", models=["tiny"])
+    clock = Clock()
+    gate = Gatekeeper(str(path), reload_s=5, clock=clock)
+
+    def refusal(header):
+        with pytest.raises(Refusal) as info:
+            asyncio.run(gate.authenticate(header))
+        return info.value
+
+    assert asyncio.run(gate.authenticate(f"Bearer {key}")).name == "team-a"
+    assert refusal(None).reason == "missing_key"
+    assert refusal(f"Basic {key}").reason == "missing_key"
+    wrong = refusal("Bearer apz_00000000_" + "x" * 43)
+    assert wrong.reason == "invalid_key" and isinstance(wrong.error, AuthenticationError)
+    principal = asyncio.run(gate.authenticate(f"Bearer {key}"))
+    with pytest.raises(Refusal) as denied:
+        gate.authorize(principal, "other-model")
+    assert denied.value.reason == "model_not_allowed" and isinstance(denied.value.error, PermissionDeniedError)
+    assert gate.visible(principal, "tiny") and not gate.visible(principal, "other-model")
+
+    keys.revoke("team-a")
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))  # a new mtime, whatever the clock's grain
+    assert asyncio.run(gate.authenticate(f"Bearer {key}")).name == "team-a"  # not re-read yet
+    clock.now += 6
+    assert refusal(f"Bearer {key}").reason == "invalid_key"
+
+    path.unlink()
+    clock.now += 6
+    fresh, _ = KeyFile(tmp_path / "other.yaml").create("team-b")
+    assert refusal(f"Bearer {fresh}").reason == "invalid_key"  # no file: every key refused
+
+
+def test_refusals_answer_401_403_429_with_their_headers():
+    from aprendiz.errors import RateLimitedError
+
+    unauth = to_response(AuthenticationError("no key"))
+    assert unauth.status_code == 401 and unauth.headers["www-authenticate"].startswith("Bearer")
+    assert to_response(PermissionDeniedError("no")).status_code == 403
+    limited = to_response(RateLimitedError("slow down", retry_after_s=2.2))
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "3"
+    assert to_response(UpstreamError("down")).status_code == 502
+    assert to_response(UpstreamTimeoutError("slow")).status_code == 504
+
+
+# -- limits ------------------------------------------------------------------------------
+def test_requests_per_minute_is_a_bucket_that_refills():
+    clock = Clock()
+    buckets = Buckets(clock)
+    assert [buckets.admit("k", 3, None)[0] for _ in range(3)] == [None, None, None]
+    reason, wait = buckets.admit("k", 3, None)
+    assert reason == "requests_per_minute" and wait == pytest.approx(20.0)
+    clock.now += 20
+    assert buckets.admit("k", 3, None) == (None, 0.0)
+    assert buckets.admit("other", 3, None) == (None, 0.0)  # per key
+
+
+def test_tokens_per_minute_refuses_once_the_bucket_is_spent():
+    clock = Clock()
+    buckets = Buckets(clock)
+    assert buckets.admit("k", None, 600) == (None, 0.0)
+    buckets.charge("k", 900, 600)  # a request may overdraw: its size is known only after it
+    reason, wait = buckets.admit("k", None, 600)
+    assert reason == "tokens_per_minute" and wait == pytest.approx(301 / 10)
+    clock.now += 31
+    assert buckets.admit("k", None, 600) == (None, 0.0)
+
+
+# -- metering ----------------------------------------------------------------------------
+def _events(*chunks):
+    async def gen():
+        for chunk in chunks:
+            yield chunk if isinstance(chunk, str) else "data: " + json.dumps(chunk)
+
+    return gen()
+
+
+async def _drain(stream):
+    return [e async for e in stream]
+
+
+def test_the_stream_passes_through_with_usage_noted_and_the_cost_before_done():
+    finished = []
+
+    async def finish(record):
+        finished.append(record.usage)
+        return 0.25
+
+    chunks = (
+        {"choices": [{"delta": {"content": "Ho"}}]},
+        {"choices": [{"delta": {"content": "la"}}]},
+        {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}},
+        "data: [DONE]",
+    )
+    record = StreamRecord(started=time.perf_counter())
+    out = asyncio.run(_drain(metered(_events(*chunks), record, keep_usage=False, collect_text=True, finish=finish)))
+    assert len(out) == 4 and all(e.endswith("\n\n") for e in out)
+    assert '"usage"' not in "".join(out)  # the client did not ask for the usage chunk
+    assert out[-2] == ": x-aprendiz-cost-usd=0.2500000000\n\n" and out[-1] == "data: [DONE]\n\n"
+    assert finished == [Usage(7, 2, True)] and "".join(record.text) == "Hola"
+    assert record.first_token_at is not None
+
+    kept = asyncio.run(_drain(metered(_events(*chunks), StreamRecord(0.0), keep_usage=True, collect_text=False,
+                                      finish=finish)))
+    assert sum('"usage"' in e for e in kept) == 1
+
+
+def test_a_stream_the_client_leaves_is_still_metered_once():
+    calls = []
+
+    async def finish(record):
+        calls.append(record)
+        return 0.0
+
+    async def run():
+        stream = metered(_events({"choices": [{"delta": {"content": "a"}}]}, "data: [DONE]"), StreamRecord(0.0),
+                         keep_usage=False, collect_text=False, finish=finish)
+        await stream.__anext__()
+        await stream.aclose()
+
+    asyncio.run(run())
+    assert len(calls) == 1
+
+
+def test_tokens_are_counted_when_a_backend_reports_none(tmp_path):
+    counter = TokenCounter()
+    usage = counter.usage({"messages": [{"role": "user", "content": "x" * 40}]}, "y" * 9)
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.reported) == (10, 3, False)
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({"hola": 0, "mundo": 1, "[UNK]": 2}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "tokenizer.json"))
+    counted = TokenCounter(str(tmp_path)).usage({"prompt": "hola mundo hola"}, "mundo")
+    assert (counted.prompt_tokens, counted.completion_tokens) == (3, 1)
+
+
+def test_a_hosted_request_costs_its_share_of_the_replica_hour():
+    assert hosted_share_usd(3.6, 10.0, 1) == pytest.approx(0.01)
+    assert hosted_share_usd(3.6, 10.0, 4) == pytest.approx(0.0025)
+
+
+# -- rented upstreams ----------------------------------------------------------------------
+RENTED = RentedModel(id="rented", base_url="https://provider.example/v1", upstream_model="big-model",
+                     api_key_env="PROVIDER_KEY", input_usd_per_million=2.0, output_usd_per_million=8.0, timeout_s=3)
+
+
+def _upstream(handler) -> RentedUpstream:
+    return RentedUpstream(RENTED, UPSTREAM_KEY, httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+
+
+def test_requests_reach_the_provider_with_its_key_and_model():
+    seen = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.update(url=str(request.url), auth=request.headers["authorization"], body=json.loads(request.content))
+        return httpx.Response(200, json={"choices": [{"message": {"content": "hi"}}], "usage": {"prompt_tokens": 3}})
+
+    answer = asyncio.run(_upstream(handler).call("chat", {"model": "big-model", "messages": []}))
+    assert answer.body["choices"][0]["message"]["content"] == "hi"
+    assert seen == {"url": "https://provider.example/v1/chat/completions", "auth": f"Bearer {UPSTREAM_KEY}",
+                    "body": {"model": "big-model", "messages": []}}
+
+
+@pytest.mark.parametrize(
+    "status, error, text",
+    [
+        (400, InvalidRequestError, "refused the request: max_tokens is too large"),
+        (401, UpstreamError, "refused the platform's configuration (401)"),
+        (429, ServiceUnavailableError, "rate limiting"),
+        (500, UpstreamError, "failed (500)"),
+        (504, UpstreamTimeoutError, "timed out"),
+    ],
+)
+def test_provider_errors_become_clear_errors_without_the_key(status, error, text):
+    def handler(request):
+        return httpx.Response(status, json={"error": {"message": f"max_tokens is too large (key {UPSTREAM_KEY})"}})
+
+    with pytest.raises(error) as info:
+        asyncio.run(_upstream(handler).call("chat", {"model": "big-model"}))
+    assert text in info.value.message and UPSTREAM_KEY not in info.value.message
+
+
+@pytest.mark.parametrize(
+    "exc, error", [(httpx.ConnectError("refused"), UpstreamError), (httpx.ReadTimeout("slow"), UpstreamTimeoutError)]
+)
+def test_an_unreachable_or_silent_provider_is_502_or_504(exc, error):
+    def handler(request):
+        raise exc
+
+    with pytest.raises(error) as info:
+        asyncio.run(_upstream(handler).call("completions", {"model": "big-model", "stream": True}))
+    assert type(info.value) is error and "provider.example" in info.value.message
+
+
+def test_a_stream_passes_through_event_by_event():
+    body = b'data: {"choices":[{"delta":{"content":"a"}}]}\n\ndata: {"choices":[{"delta":{"content":"b"}}]}\n\ndata: [DONE]\n\n'
+
+    def handler(request):
+        return httpx.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
+    async def run():
+        answer = await _upstream(handler).call("chat", {"model": "big-model", "stream": True})
+        return [e async for e in answer.events]
+
+    assert asyncio.run(run()) == [
+        'data: {"choices":[{"delta":{"content":"a"}}]}', 'data: {"choices":[{"delta":{"content":"b"}}]}', "data: [DONE]"
+    ]
+
+
+# -- the gateway: backends, fallback, cost -------------------------------------------------
+def _gateway(upstream_handler, *, fallbacks=None):
+    config = PlatformConfig.model_validate({
+        "generators": [{"id": "hosted", "source": "/m", "fallback": "rented", "hourly_usd": 3.6}],
+        "rented": [RENTED.model_dump() | {"fallback": "hosted"}],
+    })
+    metrics = FakeMetrics()
+    gateway = Gateway(
+        gatekeeper=Gatekeeper(None), metrics=metrics, limiter=None,
+        rented={"rented": _upstream(upstream_handler)}, counters={}, hourly_usd={"hosted": 3.6},
+        fallbacks=fallbacks if fallbacks is not None else {"hosted": "rented", "rented": "hosted"},
+        fallback_after_s={"hosted": 1.0},
+    )
+    return gateway, metrics, config
+
+
+def _provider_ok(request):
+    return httpx.Response(200, json={"choices": [{"message": {"content": "rented answer"}}],
+                                     "usage": {"prompt_tokens": 1000, "completion_tokens": 500}})
+
+
+def test_rented_answers_carry_their_billed_cost():
+    gateway, metrics, _ = _gateway(_provider_ok)
+
+    async def hosted(*args):
+        raise AssertionError("the hosted model must not be called")
+
+    response = asyncio.run(gateway.generate("chat", {"model": "rented", "messages": []}, ANONYMOUS, hosted))
+    assert response.headers[SERVED_BY] == "rented"
+    assert float(response.headers[COST]) == pytest.approx((1000 * 2.0 + 500 * 8.0) / 1e6)
+    assert metrics.generations[0]["cost_usd"] == pytest.approx(0.006)
+    assert metrics.generations[0]["prompt_tokens"] == 1000
+
+
+def test_a_full_hosted_queue_hands_the_request_to_its_rented_fallback():
+    gateway, metrics, _ = _gateway(_provider_ok)
+
+    async def hosted(model, route, payload, first_chunk_s):
+        assert first_chunk_s == 1.0
+        raise HostedUnavailableError("queue full", "queue_full")
+
+    response = asyncio.run(gateway.generate("chat", {"model": "hosted", "messages": []}, ANONYMOUS, hosted))
+    assert response.headers[SERVED_BY] == "rented" and response.headers["x-aprendiz-backend"] == "rented"
+    assert metrics.fallbacks.calls == [(1, {"model": "hosted", "fallback": "rented", "reason": "queue_full"})]
+
+
+def test_a_failed_provider_hands_the_request_to_the_hosted_fallback():
+    def down(request):
+        raise httpx.ConnectError("refused")
+
+    gateway, metrics, _ = _gateway(down)
+
+    async def hosted(model, route, payload, first_chunk_s):
+        assert model == "hosted" and payload["model"] == "hosted"
+        return Answer("hosted", "hosted", body={"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3}})
+
+    response = asyncio.run(gateway.generate("chat", {"model": "rented", "messages": []}, ANONYMOUS, hosted))
+    assert response.headers[SERVED_BY] == "hosted"
+    assert metrics.fallbacks.calls[0][1]["reason"] == "upstream_error"
+    assert metrics.upstream_errors.calls[0][1] == {"model": "rented", "reason": "unreachable_or_failed"}
+
+
+def test_without_a_fallback_the_provider_error_reaches_the_client():
+    def down(request):
+        raise httpx.ConnectError("refused")
+
+    gateway, _, _ = _gateway(down, fallbacks={})
+    with pytest.raises(UpstreamError):
+        asyncio.run(gateway.generate("chat", {"model": "rented", "messages": []}, ANONYMOUS, None))
