@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -14,6 +15,14 @@ CHART = ROOT / "charts" / "aprendiz"
 SCENARIOS = sorted(CHART.glob("ci/*-values.yaml"))
 CRDS_DIR = ROOT.parent / "shared" / "crds"
 # The values every render needs besides a scenario file: the chart refuses to render without a keys Secret.
+# The upstream CRD file of each custom kind (../shared/crds/README.md names their sources).
+CRD_FILES = {
+    ("ray.io", "RayService"): "ray.io_rayservices.yaml",
+    ("monitoring.coreos.com", "PodMonitor"): "monitoring.coreos.com_podmonitors.yaml",
+    ("monitoring.coreos.com", "ServiceMonitor"): "monitoring.coreos.com_servicemonitors.yaml",
+    ("monitoring.coreos.com", "PrometheusRule"): "monitoring.coreos.com_prometheusrules.yaml",
+    ("serving.kserve.io", "InferenceService"): "serving.kserve.io_inferenceservices.yaml",
+}
 REQUIRED = ["--set", "gatewayKeys.existingSecret=aprendiz-gateway-keys"]
 
 
@@ -87,3 +96,46 @@ def render(helm: str, *extra: str, values: Path | None = None) -> Rendered:
 
 def scenario_id(path: Path) -> str:
     return path.name.removesuffix("-values.yaml")
+
+
+# -- custom resources against the upstream CRDs ------------------------------------------------
+
+
+def _strict(schema: dict) -> dict:
+    """The CRD schema with unknown fields refused where the API server would prune them silently."""
+    if isinstance(schema, dict):
+        schema = {k: _strict(v) for k, v in schema.items()}
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            schema["additionalProperties"] = False
+    elif isinstance(schema, list):
+        schema = [_strict(v) for v in schema]
+    return schema
+
+
+@functools.cache
+def _crd_schema(crds_dir, group: str, kind: str, version: str) -> dict:
+    crd = yaml.load((crds_dir / CRD_FILES[(group, kind)]).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    for v in crd["spec"]["versions"]:
+        if v["name"] == version:
+            return _strict(v["schema"]["openAPIV3Schema"])
+    raise AssertionError(f"{CRD_FILES[(group, kind)]} serves no version {version}")
+
+
+@functools.cache
+def _validator(crds_dir, group: str, kind: str, version: str):
+    import jsonschema
+
+    return jsonschema.Draft7Validator(_crd_schema(crds_dir, group, kind, version))
+
+
+def validate_custom_resource(crds_dir, obj: dict) -> list[str]:
+    group, version = obj["apiVersion"].split("/")
+    validator = _validator(crds_dir, group, obj["kind"], version)
+    return [
+        f"{obj['kind']}/{obj['metadata']['name']}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
+        for e in validator.iter_errors(obj)
+    ]

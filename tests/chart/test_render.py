@@ -4,23 +4,15 @@ config against Ray's own schema and the platform config, and the chart's own rul
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 
 import pytest
 import yaml
-from chart_support import CHART, REQUIRED, SCENARIOS, render, run_helm, scenario_id
+from chart_support import CHART, CRD_FILES, REQUIRED, SCENARIOS, render, run_helm, scenario_id, validate_custom_resource
 
 K8S_VERSION = "1.35.0"
 CUSTOM_GROUPS = ("ray.io/", "monitoring.coreos.com/", "gateway.networking.k8s.io/")
-CRD_FILES = {
-    ("ray.io", "RayService"): "ray.io_rayservices.yaml",
-    ("monitoring.coreos.com", "PodMonitor"): "monitoring.coreos.com_podmonitors.yaml",
-    ("monitoring.coreos.com", "ServiceMonitor"): "monitoring.coreos.com_servicemonitors.yaml",
-    ("monitoring.coreos.com", "PrometheusRule"): "monitoring.coreos.com_prometheusrules.yaml",
-    ("serving.kserve.io", "InferenceService"): "serving.kserve.io_inferenceservices.yaml",
-}
 
 
 def _needs_rented(scenario) -> None:
@@ -66,46 +58,6 @@ def test_builtin_kinds_match_kubernetes_schemas(rendered):
         except kubernetes_validate.ValidationError as exc:
             problems.append(f"{obj['kind']}/{obj['metadata']['name']}: {'.'.join(map(str, exc.path))}: {exc.message}")
     assert not problems, "\n".join(problems)
-
-
-def _strict(schema: dict) -> dict:
-    """The CRD schema with unknown fields refused where the API server would prune them silently."""
-    if isinstance(schema, dict):
-        schema = {k: _strict(v) for k, v in schema.items()}
-        if (
-            "properties" in schema
-            and "additionalProperties" not in schema
-            and not schema.get("x-kubernetes-preserve-unknown-fields")
-        ):
-            schema["additionalProperties"] = False
-    elif isinstance(schema, list):
-        schema = [_strict(v) for v in schema]
-    return schema
-
-
-@functools.cache
-def _crd_schema(crds_dir, group: str, kind: str, version: str) -> dict:
-    crd = yaml.load((crds_dir / CRD_FILES[(group, kind)]).read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    for v in crd["spec"]["versions"]:
-        if v["name"] == version:
-            return _strict(v["schema"]["openAPIV3Schema"])
-    raise AssertionError(f"{CRD_FILES[(group, kind)]} serves no version {version}")
-
-
-@functools.cache
-def _validator(crds_dir, group: str, kind: str, version: str):
-    import jsonschema
-
-    return jsonschema.Draft7Validator(_crd_schema(crds_dir, group, kind, version))
-
-
-def validate_custom_resource(crds_dir, obj: dict) -> list[str]:
-    group, version = obj["apiVersion"].split("/")
-    validator = _validator(crds_dir, group, obj["kind"], version)
-    return [
-        f"{obj['kind']}/{obj['metadata']['name']}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
-        for e in validator.iter_errors(obj)
-    ]
 
 
 def test_custom_resources_match_upstream_crds(rendered, crds_dir):

@@ -1,0 +1,26 @@
+# syntax=docker/dockerfile:1.7
+# Training image: `aprendiz train` (scikit-learn candidates, MiniLM text candidates on the CPU
+# torch, ONNX export, reports) and the chart's store checks. No vLLM. Build from the repository root:
+#   docker build -f docker/train.Dockerfile -t aprendiz/train:0.1.0 .
+FROM python:3.11-slim-bookworm
+
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
+    HOME=/tmp MPLCONFIGDIR=/tmp/matplotlib
+# The same user as the serving images (uid 1000, group users/100): the chart runs every pod as it.
+RUN useradd --uid 1000 --gid 100 --no-create-home --home-dir /tmp aprendiz
+
+WORKDIR /opt/aprendiz/src
+COPY requirements/ requirements/
+COPY pyproject.toml README.md ./
+COPY aprendiz/ aprendiz/
+COPY services/ services/
+COPY training/ training/
+RUN pip install --extra-index-url "${TORCH_INDEX}" -c requirements/constraints.txt . \
+ && (pip uninstall --yes torchvision torchaudio torchcodec 2>/dev/null || true) \
+ && python -c "import sklearn, onnxruntime, torch; import aprendiz.training.job; print('torch', torch.__version__)"
+
+USER 1000:100
+WORKDIR /tmp
+ENTRYPOINT []
+CMD ["aprendiz", "train", "--help"]
