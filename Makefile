@@ -64,7 +64,7 @@ run: model classifier
 	$(VENV)/bin/aprendiz serve --config config/aprendiz.yaml
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check aprendiz services training tests
+	$(VENV)/bin/ruff check aprendiz services training tests scripts charts/aprendiz/files/scripts
 
 test: lint model helm
 	$(PY) -m pytest $(PYTEST_ARGS)
