@@ -183,6 +183,7 @@ class ReplicaCostMeter:
         while True:
             await asyncio.sleep(self._interval_s)
             now = time.monotonic()
+            self._metrics.price(self._hourly_usd)  # re-set each tick: Ray exports gauges as last reported
             if self._hourly_usd > 0:
                 self._metrics.accrue(self._hourly_usd * (now - last) / 3600.0)
             last = now

@@ -170,13 +170,13 @@ class AprendizIngress(OpenAiIngress):
         return await self._generate(request, "chat")
 
     async def _generate(self, request: Request, route: str) -> Response:
+        principal = await self._gateway.authenticate(request.headers.get("authorization"))
         payload = await self._json(request)
         if not isinstance(payload, dict):
             raise InvalidRequestError("the body must be a JSON object")
         model = payload.get("model")
         if model is not None and not isinstance(model, str):
             raise InvalidRequestError("`model` must be a string", param="model")
-        principal = await self._gateway.authenticate(request.headers.get("authorization"))
         payload["model"] = model = await self._get_model_id(model)
         request.state.model = model
         await self._gateway.permit(principal, model)
@@ -258,40 +258,49 @@ class AprendizIngress(OpenAiIngress):
                 raise exc.cause from None
             raise
 
-    async def _classify(self, name: str, request: Request, method: str, *args: Any) -> Any:
-        """Call one classifier for an admitted caller; the answer carries the cost estimate."""
+    async def _admit_classifier(self, name: str, request: Request) -> Principal:
+        """Authenticate (401 first), then the classifier must exist (404) and be allowed (403, 429)."""
         principal = await self._gateway.authenticate(request.headers.get("authorization"))
-        handle = self._classifier(name)
+        self._classifier(name)
         request.state.model = name
         await self._gateway.permit(principal, name)
+        return principal
+
+    async def _classify(self, name: str, principal: Principal, method: str, *args: Any) -> tuple[Any, dict[str, str]]:
+        """Call one classifier; the answer's headers carry the request's estimated cost."""
         started, in_flight = self._gateway.classifier_started(name)
         try:
-            result = await self._call(handle, method, *args)
+            result = await self._call(self._classifier(name), method, *args)
         finally:
             cost = self._gateway.classifier_finished(name, principal, started, in_flight)
         return result, {COST: cost}
 
     async def classifier_predict_v1(self, name: str, request: Request) -> JSONResponse:
-        result, headers = await self._classify(name, request, "predict_v1", await self._json(request))
+        principal = await self._admit_classifier(name, request)
+        result, headers = await self._classify(name, principal, "predict_v1", await self._json(request))
         return JSONResponse(result, headers=headers)
 
     async def classifier_feedback(self, name: str, request: Request) -> JSONResponse:
-        result, headers = await self._classify(name, request, "feedback", await self._json(request))
+        principal = await self._admit_classifier(name, request)
+        result, headers = await self._classify(name, principal, "feedback", await self._json(request))
         return JSONResponse(result, headers=headers)
 
     async def v2_infer(self, name: str, request: Request) -> JSONResponse:
+        principal = await self._admit_classifier(name, request)
         body = await self._body(request)
         header = request.headers.get(V2_BINARY_HEADER)
         header_length = int(header) if header and header.isdigit() else None
-        result, headers = await self._classify(name, request, "infer_v2", body, header_length)
+        result, headers = await self._classify(name, principal, "infer_v2", body, header_length)
         return JSONResponse(result, headers=headers)
 
     async def v2_model_metadata(self, name: str, request: Request) -> JSONResponse:
-        result, _ = await self._classify(name, request, "metadata_v2")
+        principal = await self._admit_classifier(name, request)
+        result, _ = await self._classify(name, principal, "metadata_v2")
         return JSONResponse(result)
 
     async def v2_model_ready(self, name: str, request: Request) -> JSONResponse:
-        ready, _ = await self._classify(name, request, "ready")
+        principal = await self._admit_classifier(name, request)
+        ready, _ = await self._classify(name, principal, "ready")
         return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
     async def v2_live(self) -> dict[str, bool]:

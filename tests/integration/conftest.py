@@ -30,6 +30,92 @@ def _free_port() -> int:
 
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
+# The rented provider's API key: the platform reads it from this environment variable, the test
+# provider (a plain vLLM server) demands it, and it must never appear in a log or an answer.
+PROVIDER_KEY_ENV = "APRENDIZ_TEST_PROVIDER_KEY"
+PROVIDER_KEY = "sk-test-provider-5b1e0c9d7a"
+PROVIDER_MODEL = "tiny-upstream"
+# Prices that make the figures easy to check: 36 USD per CPU-hour is 0.01 USD a second.
+CPU_HOURLY_USD = 36.0
+RENTED_PRICES = {"input_usd_per_million": 50.0, "output_usd_per_million": 150.0}
+
+
+class ProviderSettings:
+    """What the gateway tests need to know of the rented provider and the prices."""
+
+    key = PROVIDER_KEY
+    model = PROVIDER_MODEL
+    rented_prices = RENTED_PRICES
+    cpu_hourly_usd = CPU_HOURLY_USD
+
+
+@pytest.fixture(scope="session")
+def provider_settings() -> type[ProviderSettings]:
+    return ProviderSettings
+
+
+class GatewayKeys:
+    """The key file the test platform checks, and the keys (created once, as `aprendiz keys create` does)."""
+
+    def __init__(self, path: Path, keys: dict[str, str]):
+        self.path = path
+        self.keys = keys
+
+    def header(self, name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[name]}"}
+
+
+@pytest.fixture(scope="session")
+def gateway_keys(tmp_path_factory) -> GatewayKeys:
+    from aprendiz.keys import KeyFile
+
+    path = tmp_path_factory.mktemp("keys") / "keys.yaml"
+    keys = KeyFile(path)
+    created = {
+        "tenant": keys.create("tenant")[0],  # every model: what the other tests use
+        "classifier-only": keys.create("classifier-only", models=["breast-cancer*"], requests_per_minute=3)[0],
+        "billing": keys.create("billing")[0],
+        "tokens": keys.create("tokens", models=["aprendiz-tiny-chat"], tokens_per_minute=30)[0],
+        "revoked": keys.create("revoked")[0],
+    }
+    keys.revoke("revoked")
+    return GatewayKeys(path, created)
+
+
+@pytest.fixture(scope="session")
+def provider_port() -> int:
+    """Where the rented model's provider listens (started by the gateway tests, after the platform)."""
+    return _free_port()
+
+
+@pytest.fixture(scope="session")
+def silent_provider():
+    """A provider that accepts connections and never answers (the gateway must time out: 504)."""
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept():
+        server.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}/v1"
+    stop.set()
+    thread.join(timeout=5)
+    for conn in held:
+        conn.close()
+    server.close()
+
 
 class Stores:
     """The registries the test platform serves from: S3 (moto on loopback) and a local folder."""
@@ -73,9 +159,11 @@ def stores(moto_server, tmp_path_factory) -> Stores:
 
 
 @pytest.fixture(scope="session")
-def platform_config(repo_root, stores, moto_server, tmp_path_factory) -> Path:
+def platform_config(repo_root, stores, moto_server, gateway_keys, provider_port, silent_provider, tmp_path_factory) -> Path:
     """The shipped config's generator, plus two classifiers: one on S3 (moto), one on a local folder,
-    polling fast and autoscaling quickly so swaps and scaling are observable within a test."""
+    polling fast and autoscaling quickly so swaps and scaling are observable within a test; rented
+    models at a provider on loopback (one with the hosted model as fallback, one that never answers);
+    API keys."""
     from aprendiz.config import PlatformConfig
 
     shipped = PlatformConfig.from_yaml(repo_root / "config" / "aprendiz.yaml")
@@ -100,6 +188,19 @@ def platform_config(repo_root, stores, moto_server, tmp_path_factory) -> Path:
         ],
         "store": {"url": "s3://aprendiz-test/store", "endpoint_url": moto_server},
         "ingress": {"max_body_bytes": 256 * 1024},
+        "rented": [
+            {
+                "id": "rented-tiny", "base_url": f"http://127.0.0.1:{provider_port}/v1",
+                "upstream_model": PROVIDER_MODEL, "api_key_env": PROVIDER_KEY_ENV, **RENTED_PRICES,
+            },
+            {
+                "id": "rented-tiny-fb", "base_url": f"http://127.0.0.1:{provider_port}/v1",
+                "upstream_model": PROVIDER_MODEL, "api_key_env": PROVIDER_KEY_ENV, **RENTED_PRICES,
+                "fallback": shipped.generators[0].id,
+            },
+            {"id": "rented-silent", "base_url": silent_provider, "upstream_model": "any", "timeout_s": 2},
+        ],
+        "gateway": {"keys_file": str(gateway_keys.path), "keys_reload_s": 1, "hourly_prices_usd": {"cpu": CPU_HOURLY_USD}},
     }
     path = tmp_path_factory.mktemp("config") / "aprendiz.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -107,11 +208,17 @@ def platform_config(repo_root, stores, moto_server, tmp_path_factory) -> Path:
 
 
 class RunningPlatform:
-    def __init__(self, process: subprocess.Popen, base_url: str, metrics_url: str, log_path: Path):
+    def __init__(self, process: subprocess.Popen, base_url: str, metrics_url: str, log_path: Path, api_key: str):
         self.process = process
         self.base_url = base_url
         self.metrics_url = metrics_url
         self.log_path = log_path
+        self.api_key = api_key  # the "tenant" key, allowed every model
+        self.started_at = time.time()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
 
     @property
     def ray_address(self) -> str:
@@ -135,12 +242,23 @@ class RunningPlatform:
         assert result.returncode == 0, result.stderr[-2000:]
         return json.loads(result.stdout.strip().splitlines()[-1])
 
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of a metric's series on the platform's metrics endpoint that carry ``labels``."""
+        text = httpx.get(f"{self.metrics_url}/metrics", timeout=10).text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("#") or line.split("{", 1)[0].split(" ", 1)[0] != name:
+                continue
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 @pytest.fixture(scope="session")
-def platform(default_model, repo_root, platform_config, tmp_path_factory) -> RunningPlatform:
+def platform(default_model, repo_root, platform_config, gateway_keys, tmp_path_factory) -> RunningPlatform:
     port, metrics_port = _free_port(), _free_port()
     log_path = tmp_path_factory.mktemp("platform") / "serve.log"
     env = {
@@ -149,13 +267,16 @@ def platform(default_model, repo_root, platform_config, tmp_path_factory) -> Run
         "APRENDIZ_PORT": str(port),
         "APRENDIZ_METRICS_EXPORT_PORT": str(metrics_port),
         "APRENDIZ_CONFIG_FILE": str(platform_config),
+        PROVIDER_KEY_ENV: PROVIDER_KEY,
     }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [str(Path(sys.executable).parent / "aprendiz"), "serve"],
             cwd=repo_root, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
-    running = RunningPlatform(process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}", log_path)
+    running = RunningPlatform(
+        process, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}", log_path, gateway_keys.keys["tenant"]
+    )
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         if process.poll() is not None:

@@ -26,7 +26,7 @@ def data():
 
 @pytest.fixture(scope="module")
 def http(platform) -> httpx.Client:
-    with httpx.Client(base_url=platform.base_url, timeout=60) as client:
+    with httpx.Client(base_url=platform.base_url, headers=platform.headers, timeout=60) as client:
         yield client
 
 
@@ -79,13 +79,13 @@ def test_v2_with_kserves_own_client(platform, stores, data):
         try:
             assert await client.is_server_live(platform.base_url)
             assert await client.is_server_ready(platform.base_url)
-            assert await client.is_model_ready(platform.base_url, S3_MODEL)
+            assert await client.is_model_ready(platform.base_url, S3_MODEL, headers=platform.headers)
             answers = []
             for datatype, dtype in (("FP32", np.float32), ("FP64", np.float64)):
                 tensor = InferInput(name="input", shape=list(rows.shape), datatype=datatype)
                 tensor.set_data_from_numpy(rows.astype(dtype), binary_data=False)
                 request = InferRequest(model_name=S3_MODEL, infer_inputs=[tensor], request_id=f"r-{datatype}")
-                answers.append(await client.infer(platform.base_url, request, model_name=S3_MODEL))
+                answers.append(await client.infer(platform.base_url, request, model_name=S3_MODEL, headers=platform.headers))
             return answers
         finally:
             await client.close()
@@ -218,7 +218,7 @@ def test_acknowledged_feedback_survives_the_replica_being_killed(platform, store
     n_requests, per_request = 20, 3
 
     async def post_all():
-        async with httpx.AsyncClient(base_url=platform.base_url, timeout=60) as client:
+        async with httpx.AsyncClient(base_url=platform.base_url, headers=platform.headers, timeout=60) as client:
             async def one(i):
                 rows = data.data[i * per_request : (i + 1) * per_request].tolist()
                 body = {"instances": rows, "labels": [int(t) for t in data.target[i * per_request : (i + 1) * per_request]]}
@@ -233,7 +233,7 @@ def test_acknowledged_feedback_survives_the_replica_being_killed(platform, store
     assert len(records) - before == n_requests * per_request
     # Serve replaces the killed replica and the model serves again.
     deadline = time.monotonic() + 120
-    with httpx.Client(base_url=platform.base_url, timeout=30) as client:
+    with httpx.Client(base_url=platform.base_url, headers=platform.headers, timeout=30) as client:
         while True:
             response = client.post(f"/v1/models/{LOCAL_MODEL}:predict", json={"instances": [data.data[0].tolist()]})
             if response.status_code == 200:

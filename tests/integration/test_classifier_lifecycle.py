@@ -23,9 +23,9 @@ def rows():
     return load_breast_cancer().data[:8].tolist()
 
 
-async def steady_load(base_url: str, name: str, rows, stop: asyncio.Event, results: list, concurrency: int):
+async def steady_load(platform, name: str, rows, stop: asyncio.Event, results: list, concurrency: int):
     """``concurrency`` clients posting predictions until ``stop``; records (status, version or error)."""
-    async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=platform.base_url, headers=platform.headers, timeout=60) as client:
         async def worker(k: int):
             i = k
             while not stop.is_set():
@@ -51,7 +51,7 @@ def test_champion_changes_twice_under_load_with_zero_failed_requests(platform, s
 
     async def scenario():
         stop = asyncio.Event()
-        load = asyncio.create_task(steady_load(platform.base_url, LOCAL_MODEL, rows, stop, results, concurrency=4))
+        load = asyncio.create_task(steady_load(platform, LOCAL_MODEL, rows, stop, results, concurrency=4))
         try:
             await asyncio.sleep(2)
             for seed in (1, 2):
@@ -101,16 +101,6 @@ def _broken_schema_version(name: str):
     return card, export_onnx(pipeline, 10)
 
 
-def _metric_total(metrics_text: str, name: str, **labels) -> float:
-    total = 0.0
-    for line in metrics_text.splitlines():
-        if line.startswith("#") or name not in line.split("{")[0]:
-            continue
-        if all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def test_a_version_that_fails_its_checks_is_refused_and_the_old_one_keeps_serving(platform, stores, rows):
     registry = stores.local
     serving = registry.champion(LOCAL_MODEL).version
@@ -120,14 +110,13 @@ def test_a_version_that_fails_its_checks_is_refused_and_the_old_one_keeps_servin
     try:
         deadline = time.monotonic() + 60
         failures = 0.0
-        with httpx.Client(base_url=platform.base_url, timeout=30) as client:
+        with httpx.Client(base_url=platform.base_url, headers=platform.headers, timeout=30) as client:
             while failures < 1:
                 assert time.monotonic() < deadline, "no load failure was counted"
                 response = client.post(f"/v1/models/{LOCAL_MODEL}:predict", json={"instances": [rows[0]]})
                 assert response.status_code == 200 and response.json()["model_version"] == serving
-                metrics = httpx.get(f"{platform.metrics_url}/metrics", timeout=10).text
-                failures = _metric_total(
-                    metrics, "aprendiz_classifier_model_load_failures", model=LOCAL_MODEL, version=card.version
+                failures = platform.metric(
+                    "ray_aprendiz_classifier_model_load_failures_total", model=LOCAL_MODEL, version=card.version
                 )
                 time.sleep(1)
         assert re.search(rf"refused version {card.version}", platform.log_path.read_text(errors="replace"))
@@ -143,7 +132,7 @@ def test_autoscaling_adds_replicas_under_load_and_returns_to_the_minimum(platfor
 
     async def scenario():
         stop = asyncio.Event()
-        load = asyncio.create_task(steady_load(platform.base_url, S3_MODEL, rows, stop, results, concurrency=24))
+        load = asyncio.create_task(steady_load(platform, S3_MODEL, rows, stop, results, concurrency=24))
         try:
             deadline = time.monotonic() + 120
             while True:
