@@ -1,12 +1,20 @@
-"""Every metric the platform defines, in one place.
+"""Every metric the platform defines, in one place: the catalogue below, and the classes built from it.
 
 Inside Ray Serve replicas the metrics go through Ray's metrics API, so every
 replica's series reach the node's Prometheus endpoint (Ray prefixes them with
-``ray_``). Metric objects are created when a replica starts (never at import).
-Labels are low-cardinality only: model name, model version, label, reason.
+``ray_`` and adds ``_total`` to counters). Metric objects are created when a
+replica starts (never at import). Outside Ray (the training job) they go through
+prometheus-client to a Pushgateway.
+
+Naming follows Prometheus' rules (tests/unit/test_metrics.py checks them): base
+units in the name (``_seconds``, ``_bytes``, ``_usd``), ``_total`` only on counters
+(added at export), ``_info`` gauges for versions, ``_timestamp_seconds`` for times.
+Labels are low-cardinality only: model name, model version, label, reason, key name.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 PROBABILITY_BUCKETS = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
 BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
@@ -14,52 +22,218 @@ LATENCY_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 REQUEST_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]
 TOKEN_TIME_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56]
 
+RAY = "ray"  # exported by Ray's metrics agent from inside Serve replicas
+PUSHGATEWAY = "pushgateway"  # pushed by a batch job (prometheus-client)
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One metric: its defined name (without Ray's prefix or the counter's ``_total``), type, labels, help, buckets."""
+
+    name: str
+    type: str  # counter | gauge | histogram
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] = ()
+    exporter: str = RAY
+
+    @property
+    def series(self) -> str:
+        """The name Prometheus stores: Ray prefixes ``ray_``; counters end in ``_total``."""
+        name = f"ray_{self.name}" if self.exporter == RAY else self.name
+        return f"{name}_total" if self.type == "counter" else name
+
+    @property
+    def samples(self) -> tuple[str, ...]:
+        """The sample names a scrape shows for this metric."""
+        if self.type == "histogram":
+            return tuple(f"{self.series}_{suffix}" for suffix in ("bucket", "sum", "count"))
+        return (self.series,)
+
+
+def _spec(name: str, type: str, help: str, labels: tuple[str, ...] = (), buckets=(), exporter: str = RAY) -> MetricSpec:
+    return MetricSpec(name, type, help, tuple(labels), tuple(buckets), exporter)
+
+
+# -- ingress ---------------------------------------------------------------------------------
+INGRESS_REQUESTS = _spec(
+    "aprendiz_ingress_requests", "counter",
+    "Requests answered by the entrance, by route template, model and HTTP status.",
+    ("route", "model", "status"),
+)
+INGRESS_REQUEST_SECONDS = _spec(
+    "aprendiz_ingress_request_seconds", "histogram",
+    "Time from request to response headers (streams: to the first byte), by route, model, status.",
+    ("route", "model", "status"), REQUEST_BUCKETS_S,
+)
+
+# -- gateway ---------------------------------------------------------------------------------
+GATEWAY_REFUSALS = _spec(
+    "aprendiz_gateway_refusals", "counter",
+    "Requests refused by the gateway, by reason (missing_key, invalid_key, model_not_allowed, "
+    "requests_per_minute, tokens_per_minute) and key name.",
+    ("reason", "key"),
+)
+GATEWAY_TOKENS = _spec(
+    "aprendiz_gateway_tokens", "counter",
+    "Tokens served, by model, backend (hosted or rented), key name and kind (prompt or completion).",
+    ("model", "backend", "key", "kind"),
+)
+GATEWAY_COST_USD = _spec(
+    "aprendiz_gateway_cost_usd", "counter",
+    "Cost of requests in USD: billed tokens for rented models, a share of the replica's hourly "
+    "price for hosted ones (the hosted total is aprendiz_replica_cost_usd).",
+    ("model", "backend", "key"),
+)
+GATEWAY_FALLBACKS = _spec(
+    "aprendiz_gateway_fallbacks", "counter",
+    "Requests a model handed to its fallback, by model, fallback model and reason.",
+    ("model", "fallback", "reason"),
+)
+GATEWAY_UPSTREAM_ERRORS = _spec(
+    "aprendiz_gateway_upstream_errors", "counter",
+    "Failed calls to rented models' providers, by model and reason (timeout, unreachable_or_failed).",
+    ("model", "reason"),
+)
+
+# -- generators (seen at the entrance, hosted and rented alike) -------------------------------
+GENERATOR_TIME_TO_FIRST_TOKEN = _spec(
+    "aprendiz_generator_time_to_first_token_seconds", "histogram",
+    "Time from request to the first generated token, seen at the entrance.",
+    ("model", "backend"), REQUEST_BUCKETS_S,
+)
+GENERATOR_TIME_PER_OUTPUT_TOKEN = _spec(
+    "aprendiz_generator_time_per_output_token_seconds", "histogram",
+    "Mean time between output tokens after the first, per streamed request.",
+    ("model", "backend"), TOKEN_TIME_BUCKETS_S,
+)
+GENERATOR_REQUEST_SECONDS = _spec(
+    "aprendiz_generator_request_seconds", "histogram",
+    "End-to-end time of a generation request, to its last token.",
+    ("model", "backend"), REQUEST_BUCKETS_S,
+)
+
+# -- hosted replicas' cost ------------------------------------------------------------------------
+_REPLICA_LABELS = ("model", "kind", "accelerator", "replica")
+REPLICA_COST_USD = _spec(
+    "aprendiz_replica_cost_usd", "counter",
+    "USD accrued by hosted replicas at their hourly price, busy or idle (kind: generator or classifier).",
+    _REPLICA_LABELS,
+)
+REPLICA_HOURLY_USD = _spec(
+    "aprendiz_replica_hourly_usd", "gauge",
+    "The hourly price of a running hosted replica (sum: the current burn rate).",
+    _REPLICA_LABELS,
+)
+
+# -- classifiers ------------------------------------------------------------------------------
+CLASSIFIER_PREDICTIONS = _spec(
+    "aprendiz_classifier_predictions", "counter",
+    "Predictions served, by model, version and predicted label.",
+    ("model", "version", "label"),
+)
+CLASSIFIER_BATCH_SIZE = _spec(
+    "aprendiz_classifier_batch_size", "histogram",
+    "Instances per onnxruntime call (after Serve batching).",
+    ("model",), BATCH_SIZE_BUCKETS,
+)
+CLASSIFIER_PROBABILITY = _spec(
+    "aprendiz_classifier_probability", "histogram",
+    "Predicted probability of the positive class (drift shows here first).",
+    ("model", "version"), PROBABILITY_BUCKETS,
+)
+CLASSIFIER_INFERENCE_SECONDS = _spec(
+    "aprendiz_classifier_inference_seconds", "histogram",
+    "Time of one onnxruntime call.",
+    ("model",), LATENCY_BUCKETS_S,
+)
+CLASSIFIER_FEEDBACK_EXAMPLES = _spec(
+    "aprendiz_classifier_feedback_examples", "counter",
+    "Labelled examples received as feedback and written to the store.",
+    ("model", "label"),
+)
+CLASSIFIER_MODEL_VERSION_INFO = _spec(
+    "aprendiz_classifier_model_version_info", "gauge",
+    "1 for the version a replica serves, 0 for one it served before.",
+    ("model", "version"),
+)
+CLASSIFIER_MODEL_LOAD_FAILURES = _spec(
+    "aprendiz_classifier_model_load_failures", "counter",
+    "Versions that failed to load or to pass the self-check, and were refused.",
+    ("model", "version"),
+)
+CLASSIFIER_CHAMPION_TIMESTAMP = _spec(
+    "aprendiz_classifier_champion_timestamp_seconds", "gauge",
+    "Unix time at which the registry's current champion of the model was promoted.",
+    ("model",),
+)
+
+# -- training job (Pushgateway: job="aprendiz-training", model=<name>) --------------------------
+TRAINING_DURATION_SECONDS = _spec(
+    "aprendiz_training_duration_seconds", "gauge", "Wall time of the training run.", exporter=PUSHGATEWAY
+)
+TRAINING_ROWS_READ = _spec(
+    "aprendiz_training_rows_read", "gauge", "Dataset rows and feedback records read.", exporter=PUSHGATEWAY
+)
+TRAINING_ROWS_QUARANTINED = _spec(
+    "aprendiz_training_rows_quarantined", "gauge", "Rows set aside as invalid (with their reason).", exporter=PUSHGATEWAY
+)
+TRAINING_CANDIDATES_TRAINED = _spec(
+    "aprendiz_training_candidates_trained", "gauge", "Candidates trained, exported and evaluated.", exporter=PUSHGATEWAY
+)
+TRAINING_BEST_METRIC = _spec(
+    "aprendiz_training_best_metric", "gauge",
+    "The best candidate's selection metric on the test set.", ("metric",), exporter=PUSHGATEWAY,
+)
+TRAINING_PROMOTED = _spec(
+    "aprendiz_training_promoted", "gauge", "1 when the run promoted a new champion, else 0.", exporter=PUSHGATEWAY
+)
+TRAINING_SUCCESS = _spec(
+    "aprendiz_training_success", "gauge", "1 when the run finished (promoted or not), 0 when it failed.",
+    exporter=PUSHGATEWAY,
+)
+TRAINING_LAST_SUCCESS = _spec(
+    "aprendiz_training_last_success_timestamp_seconds", "gauge", "Unix time of the last run that finished.",
+    exporter=PUSHGATEWAY,
+)
+
+CATALOGUE: tuple[MetricSpec, ...] = tuple(v for v in list(globals().values()) if isinstance(v, MetricSpec))
+
+
+def by_name(name: str) -> MetricSpec:
+    """The spec of a defined name or of the name Prometheus stores (``ray_..._total``)."""
+    for spec in CATALOGUE:
+        if name in (spec.name, spec.series, *spec.samples):
+            return spec
+    raise KeyError(name)
+
+
+def _ray_metric(spec: MetricSpec):
+    """A Ray metric object (``ray.util.metrics``) made from its spec; call inside a Ray worker."""
+    from ray.util import metrics
+
+    if spec.exporter != RAY:
+        raise ValueError(f"{spec.name} is exported by the {spec.exporter}, not by Ray")
+    if spec.type == "counter":
+        return metrics.Counter(spec.name, description=spec.help, tag_keys=spec.labels)
+    if spec.type == "gauge":
+        return metrics.Gauge(spec.name, description=spec.help, tag_keys=spec.labels)
+    return metrics.Histogram(spec.name, description=spec.help, boundaries=list(spec.buckets), tag_keys=spec.labels)
+
 
 class ClassifierMetrics:
     """The classifier service's metrics (one instance per replica)."""
 
     def __init__(self, model: str):
-        from ray.util import metrics
-
         self.model = model
-        self.predictions = metrics.Counter(
-            "aprendiz_classifier_predictions",
-            description="Predictions served, by model, version and predicted label.",
-            tag_keys=("model", "version", "label"),
-        )
-        self.batch_size = metrics.Histogram(
-            "aprendiz_classifier_batch_size",
-            description="Instances per onnxruntime call (after Serve batching).",
-            boundaries=BATCH_SIZE_BUCKETS,
-            tag_keys=("model",),
-        )
-        self.probability = metrics.Histogram(
-            "aprendiz_classifier_probability",
-            description="Predicted probability of the positive class (drift shows here first).",
-            boundaries=PROBABILITY_BUCKETS,
-            tag_keys=("model", "version"),
-        )
-        self.inference_seconds = metrics.Histogram(
-            "aprendiz_classifier_inference_seconds",
-            description="Time of one onnxruntime call.",
-            boundaries=LATENCY_BUCKETS_S,
-            tag_keys=("model",),
-        )
-        self.feedback_examples = metrics.Counter(
-            "aprendiz_classifier_feedback_examples",
-            description="Labelled examples received as feedback and written to the store.",
-            tag_keys=("model", "label"),
-        )
-        self.model_version_info = metrics.Gauge(
-            "aprendiz_classifier_model_version_info",
-            description="1 for the version a replica serves, 0 for one it served before.",
-            tag_keys=("model", "version"),
-        )
-        self.model_load_failures = metrics.Counter(
-            "aprendiz_classifier_model_load_failures",
-            description="Versions that failed to load or to pass the self-check, and were refused.",
-            tag_keys=("model", "version"),
-        )
+        self.predictions = _ray_metric(CLASSIFIER_PREDICTIONS)
+        self.batch_size = _ray_metric(CLASSIFIER_BATCH_SIZE)
+        self.probability = _ray_metric(CLASSIFIER_PROBABILITY)
+        self.inference_seconds = _ray_metric(CLASSIFIER_INFERENCE_SECONDS)
+        self.feedback_examples = _ray_metric(CLASSIFIER_FEEDBACK_EXAMPLES)
+        self.model_version_info = _ray_metric(CLASSIFIER_MODEL_VERSION_INFO)
+        self.model_load_failures = _ray_metric(CLASSIFIER_MODEL_LOAD_FAILURES)
+        self.champion_timestamp = _ray_metric(CLASSIFIER_CHAMPION_TIMESTAMP)
 
     def served(self, version: str, labels: list[str], probabilities) -> None:
         for label in set(labels):
@@ -72,24 +246,17 @@ class ClassifierMetrics:
             self.model_version_info.set(0, tags={"model": self.model, "version": old})
         self.model_version_info.set(1, tags={"model": self.model, "version": new})
 
+    def champion_promoted(self, unix_s: float) -> None:
+        """The registry's champion was promoted at ``unix_s`` (set on every champion check)."""
+        self.champion_timestamp.set(unix_s, tags={"model": self.model})
+
 
 class IngressMetrics:
     """Every answer of the entrance: count and latency by route template, model and status."""
 
     def __init__(self):
-        from ray.util import metrics
-
-        self.requests = metrics.Counter(
-            "aprendiz_ingress_requests",
-            description="Requests answered by the entrance, by route template, model and HTTP status.",
-            tag_keys=("route", "model", "status"),
-        )
-        self.request_seconds = metrics.Histogram(
-            "aprendiz_ingress_request_seconds",
-            description="Time from request to response headers (streams: to the first byte), by route, model, status.",
-            boundaries=REQUEST_BUCKETS_S,
-            tag_keys=("route", "model", "status"),
-        )
+        self.requests = _ray_metric(INGRESS_REQUESTS)
+        self.request_seconds = _ray_metric(INGRESS_REQUEST_SECONDS)
 
     def answered(self, route: str, model: str, status: int, seconds: float) -> None:
         tags = {"route": route, "model": model, "status": str(status)}
@@ -105,53 +272,14 @@ class GatewayMetrics:
     """
 
     def __init__(self):
-        from ray.util import metrics
-
-        self.refusals = metrics.Counter(
-            "aprendiz_gateway_refusals",
-            description="Requests refused by the gateway, by reason (missing_key, invalid_key, model_not_allowed, "
-            "requests_per_minute, tokens_per_minute) and key name.",
-            tag_keys=("reason", "key"),
-        )
-        self.tokens = metrics.Counter(
-            "aprendiz_gateway_tokens",
-            description="Tokens served, by model, backend (hosted or rented), key name and kind (prompt or completion).",
-            tag_keys=("model", "backend", "key", "kind"),
-        )
-        self.cost_usd = metrics.Counter(
-            "aprendiz_gateway_cost_usd",
-            description="Cost of requests in USD: billed tokens for rented models, a share of the replica's hourly "
-            "price for hosted ones (the hosted total is aprendiz_replica_cost_usd).",
-            tag_keys=("model", "backend", "key"),
-        )
-        self.fallbacks = metrics.Counter(
-            "aprendiz_gateway_fallbacks",
-            description="Requests a model handed to its fallback, by model, fallback model and reason.",
-            tag_keys=("model", "fallback", "reason"),
-        )
-        self.upstream_errors = metrics.Counter(
-            "aprendiz_gateway_upstream_errors",
-            description="Failed calls to rented models' providers, by model and reason (unreachable, timeout, status).",
-            tag_keys=("model", "reason"),
-        )
-        self.time_to_first_token = metrics.Histogram(
-            "aprendiz_generator_time_to_first_token_seconds",
-            description="Time from request to the first generated token, seen at the entrance.",
-            boundaries=REQUEST_BUCKETS_S,
-            tag_keys=("model", "backend"),
-        )
-        self.time_per_output_token = metrics.Histogram(
-            "aprendiz_generator_time_per_output_token_seconds",
-            description="Mean time between output tokens after the first, per streamed request.",
-            boundaries=TOKEN_TIME_BUCKETS_S,
-            tag_keys=("model", "backend"),
-        )
-        self.generation_seconds = metrics.Histogram(
-            "aprendiz_generator_request_seconds",
-            description="End-to-end time of a generation request, to its last token.",
-            boundaries=REQUEST_BUCKETS_S,
-            tag_keys=("model", "backend"),
-        )
+        self.refusals = _ray_metric(GATEWAY_REFUSALS)
+        self.tokens = _ray_metric(GATEWAY_TOKENS)
+        self.cost_usd = _ray_metric(GATEWAY_COST_USD)
+        self.fallbacks = _ray_metric(GATEWAY_FALLBACKS)
+        self.upstream_errors = _ray_metric(GATEWAY_UPSTREAM_ERRORS)
+        self.time_to_first_token = _ray_metric(GENERATOR_TIME_TO_FIRST_TOKEN)
+        self.time_per_output_token = _ray_metric(GENERATOR_TIME_PER_OUTPUT_TOKEN)
+        self.generation_seconds = _ray_metric(GENERATOR_REQUEST_SECONDS)
 
     def generated(
         self, *, model: str, backend: str, key: str, prompt_tokens: int, completion_tokens: int, cost_usd: float,
@@ -176,27 +304,26 @@ class ReplicaCostMetrics:
     """What one hosted replica costs while it is up: its hourly price, accrued as it runs."""
 
     def __init__(self, *, model: str, kind: str, accelerator: str, replica: str):
-        from ray.util import metrics
-
         self.tags = {"model": model, "kind": kind, "accelerator": accelerator, "replica": replica}
-        tag_keys = tuple(self.tags)
-        self.cost_usd = metrics.Counter(
-            "aprendiz_replica_cost_usd",
-            description="USD accrued by hosted replicas at their hourly price, busy or idle (kind: generator or "
-            "classifier).",
-            tag_keys=tag_keys,
-        )
-        self.hourly_usd = metrics.Gauge(
-            "aprendiz_replica_hourly_usd",
-            description="The hourly price of a running hosted replica (sum: the current burn rate).",
-            tag_keys=tag_keys,
-        )
+        if tuple(self.tags) != REPLICA_COST_USD.labels:
+            raise ValueError(f"replica cost labels {tuple(self.tags)} differ from the catalogue's")
+        self.cost_usd = _ray_metric(REPLICA_COST_USD)
+        self.hourly_usd = _ray_metric(REPLICA_HOURLY_USD)
 
     def accrue(self, usd: float) -> None:
         self.cost_usd.inc(usd, tags=self.tags)
 
     def price(self, hourly_usd: float) -> None:
         self.hourly_usd.set(hourly_usd, tags=self.tags)
+
+
+def _client_gauge(spec: MetricSpec, registry):
+    """A prometheus-client gauge made from its spec (the training job's metrics are all gauges)."""
+    from prometheus_client import Gauge
+
+    if spec.exporter != PUSHGATEWAY or spec.type != "gauge":
+        raise ValueError(f"{spec.name} is not a pushed gauge")
+    return Gauge(spec.name, spec.help, spec.labels, registry=registry)
 
 
 class TrainingMetrics:
@@ -209,39 +336,18 @@ class TrainingMetrics:
     JOB = "aprendiz-training"
 
     def __init__(self, model: str):
-        from prometheus_client import CollectorRegistry, Gauge
+        from prometheus_client import CollectorRegistry
 
         self.model = model
         self.registry = CollectorRegistry()
-        self.duration_seconds = Gauge(
-            "aprendiz_training_duration_seconds", "Wall time of the training run.", registry=self.registry
-        )
-        self.rows_read = Gauge(
-            "aprendiz_training_rows_read", "Dataset rows and feedback records read.", registry=self.registry
-        )
-        self.rows_quarantined = Gauge(
-            "aprendiz_training_rows_quarantined", "Rows set aside as invalid (with their reason).", registry=self.registry
-        )
-        self.candidates_trained = Gauge(
-            "aprendiz_training_candidates_trained", "Candidates trained, exported and evaluated.", registry=self.registry
-        )
-        self.best_metric = Gauge(
-            "aprendiz_training_best_metric",
-            "The best candidate's selection metric on the test set.",
-            ("metric",),
-            registry=self.registry,
-        )
-        self.promoted = Gauge(
-            "aprendiz_training_promoted", "1 when the run promoted a new champion, else 0.", registry=self.registry
-        )
-        self.success = Gauge(
-            "aprendiz_training_success", "1 when the run finished (promoted or not), 0 when it failed.", registry=self.registry
-        )
-        self.last_success = Gauge(
-            "aprendiz_training_last_success_timestamp_seconds",
-            "Unix time of the last run that finished.",
-            registry=self.registry,
-        )
+        self.duration_seconds = _client_gauge(TRAINING_DURATION_SECONDS, self.registry)
+        self.rows_read = _client_gauge(TRAINING_ROWS_READ, self.registry)
+        self.rows_quarantined = _client_gauge(TRAINING_ROWS_QUARANTINED, self.registry)
+        self.candidates_trained = _client_gauge(TRAINING_CANDIDATES_TRAINED, self.registry)
+        self.best_metric = _client_gauge(TRAINING_BEST_METRIC, self.registry)
+        self.promoted = _client_gauge(TRAINING_PROMOTED, self.registry)
+        self.success = _client_gauge(TRAINING_SUCCESS, self.registry)
+        self.last_success = _client_gauge(TRAINING_LAST_SUCCESS, self.registry)
 
     def record(
         self,

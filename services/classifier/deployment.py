@@ -73,6 +73,7 @@ class ClassifierServer:
         champion = await asyncio.to_thread(self._registry.champion, self._config.name)
         if champion is None:
             raise ModelLoadError(f"model {self._config.name} has no champion in {self._registry!r}")
+        self._metrics.champion_promoted(champion.promoted_at.timestamp())
         return champion.version
 
     async def _refresh(self, *, initial: bool = False) -> None:
