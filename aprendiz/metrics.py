@@ -224,8 +224,14 @@ def _ray_metric(spec: MetricSpec):
 class ClassifierMetrics:
     """The classifier service's metrics (one instance per replica)."""
 
+    # Ray evicts a gauge series that is not set again within two export intervals (20 s by
+    # default): keep_alive() sets the gauges' current values again every few seconds.
+    KEEP_ALIVE_S = 5.0
+
     def __init__(self, model: str):
         self.model = model
+        self._versions: dict[str, int] = {}
+        self._champion_promoted_at: float | None = None
         self.predictions = _ray_metric(CLASSIFIER_PREDICTIONS)
         self.batch_size = _ray_metric(CLASSIFIER_BATCH_SIZE)
         self.probability = _ray_metric(CLASSIFIER_PROBABILITY)
@@ -243,12 +249,28 @@ class ClassifierMetrics:
 
     def switched(self, old: str | None, new: str) -> None:
         if old:
-            self.model_version_info.set(0, tags={"model": self.model, "version": old})
-        self.model_version_info.set(1, tags={"model": self.model, "version": new})
+            self._versions[old] = 0
+        self._versions[new] = 1
+        self._set_gauges()
 
     def champion_promoted(self, unix_s: float) -> None:
         """The registry's champion was promoted at ``unix_s`` (set on every champion check)."""
-        self.champion_timestamp.set(unix_s, tags={"model": self.model})
+        self._champion_promoted_at = unix_s
+        self._set_gauges()
+
+    def _set_gauges(self) -> None:
+        for version, serving in self._versions.items():
+            self.model_version_info.set(serving, tags={"model": self.model, "version": version})
+        if self._champion_promoted_at is not None:
+            self.champion_timestamp.set(self._champion_promoted_at, tags={"model": self.model})
+
+    async def keep_alive(self) -> None:
+        """Set the gauges again every ``KEEP_ALIVE_S`` (run as a task for the replica's life)."""
+        import asyncio
+
+        while True:
+            await asyncio.sleep(self.KEEP_ALIVE_S)
+            self._set_gauges()
 
 
 class IngressMetrics:

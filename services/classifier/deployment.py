@@ -48,6 +48,7 @@ class ClassifierServer:
         self._infer.set_batch_wait_timeout_s(self._config.batch_wait_timeout_s)
         await self._refresh(initial=True)
         self._poller = asyncio.get_running_loop().create_task(self._poll())
+        self._metrics_keep_alive = asyncio.get_running_loop().create_task(self._metrics.keep_alive())
 
     # -- model lifecycle ---------------------------------------------------------------
     async def reconfigure(self, user_config: dict[str, Any]) -> None:

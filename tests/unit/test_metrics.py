@@ -135,9 +135,9 @@ def test_classifier_metrics_record_with_the_declared_labels(fake_ray_metrics):
     m.switched("v0", "v1")
     m.champion_promoted(1_700_000_000.0)
     assert sorted(v for v, _ in m.predictions.values) == [1, 2]
-    assert m.model_version_info.values == [(0, {"model": "breast-cancer", "version": "v0"}),
-                                           (1, {"model": "breast-cancer", "version": "v1"})]
-    assert m.champion_timestamp.values == [(1_700_000_000.0, {"model": "breast-cancer"})]
+    assert m.model_version_info.values[-2:] == [(0, {"model": "breast-cancer", "version": "v0"}),
+                                                (1, {"model": "breast-cancer", "version": "v1"})]
+    assert m.champion_timestamp.values[-1] == (1_700_000_000.0, {"model": "breast-cancer"})
     for metric, spec in ((m.predictions, metrics.CLASSIFIER_PREDICTIONS), (m.probability, metrics.CLASSIFIER_PROBABILITY)):
         assert all(set(tags) == set(spec.labels) for _, tags in metric.values)
 
@@ -156,3 +156,25 @@ def test_training_metrics_expose_the_catalogues_names():
         assert family.documentation == pushed[name].help
         assert {k for sample in family.samples for k in sample.labels} == set(pushed[name].labels)
     assert families["aprendiz_training_best_metric"].samples[0].labels == {"metric": "roc_auc"}
+
+
+def test_classifier_gauges_are_set_again_while_the_replica_lives(fake_ray_metrics, monkeypatch):
+    import asyncio
+
+    m = metrics.ClassifierMetrics("clf")
+    monkeypatch.setattr(m, "KEEP_ALIVE_S", 0.01)
+    m.switched(None, "v1")
+    m.switched("v1", "v2")
+    m.champion_promoted(1_700_000_000.0)
+    m.model_version_info.values.clear()
+    m.champion_timestamp.values.clear()
+
+    async def run_a_while():
+        task = asyncio.create_task(m.keep_alive())
+        await asyncio.sleep(0.1)
+        task.cancel()
+
+    asyncio.run(run_a_while())
+    assert {(v, tags["version"]) for v, tags in m.model_version_info.values} == {(0, "v1"), (1, "v2")}
+    assert len(m.model_version_info.values) >= 4  # set again, more than once
+    assert m.champion_timestamp.values and all(v == 1_700_000_000.0 for v, _ in m.champion_timestamp.values)
