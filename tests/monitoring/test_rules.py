@@ -3,20 +3,16 @@ series, and every metric of ours that they name is in the catalogue (aprendiz/me
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
+from promql_queries import ROOT, RULES, our_metric_names, rule_queries
 
 from aprendiz.metrics import CATALOGUE
 
-ROOT = Path(__file__).resolve().parents[2]
-RULES = ROOT / "charts" / "aprendiz" / "files" / "rules" / "aprendiz-rules.yaml"
 TESTS = sorted((ROOT / "monitoring" / "tests").glob("*.yaml"))
-OUR_METRIC = re.compile(r"\b(?:ray_)?aprendiz_[a-z0-9_]+\b")
 
 
 @pytest.fixture(scope="session")
@@ -75,6 +71,6 @@ def test_each_alert_says_how_bad_and_what_to_do(alert):
 
 def test_our_metric_names_in_the_rules_are_in_the_catalogue():
     known = {sample for spec in CATALOGUE for sample in spec.samples}
-    named = {m for rule in _rules() for m in OUR_METRIC.findall(rule["expr"])}
+    named = {m for q in rule_queries() for m in our_metric_names(q.expr)}
     assert named, "the rules name none of our metrics"
     assert not named - known, f"names the catalogue does not define: {sorted(named - known)}"
