@@ -29,6 +29,9 @@ def _platform(path: Path):
         raise typer.Exit(2) from None
 
 
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="Platform config file.")]
+
+
 def _settings(**overrides):
     from aprendiz.settings import Settings
 
@@ -90,6 +93,58 @@ def build_default_model(
     typer.echo(f"aprendiz: training the default model into {target} (about {spec.max_seconds:.0f} s on 2 cores)")
     report = build(target, spec)
     typer.echo(json.dumps({k: report[k] for k in ("parameters", "steps", "final_loss", "total_seconds")}))
+
+
+@app.command("build-tiny-family")
+def build_tiny_family_cmd(
+    family: Annotated[str, typer.Option("--family", help="flor (BloomForCausalLM) or gpt-neox (GPTNeoXForCausalLM).")],
+    output: Annotated[Path, typer.Option(help="Output folder (a Hugging Face checkpoint).")],
+) -> None:
+    """Write a tiny random checkpoint of a generator family (tests serve every family with these)."""
+    from aprendiz.training.tinyllm.families import build_tiny_family
+
+    try:
+        typer.echo(json.dumps(build_tiny_family(family, output)))
+    except ValueError as exc:
+        typer.echo(f"aprendiz: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("build-tiny-adapter")
+def build_tiny_adapter_cmd(
+    output: Annotated[Path, typer.Option(help="Output folder (a peft adapter).")],
+    seed: Annotated[int, typer.Option(help="Seed: different seeds give different adapters.")] = 1,
+    base: Annotated[Optional[Path], typer.Option(help="Base checkpoint (default: the default model).")] = None,
+) -> None:
+    """Write a tiny random LoRA adapter (rank 8 on q_proj and v_proj) for a Llama checkpoint."""
+    from aprendiz.training.tinyllm.lora import build_tiny_adapter
+
+    typer.echo(json.dumps(build_tiny_adapter(base or _settings().default_model_path, output, seed=seed)))
+
+
+@app.command("publish-adapter")
+def publish_adapter(
+    model: Annotated[str, typer.Option("--model", "-m", help="The base generator's id in the config.")],
+    name: Annotated[str, typer.Option("--name", help="Adapter name: clients call <model>:<name>.")],
+    path: Annotated[Path, typer.Option("--path", help="The peft adapter folder (adapter_config.json, weights).")],
+    config: ConfigOption = None,
+) -> None:
+    """Copy a LoRA adapter into the model's adapter store (loras/<model>/<name>/); replicas load it on demand."""
+    from aprendiz.loras import AdapterStore
+    from aprendiz.store import ObjectStore
+
+    platform = _platform(config or _settings().config_file)
+    generator = next((g for g in platform.generators if g.id == model), None)
+    if generator is None or generator.lora is None:
+        typer.echo(f"aprendiz: {model!r} is not a generator with a lora block in the config", err=True)
+        raise typer.Exit(2)
+    store = platform.lora_store_for(generator)
+    try:
+        keys = AdapterStore(ObjectStore(store.url, storage_options=store.storage_options())).publish(model, name, path)
+    except ValueError as exc:
+        typer.echo(f"aprendiz: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"aprendiz: published {model}:{name} ({len(keys)} files) to {store.url}/loras/{model}/{name}/")
 
 
 @app.command("check-config")
@@ -190,7 +245,6 @@ app.add_typer(keys_app, name="keys")
 KeyFileOption = Annotated[
     Optional[Path], typer.Option("--file", "-f", help="Key file (default: gateway.keys_file of the config file).")
 ]
-ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="Platform config file.")]
 
 
 def _key_file(file: Optional[Path], config: Optional[Path]):

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from aprendiz.families import DEFAULT_CHAT_TEMPLATE, FamilyError, checkpoint_has_chat_template, resolve_family
+
 MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$"
 
 
@@ -42,82 +44,6 @@ class Autoscaling(_Strict):
         return self
 
 
-class GeneratorModel(_Strict):
-    """A hosted text generator: one ``ray.serve.llm`` LLMServer deployment running vLLM."""
-
-    id: str = Field(pattern=MODEL_ID_PATTERN, description="Model name clients send as `model`.")
-    source: str = Field(
-        min_length=1,
-        description=(
-            "Where the weights are: a local folder (relative paths are resolved against the config "
-            "file's folder), a Hugging Face id, or an object-store URI (s3://, gs://)."
-        ),
-    )
-    accelerator: Literal["cpu", "gpu"] = "cpu"
-    accelerator_type: str | None = Field(None, description="Ray accelerator type on GPU, e.g. L4 or A10G.")
-    num_cpus: float = Field(1, gt=0, description="CPUs of the engine's placement bundle on CPU.")
-    num_gpus: int = Field(1, ge=1, description="GPUs per replica on GPU (tensor parallel size).")
-    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="vLLM engine arguments.")
-    env: dict[str, str] = Field(default_factory=dict, description="Environment of the engine's workers.")
-    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
-    max_ongoing_requests: int = Field(64, ge=1, description="Requests one replica takes at once.")
-    max_queued_requests: int = Field(
-        -1, ge=-1, description="Requests waiting for a replica before the queue counts as full (-1: unbounded)."
-    )
-    fallback: str | None = Field(
-        None, description="A rented model id that takes this model's requests when its queue is full or it is down."
-    )
-    fallback_after_s: float = Field(
-        30.0, gt=0, description="With a fallback: how long to wait for the first token before falling back."
-    )
-    hourly_usd: float | None = Field(
-        None, ge=0, description="Price of one replica per hour; unset: gateway.hourly_prices_usd by accelerator."
-    )
-
-    @model_validator(mode="after")
-    def _accelerator(self) -> "GeneratorModel":
-        if self.accelerator == "cpu" and self.accelerator_type:
-            raise ValueError("accelerator_type is only meaningful with accelerator: gpu")
-        return self
-
-    def resolve_source(self, base_dir: Path | None) -> "GeneratorModel":
-        """Return a copy whose relative local ``source`` is made absolute against ``base_dir``."""
-        if base_dir is None or "://" in self.source or Path(self.source).is_absolute():
-            return self
-        candidate = (base_dir / self.source).resolve()
-        if self.source.startswith((".", "/")) or candidate.exists():
-            return self.model_copy(update={"source": str(candidate)})
-        return self  # a Hugging Face id such as org/name
-
-    def llm_config(self) -> dict[str, Any]:
-        """The ``ray.serve.llm.LLMConfig`` fields for this model, as plain data."""
-        loading: dict[str, Any] = {"model_id": self.id}
-        if "://" in self.source:
-            loading["model_source"] = {"bucket_uri": self.source}
-        else:
-            loading["model_source"] = self.source
-        engine_kwargs = dict(self.engine_kwargs)
-        deployment: dict[str, Any] = {
-            "autoscaling_config": self.autoscaling.serve_options(),
-            "max_ongoing_requests": self.max_ongoing_requests,
-            "max_queued_requests": self.max_queued_requests,
-        }
-        config: dict[str, Any] = {
-            "model_loading_config": loading,
-            "engine_kwargs": engine_kwargs,
-            "deployment_config": deployment,
-            "runtime_env": {"env_vars": dict(self.env)} if self.env else None,
-        }
-        if self.accelerator == "gpu":
-            engine_kwargs.setdefault("tensor_parallel_size", self.num_gpus)
-            if self.accelerator_type:
-                config["accelerator_type"] = self.accelerator_type
-        else:
-            # ray.serve.llm asks for a GPU bundle by default; on CPU the engine gets a CPU bundle.
-            config["placement_group_config"] = {"bundles": [{"CPU": self.num_cpus}]}
-        return config
-
-
 class StoreConfig(_Strict):
     """The object store holding the model registry, datasets and feedback (fsspec)."""
 
@@ -137,6 +63,135 @@ class StoreConfig(_Strict):
 
     def storage_options(self) -> dict[str, Any]:
         return {"endpoint_url": self.endpoint_url} if self.endpoint_url else {}
+
+
+class LoraSettings(_Strict):
+    """LoRA adapters on a generator: peft folders in the store under ``loras/<model id>/<adapter>/``,
+    called as the model ``<model id>:<adapter>``."""
+
+    max_adapters_per_replica: int = Field(
+        4, ge=1, le=64, description="Adapters one replica holds at once (least recently used are dropped)."
+    )
+    max_rank: Literal[8, 16, 32, 64, 128, 256] = Field(16, description="Largest adapter rank the engine accepts.")
+    store: StoreConfig | None = Field(None, description="Where the adapters are; unset: the platform's store.")
+
+
+class GeneratorModel(_Strict):
+    """A hosted text generator: one ``ray.serve.llm`` LLMServer deployment running vLLM."""
+
+    id: str = Field(pattern=MODEL_ID_PATTERN, description="Model name clients send as `model`.")
+    source: str = Field(
+        min_length=1,
+        description=(
+            "Where the weights are: a local folder (relative paths are resolved against the config "
+            "file's folder), a Hugging Face id, or an object-store URI (s3://, gs://)."
+        ),
+    )
+    family: str | None = Field(
+        None,
+        description="Model family (aprendiz.families: llama, flor, gpt-neox); unset: read from a local checkpoint.",
+    )
+    chat_template: str | None = Field(
+        None,
+        description="A Jinja chat template; unset: the checkpoint's own, or the platform's default if it has none.",
+    )
+    accelerator: Literal["cpu", "gpu"] = "cpu"
+    accelerator_type: str | None = Field(None, description="Ray accelerator type on GPU, e.g. L4 or A10G.")
+    num_cpus: float = Field(1, gt=0, description="CPUs of the engine's placement bundle on CPU.")
+    num_gpus: int = Field(1, ge=1, description="GPUs per replica on GPU (tensor parallel size).")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="vLLM engine arguments.")
+    env: dict[str, str] = Field(default_factory=dict, description="Environment of the engine's workers.")
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    max_ongoing_requests: int = Field(64, ge=1, description="Requests one replica takes at once.")
+    max_queued_requests: int = Field(
+        -1, ge=-1, description="Requests waiting for a replica before the queue counts as full (-1: unbounded)."
+    )
+    lora: LoraSettings | None = Field(None, description="Serve LoRA adapters of this model (unset: none).")
+    fallback: str | None = Field(
+        None, description="A rented model id that takes this model's requests when its queue is full or it is down."
+    )
+    fallback_after_s: float = Field(
+        30.0, gt=0, description="With a fallback: how long to wait for the first token before falling back."
+    )
+    hourly_usd: float | None = Field(
+        None, ge=0, description="Price of one replica per hour; unset: gateway.hourly_prices_usd by accelerator."
+    )
+
+    @model_validator(mode="after")
+    def _accelerator(self) -> "GeneratorModel":
+        if self.accelerator == "cpu" and self.accelerator_type:
+            raise ValueError("accelerator_type is only meaningful with accelerator: gpu")
+        return self
+
+    def check_family(self) -> "GeneratorModel":
+        """Check the family against the checkpoint and the accelerator (raises ConfigError)."""
+        try:
+            family = resolve_family(self.id, self.family, self.source, self.accelerator)
+        except FamilyError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.lora is not None and family is not None and not family.lora:
+            raise ConfigError(
+                f"model {self.id!r}: the {family.name} family ({family.architecture}) has no LoRA support in vLLM; "
+                "remove its lora block"
+            )
+        return self if family is None or self.family else self.model_copy(update={"family": family.name})
+
+    def resolve(self, base_dir: Path | None) -> "GeneratorModel":
+        """Relative paths made absolute (source, adapter store), then the family checked."""
+        model = self.resolve_source(base_dir)
+        if model.lora is not None and model.lora.store is not None:
+            lora = model.lora.model_copy(update={"store": model.lora.store.resolve(base_dir)})
+            model = model.model_copy(update={"lora": lora})
+        return model.check_family()
+
+    def resolve_source(self, base_dir: Path | None) -> "GeneratorModel":
+        """Return a copy whose relative local ``source`` is made absolute against ``base_dir``."""
+        if base_dir is None or "://" in self.source or Path(self.source).is_absolute():
+            return self
+        candidate = (base_dir / self.source).resolve()
+        if self.source.startswith((".", "/")) or candidate.exists():
+            return self.model_copy(update={"source": str(candidate)})
+        return self  # a Hugging Face id such as org/name
+
+    def llm_config(self) -> dict[str, Any]:
+        """The ``ray.serve.llm.LLMConfig`` fields for this model, as plain data."""
+        loading: dict[str, Any] = {"model_id": self.id}
+        if "://" in self.source:
+            loading["model_source"] = {"bucket_uri": self.source}
+        else:
+            loading["model_source"] = self.source
+        engine_kwargs = dict(self.engine_kwargs)
+        if self.chat_template:
+            engine_kwargs["chat_template"] = self.chat_template
+        elif "://" not in self.source and checkpoint_has_chat_template(Path(self.source)) is False:
+            engine_kwargs["chat_template"] = DEFAULT_CHAT_TEMPLATE
+        deployment: dict[str, Any] = {
+            "autoscaling_config": self.autoscaling.serve_options(),
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+        }
+        config: dict[str, Any] = {
+            "model_loading_config": loading,
+            "engine_kwargs": engine_kwargs,
+            "deployment_config": deployment,
+            "runtime_env": {"env_vars": dict(self.env)} if self.env else None,
+        }
+        if self.lora is not None:
+            # The adapters come from the object store through our own loader (see the generator
+            # deployment), so Ray's cloud path stays unset.
+            config["lora_config"] = {"max_num_adapters_per_replica": self.lora.max_adapters_per_replica}
+            engine_kwargs.setdefault("enable_lora", True)
+            engine_kwargs.setdefault("max_loras", self.lora.max_adapters_per_replica)
+            engine_kwargs.setdefault("max_cpu_loras", self.lora.max_adapters_per_replica)
+            engine_kwargs.setdefault("max_lora_rank", self.lora.max_rank)
+        if self.accelerator == "gpu":
+            engine_kwargs.setdefault("tensor_parallel_size", self.num_gpus)
+            if self.accelerator_type:
+                config["accelerator_type"] = self.accelerator_type
+        else:
+            # ray.serve.llm asks for a GPU bundle by default; on CPU the engine gets a CPU bundle.
+            config["placement_group_config"] = {"bundles": [{"CPU": self.num_cpus}]}
+        return config
 
 
 class ClassifierModel(_Strict):
@@ -283,10 +338,15 @@ class PlatformConfig(_Strict):
     def store_for(self, classifier: ClassifierModel) -> StoreConfig:
         return classifier.store or self.store
 
+    def lora_store_for(self, generator: GeneratorModel) -> StoreConfig | None:
+        if generator.lora is None:
+            return None
+        return generator.lora.store or self.store
+
     def resolved(self, base_dir: Path | None) -> "PlatformConfig":
         return self.model_copy(
             update={
-                "generators": [m.resolve_source(base_dir) for m in self.generators],
+                "generators": [m.resolve(base_dir) for m in self.generators],
                 "store": self.store.resolve(base_dir),
                 "gateway": self.gateway.resolve(base_dir),
                 "rented": [r.resolve(base_dir) for r in self.rented],

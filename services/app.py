@@ -24,8 +24,9 @@ from aprendiz.config import PlatformConfig
 
 def build_platform(config: PlatformConfig, *, engine_cls: type | None = None) -> Application:
     """The whole application: generator and classifier deployments behind the ingress."""
+    lora_stores = {g.id: config.lora_store_for(g) for g in config.generators if g.lora is not None}
     deployments, llm_configs = build_generator_deployments(
-        config.generators, prices=config.gateway, engine_cls=engine_cls
+        config.generators, prices=config.gateway, lora_stores=lora_stores, engine_cls=engine_cls
     )
     classifiers = {
         c.name: build_classifier_deployment(c, config.store_for(c), hourly_usd=config.gateway.classifier_hourly_usd(c))

@@ -205,7 +205,8 @@ class Gateway:
     def request_cost(self, model: str, backend: str, usage: Usage, seconds: float, in_flight: int) -> float:
         if backend == "rented":
             return self._rented[model].model.cost_usd(usage.prompt_tokens, usage.completion_tokens)
-        return hosted_share_usd(self._hourly_usd.get(model, 0.0), seconds, in_flight)
+        base = model.partition(":")[0]  # an adapter runs on its base model's replicas
+        return hosted_share_usd(self._hourly_usd.get(base, 0.0), seconds, in_flight)
 
     async def _finish(
         self, model: str, backend: str, principal: Principal, usage: Usage, started: float,

@@ -59,7 +59,9 @@ from aprendiz.errors import (
     PayloadTooLargeError,
     ServiceUnavailableError,
 )
+from aprendiz.loras import AdapterStore, split_model_id
 from aprendiz.metrics import GatewayMetrics
+from aprendiz.store import ObjectStore
 
 log = logging.getLogger("aprendiz.ingress")
 
@@ -83,6 +85,11 @@ class AprendizIngress(OpenAiIngress):
         self._classifiers = dict(classifiers or {})
         self._max_body_bytes = platform.ingress.max_body_bytes if platform else 4 * 1024 * 1024
         self._gateway = self._build_gateway(platform, limiter)
+        self._adapters: dict[str, AdapterStore] = {}
+        for g in platform.generators if platform else []:
+            store = platform.lora_store_for(g)
+            if store is not None:
+                self._adapters[g.id] = AdapterStore(ObjectStore(store.url, storage_options=store.storage_options()))
         self._rented_cards = {
             r.id: ModelCard(
                 id=r.id, object="model", owned_by="rented", permission=[],
@@ -145,19 +152,51 @@ class AprendizIngress(OpenAiIngress):
             if len(available) == 1:
                 return available[0]
             raise InvalidRequestError(f"`model` is required; available models: {available}", param="model")
+        base, adapter = split_model_id(model)
+        if adapter is not None and base in self._model_cards:
+            await self._check_adapter(base, adapter)
+            return model
         if model not in self._model_cards and model not in self._rented_cards:
             raise ModelNotFoundError(
                 f"The model `{model}` does not exist; available models: {available}", param="model"
             )
         return model
 
+    async def _check_adapter(self, base: str, adapter: str) -> None:
+        store = self._adapters.get(base)
+        if store is None:
+            raise ModelNotFoundError(f"The model `{base}` serves no LoRA adapters (`{base}:{adapter}`)", param="model")
+        listed = await asyncio.to_thread(store.adapters, base)
+        if adapter not in listed and not await asyncio.to_thread(store.exists, base, adapter):
+            raise ModelNotFoundError(
+                f"The model `{base}` has no adapter `{adapter}`; its adapters: {listed}", param="model"
+            )
+
+    @staticmethod
+    def _adapter_card(base: str, adapter: str) -> ModelCard:
+        return ModelCard(
+            id=f"{base}:{adapter}", object="model", owned_by="aprendiz", permission=[],
+            metadata={"backend": "hosted", "base_model": base, "adapter": adapter},
+        )
+
+    async def _adapter_cards(self) -> list[ModelCard]:
+        return [
+            self._adapter_card(base, adapter)
+            for base, store in self._adapters.items()
+            for adapter in await asyncio.to_thread(store.adapters, base)
+        ]
+
     async def models(self, request: Request) -> ModelList:
         principal = await self._admit(request, None)
-        cards = [*self._model_cards.values(), *self._rented_cards.values()]
+        cards = [*self._model_cards.values(), *await self._adapter_cards(), *self._rented_cards.values()]
         return ModelList(data=[c for c in cards if self._gateway.gatekeeper.visible(principal, c.id)])
 
     async def model_data(self, model: str, request: Request) -> ModelCard:
         await self._admit(request, model)
+        base, adapter = split_model_id(model)
+        if adapter is not None and base in self._model_cards:
+            await self._check_adapter(base, adapter)
+            return self._adapter_card(base, adapter)
         card = self._rented_cards.get(model) or await self.model(model)
         if card is None:
             raise ModelNotFoundError(f"The model `{model}` does not exist; available models: {self._known_models()}")
