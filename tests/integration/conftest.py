@@ -158,8 +158,45 @@ def stores(moto_server, tmp_path_factory) -> Stores:
     return Stores(s3, local, options)
 
 
+FAMILY_MODELS = {"tiny-flor": "flor", "tiny-gpt-neox": "gpt-neox"}
+ADAPTERS = {"alpaca-a": 1, "alpaca-b": 2}  # adapter name -> seed
+
+
 @pytest.fixture(scope="session")
-def platform_config(repo_root, stores, moto_server, gateway_keys, provider_port, silent_provider, tmp_path_factory) -> Path:
+def family_models(tmp_path_factory) -> dict[str, Path]:
+    """Tiny random checkpoints of the FLOR (BLOOM) and GPT-NeoX families, served beside the tiny Llama."""
+    from aprendiz.training.tinyllm.families import build_tiny_family
+
+    root = tmp_path_factory.mktemp("families")
+    built = {}
+    for model_id, family in FAMILY_MODELS.items():
+        build_tiny_family(family, root / family)
+        built[model_id] = root / family
+    return built
+
+
+@pytest.fixture(scope="session")
+def adapters(stores, default_model, tmp_path_factory) -> dict[str, Path]:
+    """Two tiny peft adapters of the default model, published to the S3 store (moto) the platform reads."""
+    from aprendiz.training.tinyllm.lora import build_tiny_adapter
+
+    from aprendiz.loras import AdapterStore
+
+    root = tmp_path_factory.mktemp("adapters")
+    store = AdapterStore(stores.s3.store)
+    built = {}
+    for name, seed in ADAPTERS.items():
+        build_tiny_adapter(default_model, root / name, seed=seed)
+        store.publish("aprendiz-tiny-chat", name, root / name)
+        built[name] = root / name
+    return built
+
+
+@pytest.fixture(scope="session")
+def platform_config(
+    repo_root, stores, moto_server, gateway_keys, provider_port, silent_provider, family_models, adapters,
+    tmp_path_factory,
+) -> Path:
     """The shipped config's generator, plus two classifiers: one on S3 (moto), one on a local folder,
     polling fast and autoscaling quickly so swaps and scaling are observable within a test; rented
     models at a provider on loopback (one with the hosted model as fallback, one that never answers);
@@ -168,7 +205,19 @@ def platform_config(repo_root, stores, moto_server, gateway_keys, provider_port,
 
     shipped = PlatformConfig.from_yaml(repo_root / "config" / "aprendiz.yaml")
     config = {
-        "generators": [g.model_dump(mode="json") for g in shipped.generators],
+        "generators": [
+            # The shipped generator, serving the LoRA adapters too (one at a time per replica).
+            *[g.model_dump(mode="json") | {"lora": {"max_adapters_per_replica": 1, "max_rank": 8}}
+              for g in shipped.generators],
+            *[
+                {
+                    "id": model_id, "source": str(path), "num_cpus": 0.5,
+                    "engine_kwargs": {"max_model_len": 512, "dtype": "float32", "max_num_seqs": 4},
+                    "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
+                }
+                for model_id, path in family_models.items()
+            ],
+        ],
         "classifiers": [
             {
                 "name": "breast-cancer",

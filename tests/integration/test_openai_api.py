@@ -38,7 +38,7 @@ def chat(client, content: str, **kwargs):
 
 def test_models_lists_the_configured_generator(client):
     ids = [m.id for m in client.models.list().data]
-    assert [i for i in ids if not i.startswith("rented-")] == [MODEL]
+    assert ids[0] == MODEL  # hosted generators first, in config order; then adapters, then rented models
     assert client.models.retrieve(MODEL).id == MODEL
 
 
@@ -154,7 +154,7 @@ def test_malformed_bodies_get_a_readable_400_and_the_server_keeps_serving(client
 def test_health_probes(platform):
     assert httpx.get(f"{platform.base_url}/healthz", timeout=10).json() == {"status": "ok"}
     ready = httpx.get(f"{platform.base_url}/readyz", timeout=10).json()
-    assert ready["status"] == "ready" and ready["models"] == [MODEL]
+    assert ready["status"] == "ready" and MODEL in ready["models"]
 
 
 def test_streamed_body_is_server_sent_events(platform):
