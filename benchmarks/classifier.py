@@ -1,0 +1,94 @@
+"""Classifier measurements: aprendiz V1 and V2, KServe's ModelServer V1 and V2 (the same ONNX
+model), and onnxruntime called in-process (the floor), with a closed-loop load generator."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import summary
+from benchmarks.loadgen import http_load, time_calls
+from benchmarks.servers import CLASSIFIER
+
+
+def sample_row() -> list[float]:
+    """The first row of scikit-learn's breast cancer data (30 features, a malignant case)."""
+    from sklearn.datasets import load_breast_cancer
+
+    return [float(v) for v in load_breast_cancer().data[0]]
+
+
+def v1_body(row: list[float]) -> bytes:
+    return json.dumps({"instances": [row]}).encode()
+
+
+def v2_body(row: list[float]) -> bytes:
+    return json.dumps({"inputs": [{"name": "input", "shape": [1, len(row)], "datatype": "FP32", "data": row}]}).encode()
+
+
+def endpoints(base_url: str) -> dict[str, str]:
+    return {"v1": f"{base_url}/v1/models/{CLASSIFIER}:predict", "v2": f"{base_url}/v2/models/{CLASSIFIER}/infer"}
+
+
+def in_process(onnx_bytes: bytes, row: list[float], *, duration_s: float, rounds: int) -> dict[str, Any]:
+    """onnxruntime in this process, one row a call, one intra-op thread: no HTTP, no server."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    x = np.asarray([row], dtype=np.float32)
+    name = session.get_inputs()[0].name
+    runs = [time_calls(lambda: session.run(["probabilities"], {name: x}), duration_s=duration_s, warmup_s=0.5)
+            for _ in range(rounds)]
+    return _summarize(runs)
+
+
+def _summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "rps": summary([r["rps"] for r in runs]),
+        "p50_ms": summary([r["p50_ms"] for r in runs]),
+        "p99_ms": summary([r["p99_ms"] for r in runs]),
+        "errors": sum(r["errors"] for r in runs),
+        "tool": runs[0].get("tool") if runs else None,
+        "runs": runs,
+    }
+
+
+def alternated(targets: dict[str, tuple[str, dict[str, str]]], concurrencies: list[int], rounds: int, *,
+               duration_s: float, warmup_s: float, log=print) -> dict[str, Any]:
+    """``targets``: name -> (URL, headers), e.g. "aprendiz-v1". Each round runs every target at
+    every concurrency; the order is reversed every other round."""
+    row = sample_row()
+    bodies = {"v1": v1_body(row), "v2": v2_body(row)}
+    raw: dict[str, dict[int, list]] = {t: {c: [] for c in concurrencies} for t in targets}
+    names = list(targets)
+    for r in range(rounds):
+        for c in concurrencies:
+            for name in names if r % 2 == 0 else list(reversed(names)):
+                url, headers = targets[name]
+                body = bodies["v2" if url.endswith("/infer") else "v1"]
+                result = http_load(url, body, concurrency=c, duration_s=duration_s, warmup_s=warmup_s,
+                                   headers=headers)
+                raw[name][c].append(result)
+                log(f"bench: classifier {name} c={c} round {r + 1}/{rounds}: {result['rps']:.0f} req/s, "
+                    f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, errors {result['errors']}")
+    return {name: {str(c): _summarize(raw[name][c]) for c in concurrencies} for name in names}
+
+
+def check_answers(base_url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """The answers under test are real: V1 and V2 both say the sample row is malignant."""
+    import httpx
+
+    row = sample_row()
+    urls = endpoints(base_url)
+    h = {"Content-Type": "application/json", **(headers or {})}
+    v1 = httpx.post(urls["v1"], content=v1_body(row), headers=h, timeout=30)
+    v2 = httpx.post(urls["v2"], content=v2_body(row), headers=h, timeout=30)
+    ok_v1 = v1.status_code == 200 and v1.json()["predictions"][0]["label"] == "malignant"
+    labels = [o for o in v2.json().get("outputs", []) if o["name"] == "label"] if v2.status_code == 200 else []
+    ok_v2 = bool(labels) and labels[0]["data"][0] == "malignant"
+    return {"v1_ok": ok_v1, "v2_ok": ok_v2, "v1_status": v1.status_code, "v2_status": v2.status_code}

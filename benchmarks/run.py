@@ -1,0 +1,340 @@
+"""Run the benchmarks and regenerate docs/benchmarks.md.
+
+    python -m benchmarks.run --quick            # make bench-quick: a few minutes
+    python -m benchmarks.run                    # make bench: everything
+    python -m benchmarks.run --only classifier  # one section (head, serve-modes, replicas, training)
+
+Sections and their result files (benchmarks/results/):
+- head (head.json, cost-input.json): aprendiz against plain vLLM (vLLM's client, alternated),
+  streaming against not, and aprendiz V1/V2 against KServe's ModelServer and in-process
+  onnxruntime (alternated); cold starts of the three servers; a py-spy profile where short of target;
+- serve-modes (serve-modes.json, full only): aprendiz with API keys, with RAY_SERVE_THROUGHPUT_OPTIMIZED,
+  and with the HAProxy ingress, each against plain vLLM and KServe up in the same run;
+- replicas (replicas.json, full only): classifier requests/s with 1, 2, 4 replicas; a model swap under load;
+- training (training.json): training job wall time and peak memory against rows.
+Only one Ray cluster runs at a time; plain vLLM and KServe are idle while aprendiz is measured
+and the other way round (their idle CPU use is recorded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import classifier, generator
+from benchmarks.common import WORK, recheck_idle, summary, wait_until_idle, write_result
+from benchmarks.servers import (
+    MODEL_ID,
+    SERVE_MODES,
+    Aprendiz,
+    KServeServer,
+    PlainVllm,
+    create_key,
+    platform_config,
+    prepare_store,
+    shipped_generator,
+)
+
+THROUGHPUT_TARGET = 0.9
+TTFT_TARGET_MS = 10.0
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+def plan(quick: bool) -> dict[str, Any]:
+    return {
+        "generator_concurrency": [1, 16] if quick else [1, 4, 16, 64],
+        "generator_rounds": 3,
+        "streaming_concurrency": [16] if quick else [1, 16],
+        "streaming_rounds": 2 if quick else 3,
+        "streaming_duration_s": 4.0 if quick else 6.0,
+        "classifier_concurrency": [1, 32] if quick else [1, 8, 32, 128],
+        "classifier_rounds": 3,
+        "classifier_duration_s": 3.0 if quick else 5.0,
+        "classifier_warmup_s": 1.0,
+        "in_process_duration_s": 2.0,
+        "training_rows": [1_000, 10_000] if quick else [1_000, 10_000, 100_000],
+        "training_repeats": 2 if quick else 3,
+        "input_len": generator.INPUT_LEN,
+        "output_len": generator.OUTPUT_LEN,
+        "engine": {k: v for k, v in shipped_generator().items() if k in ("engine_kwargs", "env", "num_cpus")},
+        "replicas": "1 ingress, 1 vLLM engine, classifier replicas fixed (autoscaling min = max)",
+    }
+
+
+def idle_cpu(servers: dict[str, Any], seconds: float = 5.0) -> dict[str, float]:
+    """CPU share (of one core) each idle server uses: the background the others are measured beside."""
+    before = {name: s.server.cpu_seconds() for name, s in servers.items()}
+    time.sleep(seconds)
+    return {name: round(100 * (s.server.cpu_seconds() - before[name]) / seconds, 1) for name, s in servers.items()}
+
+
+def stop_all(*servers) -> None:
+    for s in servers:
+        if s is not None:
+            try:
+                s.stop()
+            except Exception as exc:  # stopping must go on to the next one
+                log(f"bench: stopping {s.server.name}: {exc}")
+
+
+def streamed_chat_ok(url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """A streamed chat completion through the entrance: events arrive, end with [DONE], carry usage."""
+    import httpx
+
+    body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hola"}], "max_tokens": 16, "stream": True,
+            "stream_options": {"include_usage": True}}
+    events, done, usage = 0, False, None
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=headers or {}, timeout=60) as r:
+        status = r.status_code
+        for line in r.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            if line == "data: [DONE]":
+                done = True
+                continue
+            events += 1
+            usage = json.loads(line[6:]).get("usage") or usage
+    return {"status": status, "events": events, "done": done, "usage": usage,
+            "ok": status == 200 and events > 1 and done and bool(usage)}
+
+
+# -- head to head ------------------------------------------------------------------------
+def head(quick: bool, started: float) -> None:
+    p = plan(quick)
+    idle = wait_until_idle(log=log)
+    store_url, onnx_bytes = prepare_store()
+    model_file = WORK / "breast-cancer.onnx"
+    model_file.write_bytes(onnx_bytes)
+    config = platform_config(WORK / "head.yaml", store_url=store_url)
+    vllm = kserve = aprendiz = None
+    try:
+        vllm = PlainVllm().start()
+        log(f"bench: plain vLLM ready in {vllm.ready_s:.1f} s")
+        kserve = KServeServer(model_file).start()
+        log(f"bench: KServe ready in {kserve.ready_s:.1f} s")
+        aprendiz = Aprendiz(config).start()
+        log(f"bench: aprendiz ready in {aprendiz.ready_s:.1f} s")
+        checks = {"aprendiz": classifier.check_answers(aprendiz.url), "kserve": classifier.check_answers(kserve.url),
+                  "aprendiz_stream": streamed_chat_ok(aprendiz.url)}
+        background = idle_cpu({"vllm": vllm, "kserve": kserve, "aprendiz": aprendiz})
+        log(f"bench: idle CPU % of one core: {background}")
+        gen_targets = {"aprendiz": (aprendiz.url, None), "vllm": (vllm.url, None)}
+        for name, (url, key) in gen_targets.items():  # warm-up, not counted
+            generator.one_run(url, 4, quick=True, seed=123, api_key=key)
+        gen = generator.alternated(gen_targets, p["generator_concurrency"], p["generator_rounds"], quick=quick, log=log)
+        gen_ratios = generator.ratios(gen, "aprendiz", "vllm")
+        stream = generator.streaming(gen_targets, p["streaming_concurrency"], p["streaming_rounds"],
+                                     p["streaming_duration_s"], log=log)
+        short = any((r["output_throughput"] or 0) < THROUGHPUT_TARGET or (r["p50_ttft_ms_delta"] or 0) > TTFT_TARGET_MS
+                    for r in gen_ratios.values())
+        profile = generator.profile_ingress(aprendiz, aprendiz.url, log=log) if short else {"skipped": "targets met"}
+        clf_targets = {
+            "aprendiz-v1": (classifier.endpoints(aprendiz.url)["v1"], {}),
+            "aprendiz-v2": (classifier.endpoints(aprendiz.url)["v2"], {}),
+            "kserve-v1": (classifier.endpoints(kserve.url)["v1"], {}),
+            "kserve-v2": (classifier.endpoints(kserve.url)["v2"], {}),
+        }
+        clf = classifier.alternated(clf_targets, p["classifier_concurrency"], p["classifier_rounds"],
+                                    duration_s=p["classifier_duration_s"], warmup_s=p["classifier_warmup_s"], log=log)
+        floor = classifier.in_process(onnx_bytes, classifier.sample_row(), duration_s=p["in_process_duration_s"],
+                                      rounds=p["classifier_rounds"])
+        cold = {"plain_vllm_s": vllm.ready_s, "kserve_s": kserve.ready_s, "aprendiz_generator_and_classifier_s": aprendiz.ready_s}
+    finally:
+        stop_all(aprendiz, vllm, kserve)
+    idle = recheck_idle(idle)
+    write_result("head", {
+        "settings": p, "machine_state": idle, "idle_cpu_pct_of_core": background, "checks": checks,
+        "cold_start": cold,
+        "generator": {"results": gen, "ratios_aprendiz_over_vllm": gen_ratios,
+                      "targets": {"throughput_ratio": THROUGHPUT_TARGET, "p50_ttft_delta_ms": TTFT_TARGET_MS}},
+        "streaming": stream, "profile": profile,
+        "classifier": {"results": clf, "in_process": floor},
+    }, mode="quick" if quick else "full", started=started)
+    write_cost_input(gen, p)
+
+
+def write_cost_input(gen: dict[str, Any], p: dict[str, Any]) -> Path:
+    """What `aprendiz cost --benchmark benchmarks/results/cost-input.json` reads: the measured peak
+    of the hosted model's one replica (prompt + completion tokens/s) and its hourly price."""
+    from aprendiz.config import GeneratorModel, PlatformConfig
+    from benchmarks.servers import SHIPPED_CONFIG
+
+    best = max((c["figures"]["total_token_throughput"]["median"] or 0.0) for c in gen["aprendiz"].values())
+    model = GeneratorModel.model_validate(shipped_generator())
+    document = {
+        "source": "benchmarks/results/head.json (aprendiz, vLLM's client, random prompts)",
+        "hosted": [{
+            "model": MODEL_ID,
+            "replica_hourly_usd": PlatformConfig.from_yaml(SHIPPED_CONFIG).gateway.generator_hourly_usd(model),
+            "tokens_per_s": best,
+            "prompt_share": p["input_len"] / (p["input_len"] + p["output_len"]),
+        }],
+    }
+    path = Path(__file__).resolve().parent / "results" / "cost-input.json"
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path
+
+
+# -- Ray Serve modes and the gateway's cost --------------------------------------------------
+def serve_modes(quick: bool, started: float) -> None:
+    p = plan(True)  # the short plan: two concurrencies each
+    idle = wait_until_idle(log=log)
+    store_url, onnx_bytes = prepare_store()
+    model_file = WORK / "breast-cancer.onnx"
+    model_file.write_bytes(onnx_bytes)
+    keys_file = WORK / "keys.yaml"
+    key = create_key(keys_file)
+    variants = {
+        "default": ("default", None),
+        "keys": ("default", keys_file),
+        "throughput": ("throughput", None),
+        "haproxy": ("haproxy", None),
+    }
+    results: dict[str, Any] = {}
+    vllm = kserve = None
+    try:
+        vllm = PlainVllm().start()
+        kserve = KServeServer(model_file).start()
+        for name, (mode, keys) in variants.items():
+            config = platform_config(WORK / f"mode-{name}.yaml", store_url=store_url, keys_file=keys)
+            aprendiz = None
+            entry: dict[str, Any] = {"serve_env": SERVE_MODES[mode], "keys": keys is not None}
+            try:
+                aprendiz = Aprendiz(config, name=f"aprendiz-{name}", serve_mode=mode).start()
+                entry["ready_s"] = aprendiz.ready_s
+                api_key = key if keys else None
+                headers = {"Authorization": f"Bearer {key}"} if keys else {}
+                entry["checks"] = {**classifier.check_answers(aprendiz.url, headers),
+                                   "stream": streamed_chat_ok(aprendiz.url, headers)}
+                log(f"bench: aprendiz {name} ready in {aprendiz.ready_s:.1f} s; checks {entry['checks']}")
+                targets = {"aprendiz": (aprendiz.url, api_key), "vllm": (vllm.url, None)}
+                for url, k in targets.values():
+                    generator.one_run(url, 4, quick=True, seed=123, api_key=k)
+                gen = generator.alternated(targets, p["generator_concurrency"], p["generator_rounds"], quick=True, log=log)
+                entry["generator"] = {"results": gen, "ratios_aprendiz_over_vllm": generator.ratios(gen, "aprendiz", "vllm")}
+                clf_targets = {
+                    "aprendiz-v1": (classifier.endpoints(aprendiz.url)["v1"], headers),
+                    "aprendiz-v2": (classifier.endpoints(aprendiz.url)["v2"], headers),
+                    "kserve-v1": (classifier.endpoints(kserve.url)["v1"], {}),
+                }
+                entry["classifier"] = classifier.alternated(
+                    clf_targets, p["classifier_concurrency"], p["classifier_rounds"],
+                    duration_s=p["classifier_duration_s"], warmup_s=p["classifier_warmup_s"], log=log)
+            except Exception as exc:
+                entry["error"] = f"{type(exc).__name__}: {exc}"[-3000:]
+                log(f"bench: serve mode {name} failed: {entry['error'][-500:]}")
+            finally:
+                stop_all(aprendiz)
+            results[name] = entry
+    finally:
+        stop_all(vllm, kserve)
+    write_result("serve-modes", {"settings": p, "machine_state": recheck_idle(idle), "variants": results},
+                 mode="quick" if quick else "full", started=started)
+
+
+# -- replicas and a model swap under load ---------------------------------------------------
+def replicas(quick: bool, started: float) -> None:
+    from benchmarks.loadgen import http_load
+
+    p = plan(quick)
+    idle = wait_until_idle(log=log)
+    row = classifier.sample_row()
+    body = classifier.v1_body(row)
+    results: dict[str, Any] = {}
+    swap: dict[str, Any] = {}
+    for n in (1, 2, 4):
+        store_root = WORK / f"store-replicas-{n}"
+        shutil.rmtree(store_root, ignore_errors=True)
+        store_url, _ = prepare_store(store_root)
+        config = platform_config(WORK / f"replicas-{n}.yaml", store_url=store_url, generator=False,
+                                 classifier_replicas=n)
+        aprendiz = None
+        try:
+            aprendiz = Aprendiz(config, name=f"aprendiz-replicas-{n}").start()
+            url = classifier.endpoints(aprendiz.url)["v1"]
+            runs = [http_load(url, body, concurrency=32, duration_s=p["classifier_duration_s"], warmup_s=1.0)
+                    for _ in range(p["classifier_rounds"])]
+            results[str(n)] = {"ready_s": aprendiz.ready_s, "rps": summary([r["rps"] for r in runs]),
+                               "p50_ms": summary([r["p50_ms"] for r in runs]),
+                               "p99_ms": summary([r["p99_ms"] for r in runs]), "runs": runs}
+            log(f"bench: {n} classifier replicas: {results[str(n)]['rps']['median']:.0f} req/s")
+            if n == 1:
+                swap = model_swap(aprendiz, store_url, url, body)
+        finally:
+            stop_all(aprendiz)
+    write_result("replicas", {"settings": p, "machine_state": recheck_idle(idle), "replicas": results,
+                              "swap": swap, "concurrency": 32}, mode="quick" if quick else "full", started=started)
+
+
+def model_swap(aprendiz, store_url: str, url: str, body: bytes) -> dict[str, Any]:
+    """Latency before and during a champion change (the replicas poll every 5 s), and failures."""
+    import threading
+
+    import httpx
+    from aprendiz.training.default_classifier import train_default_classifier
+
+    from aprendiz.registry import ModelRegistry
+    from aprendiz.store import ObjectStore
+    from benchmarks.loadgen import http_load
+
+    def version() -> str:
+        return httpx.post(url, content=body, timeout=10).json()["predictions"][0]["model_version"]
+
+    before = http_load(url, body, concurrency=8, duration_s=4, warmup_s=1)
+    old = version()
+    registry = ModelRegistry(ObjectStore(store_url))
+
+    def promote() -> None:
+        time.sleep(1.0)
+        card, onnx = train_default_classifier(seed=1, name="breast-cancer")
+        registry.promote("breast-cancer", registry.publish(card, onnx), reason="benchmark swap")
+
+    thread = threading.Thread(target=promote)
+    thread.start()
+    during = http_load(url, body, concurrency=8, duration_s=12, warmup_s=0)
+    thread.join()
+    new = version()
+    return {"before": before, "during": during, "old_version": old, "new_version": new, "swapped": new != old,
+            "failed_requests": during["errors"]}
+
+
+def training(quick: bool, started: float) -> None:
+    from benchmarks import training as tr
+
+    p = plan(quick)
+    idle = wait_until_idle(log=log)
+    rows = tr.measure(p["training_rows"], p["training_repeats"], log=log)
+    write_result("training", {"settings": {"rows": p["training_rows"], "repeats": p["training_repeats"],
+                                           "features": tr.FEATURES, "one_million": "not run: see docs"},
+                              "machine_state": recheck_idle(idle), "rows": rows},
+                 mode="quick" if quick else "full", started=started)
+
+
+SECTIONS = {"head": head, "serve-modes": serve_modes, "replicas": replicas, "training": training}
+QUICK = ("head", "training")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer concurrencies and runs, head and training only")
+    parser.add_argument("--only", action="append", choices=sorted(SECTIONS), help="run only these sections")
+    args = parser.parse_args(argv)
+    sections = args.only or (list(QUICK) if args.quick else list(SECTIONS))
+    WORK.mkdir(parents=True, exist_ok=True)
+    for name in sections:
+        log(f"bench: section {name} ({'quick' if args.quick else 'full'})")
+        SECTIONS[name](args.quick, time.time())
+    from benchmarks.report import write_report
+
+    log(f"bench: wrote {write_report()}")
+
+
+if __name__ == "__main__":
+    main()

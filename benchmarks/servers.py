@@ -1,0 +1,183 @@
+"""The servers under test, each started as a user would start it, on free loopback ports:
+
+- aprendiz: ``aprendiz serve`` with a config written here (the shipped generator settings,
+  the breast-cancer classifier from a scratch store, fixed replica counts);
+- plain vLLM: ``python -m vllm.entrypoints.openai.api_server`` with the same engine settings;
+- KServe: ``python -m benchmarks.kserve_server`` with the same ONNX bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from benchmarks.common import PYTHON, ROOT, VENV_BIN, WORK, Server, free_port
+
+MODEL_ID = "aprendiz-tiny-chat"
+CLASSIFIER = "breast-cancer"
+SHIPPED_CONFIG = ROOT / "config" / "aprendiz.yaml"
+START_TIMEOUT_S = 900
+
+# Ray Serve's fast paths, as environment variables that `aprendiz serve` passes to the Ray
+# cluster it starts (the controller, proxies and replicas read them when they import Serve).
+SERVE_MODES: dict[str, dict[str, str]] = {
+    "default": {},
+    "throughput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
+    "haproxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
+}
+
+
+def shipped_generator() -> dict[str, Any]:
+    """The shipped config's generator, resolved (its source an absolute path)."""
+    from aprendiz.config import PlatformConfig
+
+    generator = PlatformConfig.from_yaml(SHIPPED_CONFIG).generators[0]
+    return generator.model_dump(mode="json", exclude_none=True)
+
+
+def model_path() -> Path:
+    return Path(shipped_generator()["source"])
+
+
+def engine_settings() -> dict[str, Any]:
+    g = shipped_generator()
+    return {"engine_kwargs": g.get("engine_kwargs", {}), "env": g.get("env", {})}
+
+
+def prepare_store(root: Path = WORK / "store") -> tuple[str, bytes]:
+    """A scratch store with the default breast-cancer classifier as champion; returns (url, ONNX bytes)."""
+    from aprendiz.training.default_classifier import publish_default_classifier
+
+    from aprendiz.registry import ModelRegistry
+    from aprendiz.store import ObjectStore
+
+    root.mkdir(parents=True, exist_ok=True)
+    registry = ModelRegistry(ObjectStore(str(root)))
+    publish_default_classifier(registry, CLASSIFIER)
+    champion = registry.champion(CLASSIFIER)
+    return str(root), registry.load(CLASSIFIER, champion.version).onnx_bytes
+
+
+def platform_config(
+    path: Path, *, store_url: str, generator: bool = True, classifier_replicas: int = 1,
+    keys_file: Path | None = None,
+) -> Path:
+    """A platform config: fixed replica counts (1 ingress, 1 engine) so runs compare like with like."""
+    config: dict[str, Any] = {
+        "generators": [],
+        "classifiers": [
+            {
+                "name": CLASSIFIER,
+                "poll_interval_s": 5,
+                "max_batch_size": 64,
+                "autoscaling": {"min_replicas": classifier_replicas, "max_replicas": classifier_replicas},
+                "max_ongoing_requests": 128,
+                "max_queued_requests": 2048,
+            }
+        ],
+        "store": {"url": store_url},
+        "ingress": {"autoscaling": {"min_replicas": 1, "max_replicas": 1}, "max_ongoing_requests": 256},
+    }
+    if generator:
+        g = shipped_generator()
+        g["autoscaling"] = {"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 16}
+        config["generators"].append(g)
+    if keys_file is not None:
+        config["gateway"] = {"keys_file": str(keys_file), "keys_reload_s": 30}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def create_key(keys_file: Path) -> str:
+    """One key allowed every model and without limits, as `aprendiz keys create bench` makes it."""
+    from aprendiz.keys import KeyFile
+
+    if keys_file.exists():
+        keys_file.unlink()
+    return KeyFile(keys_file).create("bench")[0]
+
+
+class Aprendiz:
+    """`aprendiz serve` in a subprocess; ``url`` once it has printed its banner and /readyz is 200."""
+
+    def __init__(self, config: Path, *, name: str = "aprendiz", serve_mode: str = "default"):
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.serve_mode = serve_mode
+        env = {
+            "APRENDIZ_CONFIG_FILE": str(config),
+            "APRENDIZ_PORT": str(self.port),
+            "APRENDIZ_METRICS_EXPORT_PORT": str(self.metrics_port),
+            **SERVE_MODES[serve_mode],
+        }
+        self.server = Server(name, [str(VENV_BIN / "aprendiz"), "serve"], env=env)
+        self.ready_s: float | None = None
+
+    def start(self) -> "Aprendiz":
+        self.server.start()
+
+        def ready() -> bool:
+            if "aprendiz is serving" not in self.server.log_path.read_text(errors="replace"):
+                return False
+            return httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200
+
+        self.ready_s = self.server.wait_for(ready, START_TIMEOUT_S)
+        return self
+
+    def stop(self) -> int | None:
+        return self.server.stop()
+
+
+class PlainVllm:
+    """vLLM's own OpenAI server, same model, engine settings and KV cache as the platform's."""
+
+    def __init__(self, name: str = "vllm"):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        settings = engine_settings()
+        kw = settings["engine_kwargs"]
+        argv = [
+            PYTHON, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", str(model_path()), "--served-model-name", MODEL_ID,
+            "--host", "127.0.0.1", "--port", str(self.port),
+            "--max-model-len", str(kw.get("max_model_len", 512)),
+            "--dtype", str(kw.get("dtype", "float32")),
+            "--max-num-seqs", str(kw.get("max_num_seqs", 32)),
+        ]
+        self.server = Server(name, argv, env={**settings["env"], "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "INFO")})
+        self.ready_s: float | None = None
+
+    def start(self) -> "PlainVllm":
+        self.server.start()
+        self.ready_s = self.server.wait_for(
+            lambda: httpx.get(f"{self.url}/v1/models", timeout=5).status_code == 200, START_TIMEOUT_S
+        )
+        return self
+
+    def stop(self) -> int | None:
+        return self.server.stop()
+
+
+class KServeServer:
+    def __init__(self, model_file: Path, name: str = "kserve"):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [PYTHON, "-m", "benchmarks.kserve_server", "--model-file", str(model_file), "--port", str(self.port)]
+        self.server = Server(name, argv)
+        self.ready_s: float | None = None
+
+    def start(self) -> "KServeServer":
+        self.server.start()
+        self.ready_s = self.server.wait_for(
+            lambda: httpx.get(f"{self.url}/v2/models/{CLASSIFIER}/ready", timeout=5).status_code == 200, 120
+        )
+        return self
+
+    def stop(self) -> int | None:
+        return self.server.stop()

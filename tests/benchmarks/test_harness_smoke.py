@@ -1,0 +1,116 @@
+"""Smoke of the benchmark harness (benchmarks/): its pure parts and a tiny in-process
+measurement, in seconds. No Ray, no vLLM, no server is started here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from benchmarks import common, loadgen, report
+from benchmarks.generator import summarize_collapsed
+
+
+def test_percentile_and_summary():
+    assert common.percentile([1, 2, 3, 4], 50) == 2.5
+    assert common.percentile([5], 99) == 5
+    s = common.summary([3.0, 1.0, 2.0, None])
+    assert (s["median"], s["min"], s["max"], s["n"]) == (2.0, 1.0, 3.0, 3)
+    assert common.summary([])["median"] is None
+    with pytest.raises(ValueError):
+        common.percentile([], 50)
+
+
+def test_closed_loop_counts_only_after_warmup():
+    calls = 0
+
+    async def call():
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.002)
+
+    result = asyncio.run(loadgen.closed_loop(call, concurrency=4, duration_s=0.3, warmup_s=0.1))
+    assert 0 < result["requests"] < calls  # warm-up calls are not counted
+    assert result["errors"] == 0
+    assert result["p50_ms"] >= 2.0 and result["p99_ms"] >= result["p50_ms"]
+    assert result["rps"] > 100  # 4 clients of ~2 ms each
+
+
+def test_closed_loop_counts_errors():
+    async def fail():
+        raise RuntimeError("no")
+
+    result = asyncio.run(loadgen.closed_loop(fail, concurrency=2, duration_s=0.05))
+    assert result["requests"] == 0 and result["errors"] > 0
+
+
+def test_in_process_onnx_measurement():
+    """The classifier floor: the default model's ONNX, run in-process for a fraction of a second."""
+    from aprendiz.training.default_classifier import train_default_classifier
+
+    from benchmarks import classifier
+
+    _, onnx_bytes = train_default_classifier()
+    floor = classifier.in_process(onnx_bytes, classifier.sample_row(), duration_s=0.2, rounds=2)
+    assert floor["rps"]["n"] == 2 and floor["rps"]["median"] > 100
+    assert floor["p50_ms"]["median"] < 50
+    body = json.loads(classifier.v2_body(classifier.sample_row()))
+    assert body["inputs"][0]["shape"] == [1, 30]
+
+
+def test_parse_wrk_output():
+    line = ('WRK_JSON {"requests": 1000, "duration_us": 2000000, "errors_connect": 0, "errors_read": 0, '
+            '"errors_write": 0, "errors_status": 10, "errors_timeout": 0, "p50_us": 1500, "p90_us": 2000, '
+            '"p99_us": 4000, "mean_us": 1600.5, "max_us": 9000}')
+    parsed = loadgen.parse_wrk("Running 2s test\n" + line + "\n")
+    assert parsed["rps"] == pytest.approx(495.0)
+    assert parsed["errors"] == 10 and parsed["p50_ms"] == 1.5 and parsed["p99_ms"] == 4.0
+    with pytest.raises(ValueError):
+        loadgen.parse_wrk("no summary")
+
+
+def test_collapsed_stack_summary():
+    text = "a (m.py:1);b (m.py:2) 30\na (m.py:1);select (selectors.py:469) 70\n"
+    s = summarize_collapsed(text)
+    assert s["samples"] == 100 and s["busy_share_pct"] == 30.0
+    assert s["top_self_pct_of_busy"][0] == ["b (m.py:2)", 100.0]
+
+
+def _s(values):
+    return common.summary(values)
+
+
+def _gen_figures(tok):
+    f = {k: _s([1.0, 2.0, 3.0]) for k in ("request_throughput", "total_token_throughput", "p50_ttft_ms", "p99_ttft_ms",
+                                         "p50_tpot_ms", "p99_tpot_ms", "p50_itl_ms", "p99_itl_ms", "p50_e2el_ms",
+                                         "p99_e2el_ms", "failed")}
+    f["output_throughput"] = _s(tok)
+    return {"figures": f, "runs": []}
+
+
+def test_report_renders_from_result_files(tmp_path):
+    """docs/benchmarks.md comes from the result files only: a synthetic result renders every table."""
+    from benchmarks.generator import ratios
+
+    gen = {"aprendiz": {"1": _gen_figures([90.0, 95.0, 99.0])}, "vllm": {"1": _gen_figures([100.0, 100.0, 101.0])}}
+    clf_entry = {"rps": _s([100.0, 110.0]), "p50_ms": _s([1.0, 1.1]), "p99_ms": _s([2.0, 2.5]), "errors": 0,
+                 "tool": "wrk", "runs": []}
+    head = {
+        "benchmark": "head", "mode": "quick", "finished_at": "2026-01-01T00:00:00+00:00", "duration_s": 1.0,
+        "git_commit": "abc", "machine": common.machine(), "versions": {"python": "3.11"},
+        "machine_state": {"idle": True, "loadavg_1m": 0.1},
+        "settings": {"generator_rounds": 3, "input_len": 128, "output_len": 64, "engine": {},
+                     "classifier_rounds": 2, "classifier_duration_s": 3.0, "classifier_warmup_s": 1.0},
+        "generator": {"results": gen, "ratios_aprendiz_over_vllm": ratios(gen, "aprendiz", "vllm")},
+        "streaming": {"aprendiz": {"16": {"stream": clf_entry, "no_stream": clf_entry}}},
+        "profile": {"skipped": "targets met"},
+        "classifier": {"results": {"aprendiz-v1": {"1": clf_entry}, "kserve-v1": {"1": clf_entry}},
+                       "in_process": clf_entry},
+        "cold_start": {"plain_vllm_s": 20.0},
+    }
+    out = report.write_report({"head": head}, tmp_path / "benchmarks.md")
+    text = out.read_text()
+    assert "| 1 | aprendiz | 95 (90–99) |" in text
+    assert "0.95" in text  # the ratio of the medians
+    assert "## Not measured yet" in text and "serve-modes" in text
