@@ -21,7 +21,7 @@ def _query(cluster, promql: str) -> list[dict]:
     [
         'up{namespace="%(ns)s", container=~"ray-head|ray-worker"} == 1',
         'ray_serve_num_http_requests_total{namespace="%(ns)s"}',
-        'ray_vllm:num_requests_running{namespace="%(ns)s"}',
+        'ray_vllm_num_requests_running{namespace="%(ns)s"}',
     ],
     ids=["targets-up", "serve-requests", "vllm-engine"],
 )

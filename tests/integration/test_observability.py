@@ -389,3 +389,22 @@ def test_every_dashboard_and_rule_query_runs_on_real_data(platform, prometheus, 
     assert not empty, "dashboard queries with no series after the load:\n" + "\n".join(empty)
     print(f"\nobservability: {len(queries)} queries; quiet after {quiet_at - started:.1f}s, load {load_s:.1f}s, "
           f"counted in Prometheus {arrived_s:.1f}s later, whole test {time.monotonic() - started:.1f}s")
+
+
+def test_cost_command_reads_measured_figures_from_prometheus(platform, prometheus, platform_config, provider_settings):
+    """`aprendiz cost --prometheus`: the hosted replica's price and measured throughput, beside the rented prices."""
+    aprendiz = Path(sys.executable).parent / "aprendiz"
+    result = subprocess.run(
+        [str(aprendiz), "cost", "--prometheus", prometheus.url, "--window", "10m", "--config", str(platform_config),
+         "--json"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    hosted = {h["model"]: h for h in figures["hosted"]}
+    assert hosted[HOSTED]["replica_hourly_usd"] == pytest.approx(provider_settings.cpu_hourly_usd)
+    assert hosted[HOSTED]["tokens_per_s"] > 0 and 0 < hosted[HOSTED]["prompt_share"] < 1
+    assert hosted[HOSTED]["observed_usd_per_million"] > 0
+    rented = {r["model"]: r for r in figures["rented"]}
+    assert rented["rented-tiny"]["input_usd_per_million"] == provider_settings.rented_prices["input_usd_per_million"]
+    assert f"{HOSTED} vs rented-tiny" in figures["break_even_tokens_per_day"]
