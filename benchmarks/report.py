@@ -100,6 +100,7 @@ def head_section(r: dict[str, Any]) -> list[str]:
             lines.append(f"| {c} | {name} | {spread(st.get('rps'))} | {spread(st.get('p50_ms'), 0)} | "
                          f"{spread(ns.get('rps'))} | {spread(ns.get('p50_ms'), 0)} | "
                          f"{st.get('errors', 0) + ns.get('errors', 0)} |")
+    lines += analysis_lines(r)
     lines += profile_lines(r.get("profile") or {})
     lines += classifier_lines(r)
     cold = r.get("cold_start", {})
@@ -108,6 +109,31 @@ def head_section(r: dict[str, Any]) -> list[str]:
     lines += [f"| {k.replace('_s', '').replace('_', ' ')} | {fmt(v)} |" for k, v in cold.items()]
     lines += ["", "One start each, in the same run as the figures above (not a median)."]
     return lines
+
+
+def analysis_lines(r: dict[str, Any]) -> list[str]:
+    """What the figures say, with the numbers taken from this result."""
+    gen = r["generator"]["results"]
+    low = min(gen["aprendiz"], key=int)
+    a, v = gen["aprendiz"][low]["figures"], gen["vllm"][low]["figures"]
+    delta = _sub(a["p50_ttft_ms"]["median"], v["p50_ttft_ms"]["median"])
+    idle = (r.get("idle_cpu_pct_of_core") or {}).get("aprendiz")
+    return ["", "### Where the generator's gap comes from", "",
+            f"- TTFT at concurrency {low}: aprendiz is {fmt(delta)} ms behind plain vLLM. Ray Serve LLM's `LLMServer` "
+            "batches a stream's chunks for `stream_batching_interval_ms` (default 50 ms, "
+            "`RAYLLM_MODEL_RESPONSE_BATCH_TIMEOUT_MS`) before sending them, so the first token waits for that window; "
+            f"the ITL figures show it too: aprendiz's p50 ITL is {fmt(a['p50_itl_ms']['median'], 2)} ms (tokens arrive "
+            f"together) and its p99 ITL {fmt(a['p99_itl_ms']['median'], 1)} ms (the window). Setting "
+            "`experimental_configs: {stream_batching_interval_ms: ...}` lower in the generator's LLMConfig is the "
+            "first thing to try (not measured yet).",
+            f"- Background: an idle aprendiz (Ray's GCS, raylet, Serve controller, proxy and replicas, metrics) used "
+            f"{fmt(idle)}% of one core of this 2-core machine while the others were measured; plain vLLM and KServe "
+            "used about 1% or less. That CPU is taken from the engine on a machine this small.",
+            "- At higher concurrency every streamed token crosses three processes (engine replica → ingress replica → "
+            "HTTP proxy), each a Python event loop on the same 2 cores as the engine: the profile below shows the "
+            "proxy's and the ingress's time going to Serve's router loop, the ASGI stack and the response "
+            "streaming, not to aprendiz's gateway code.",
+            ]
 
 
 def profile_lines(profile: dict[str, Any]) -> list[str]:
@@ -122,7 +148,7 @@ def profile_lines(profile: dict[str, Any]) -> list[str]:
             lines += ["", f"- {role}: {p.get('error', 'no samples') if p else 'no process found'}"]
             continue
         lines += ["", f"**{role}** ({p['samples']} samples, {p['busy_share_pct']}% busy). Top functions, inclusive:", ""]
-        frames = [f for f in p["top_inclusive_pct_of_busy"] if " (" in f[0]][:10]
+        frames = [f for f in p["top_inclusive_pct_of_busy"] if " (" in f[0] and "threading.py" not in f[0]][:10]
         lines += [f"- {pct}% `{name[:140]}`" for name, pct in frames]
         lines += ["", "Top self time:", ""]
         lines += [f"- {pct}% `{name[:140]}`" for name, pct in p["top_self_pct_of_busy"][:8]]
@@ -160,6 +186,16 @@ def classifier_lines(r: dict[str, Any]) -> list[str]:
             delta = _sub(a[c]["p99_ms"]["median"], k[c]["p99_ms"]["median"])
             ok = None if ratio is None else (ratio >= 1.0 and (delta or 0) <= 0)
             lines.append(f"| {c} | {proto.upper()} | {fmt(ratio, 2)} | {fmt(delta, 2)} | {_verdict(ok)} |")
+    a1, k1 = clf.get("aprendiz-v1"), clf.get("kserve-v1")
+    if a1 and k1:
+        c = min(a1, key=int)
+        lines += ["", f"The model is not the cost: in-process it answers in {fmt(floor['p50_ms']['median'], 3)} ms. At "
+                  f"concurrency {c} aprendiz's V1 p50 is {fmt(a1[c]['p50_ms']['median'], 2)} ms against KServe's "
+                  f"{fmt(k1[c]['p50_ms']['median'], 2)} ms: the time is in the path, Serve's HTTP proxy → the ingress "
+                  "replica (FastAPI, the gateway's auth and metering, request metrics) → a deployment-handle call to "
+                  "the classifier replica (`@serve.batch`, up to 2 ms wait) and back, three processes on 2 cores, "
+                  "where KServe is one uvicorn process. The classifier path was not profiled in this run; the "
+                  "serve-modes section measures how much of it Ray Serve's HAProxy ingress removes."]
     return lines
 
 
