@@ -393,6 +393,22 @@ def test_every_dashboard_and_rule_query_runs_on_real_data(platform, prometheus, 
 
 def test_cost_command_reads_measured_figures_from_prometheus(platform, prometheus, platform_config, provider_settings):
     """`aprendiz cost --prometheus`: the hosted replica's price and measured throughput, beside the rented prices."""
+    # Ray exports a counter's series from its first increment on, so rate() sees only what comes after:
+    # serve twice, a scrape apart, and wait until Prometheus holds a rate for the hosted model.
+    body = {"model": HOSTED, "prompt": "Hola", "max_tokens": 16, "ignore_eos": True}
+    for _ in range(2):
+        for _ in range(3):
+            httpx.post(f"{platform.base_url}/v1/completions", json=body, headers=platform.headers, timeout=120)
+        time.sleep(12)
+    from aprendiz.costs import queries
+
+    peak = queries("10m")["peak_tokens_per_s"]  # what `aprendiz cost` reads (a subquery on 15 s steps)
+
+    def measured():
+        return next((float(r["value"][1]) for r in prometheus.vector(peak) if r["metric"].get("model") == HOSTED
+                     and float(r["value"][1]) > 0), None)
+
+    _wait("a peak rate of hosted tokens in Prometheus", measured, 60)
     aprendiz = Path(sys.executable).parent / "aprendiz"
     result = subprocess.run(
         [str(aprendiz), "cost", "--prometheus", prometheus.url, "--window", "10m", "--config", str(platform_config),
