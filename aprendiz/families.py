@@ -21,9 +21,11 @@ class Family:
     description: str
     cpu: bool = True
     cpu_reason: str = ""  # why vLLM's CPU backend cannot run it, when cpu is False
-    lora: bool = True  # vLLM serves LoRA adapters on it
+    lora: bool = True  # vLLM serves LoRA adapters on it (its model class implements SupportsLoRA)
 
 
+# LoRA: in vLLM 0.29 LlamaForCausalLM implements SupportsLoRA; BloomForCausalLM and
+# GPTNeoXForCausalLM do not (vllm/model_executor/models/{bloom,gpt_neox}.py).
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
