@@ -13,8 +13,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "aprendiz"
 SCENARIOS = sorted(CHART.glob("ci/*-values.yaml"))
-CRDS_DIR = ROOT.parent / "shared" / "crds"
-# The values every render needs besides a scenario file: the chart refuses to render without a keys Secret.
+
+
+def _crds_dir() -> Path:
+    """The upstream CRDs: $APRENDIZ_CRDS_DIR, else the shared folder beside this checkout, else the
+    workplace's shared folder (a clone elsewhere, such as CI's fresh clone, still validates)."""
+    candidates = [os.environ.get("APRENDIZ_CRDS_DIR"), ROOT.parent / "shared" / "crds", "/work/shared/crds"]
+    return next((Path(c) for c in candidates if c and Path(c).is_dir()), ROOT.parent / "shared" / "crds")
+
+
+CRDS_DIR = _crds_dir()
 # The upstream CRD file of each custom kind (../shared/crds/README.md names their sources).
 CRD_FILES = {
     ("ray.io", "RayService"): "ray.io_rayservices.yaml",

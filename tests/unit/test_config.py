@@ -135,3 +135,16 @@ def test_replica_prices_by_accelerator():
     h100 = GeneratorModel(id="c", source="/m", accelerator="gpu", accelerator_type="H100")
     assert gateway.generator_hourly_usd(h100) == pytest.approx(6.98)  # the default list
     assert gateway.generator_hourly_usd(h100.model_copy(update={"hourly_usd": 2.5})) == 2.5
+
+
+def test_stream_batching_interval_reaches_ray_serve_llm():
+    from ray.serve.llm import LLMConfig
+
+    from aprendiz.config import GeneratorModel
+
+    unset = GeneratorModel(id="a", source="/m").llm_config()
+    assert "experimental_configs" not in unset  # Ray's own default (50 ms)
+    config = LLMConfig(**GeneratorModel(id="a", source="/m", stream_batching_interval_ms=10).llm_config())
+    assert config.experimental_configs == {"stream_batching_interval_ms": 10.0}
+    with pytest.raises(ValueError):
+        GeneratorModel(id="a", source="/m", stream_batching_interval_ms=-1)
