@@ -247,15 +247,6 @@ def plot(hosted: list[HostedFigures], rented: list[RentedFigures], path: Path) -
     return path
 
 
-def hosted_from_config(config: PlatformConfig, tokens_per_s: dict[str, float]) -> list[HostedFigures]:
-    """Hosted figures from the config's prices and throughputs given by hand (model -> tokens/s)."""
-    return [
-        HostedFigures(g.id, config.gateway.generator_hourly_usd(g), tokens_per_s[g.id])
-        for g in config.generators
-        if g.id in tokens_per_s
-    ]
-
-
 def as_dict(hosted: list[HostedFigures], rented: list[RentedFigures]) -> dict[str, Any]:
     return {
         "hosted": [h.__dict__ | {"usd_per_million_at_capacity": h.usd_per_million_at_capacity} for h in hosted],

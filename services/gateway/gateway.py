@@ -84,9 +84,6 @@ class Gateway:
         self._fallback_after_s = fallback_after_s
         self._in_flight: dict[str, int] = {}
 
-    def is_rented(self, model: str) -> bool:
-        return model in self._rented
-
     # -- admission ----------------------------------------------------------------------
     async def authenticate(self, authorization: str | None) -> Principal:
         """The caller (401 without a valid key)."""

@@ -35,8 +35,7 @@ class TokenBucket:
         return self.per_minute / 60.0
 
     def refill(self, now: float, per_minute: float) -> None:
-        if per_minute != self.per_minute:  # the key's limit changed: keep the level, clamp to the new size
-            self.per_minute = per_minute
+        self.per_minute = per_minute  # the key's limit may have changed: keep the level, clamped below
         self.level = min(self.per_minute, self.level + (now - self.updated) * self.rate)
         self.updated = now
 

@@ -102,7 +102,6 @@ class StreamRecord:
     first_token_at: float | None = None
     usage: Usage | None = None
     text: list[str] = field(default_factory=list)
-    failed: bool = False
 
 
 def split_events(packet: str) -> list[str]:
@@ -135,14 +134,12 @@ async def metered(
                 continue
             if record.first_token_at is None:
                 record.first_token_at = time.perf_counter()
-            if '"usage":{' in event or '"usage": {' in event or '"error"' in event or collect_text:
+            if '"usage":{' in event or '"usage": {' in event or collect_text:
                 try:
                     chunk = json.loads(event[len("data:"):].strip()) if event.startswith("data:") else {}
                 except ValueError:
                     chunk = {}
                 if isinstance(chunk, dict):
-                    if "error" in chunk:
-                        record.failed = True
                     usage = Usage.of(chunk.get("usage"))
                     if usage is not None:
                         record.usage = usage

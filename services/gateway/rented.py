@@ -63,7 +63,7 @@ class RentedUpstream:
         log.warning("rented model %s: the provider %s is unreachable (%s)", self.model.id, self._host, type(exc).__name__)
         return UpstreamError(f"The provider of `{self.model.id}` ({self._host}) cannot be reached.")
 
-    def _refusal(self, status: int, body: bytes, headers: httpx.Headers) -> Exception:
+    def _refusal(self, status: int, body: bytes) -> Exception:
         try:
             detail = json.loads(body).get("error", {})
             message = detail.get("message") if isinstance(detail, dict) else str(detail)
@@ -74,8 +74,7 @@ class RentedUpstream:
         if status in (400, 413, 422):
             return InvalidRequestError(f"The provider of `{self.model.id}` refused the request: {message}")
         if status == 429:
-            error = ServiceUnavailableError(f"The provider of `{self.model.id}` is rate limiting this platform: {message}")
-            return error
+            return ServiceUnavailableError(f"The provider of `{self.model.id}` is rate limiting this platform: {message}")
         if status in (408, 504):
             return UpstreamTimeoutError(f"The provider of `{self.model.id}` ({self._host}) timed out.")
         if status in (401, 403, 404):
@@ -102,7 +101,7 @@ class RentedUpstream:
                 body = b""
             finally:
                 await response.aclose()
-            raise self._refusal(response.status_code, body, response.headers)
+            raise self._refusal(response.status_code, body)
         if not payload.get("stream"):
             try:
                 return UpstreamAnswer(body=response.json())
