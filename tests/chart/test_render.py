@@ -175,8 +175,10 @@ def test_schema_closes_every_object():
         (["--set-json", 'platform.classifiers=[{"name":"x","max_batchsize":8}]'],
          "additional properties 'max_batchsize' not allowed"),
         (["--set-json", 'secretEnv={"OPENAI_API_KEY":"sk-literal"}'], "at '/secretEnv/OPENAI_API_KEY'"),
+        (["--set", "ray.serveIngress=nginx"], "at '/ray/serveIngress': value must be one of 'haproxy', 'proxy'"),
     ],
-    ids=["unknown-top-level", "wrong-type", "wrong-bool", "bad-enum", "platform-enum", "platform-unknown", "literal-secret"],
+    ids=["unknown-top-level", "wrong-type", "wrong-bool", "bad-enum", "platform-enum", "platform-unknown", "literal-secret",
+         "serve-ingress"],
 )
 def test_schema_rejects_bad_values_readably(helm, args, message):
     result = run_helm(helm, "template", "aprendiz", str(CHART), *REQUIRED, *args, check=False)
@@ -301,6 +303,25 @@ def test_ray_cluster_layout(helm):
     (cpu,) = cluster["workerGroupSpecs"]
     assert cpu["template"]["spec"]["containers"][0]["image"] == "aprendiz/serve-cpu:0.1.0"
     assert render(helm).one("PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+
+
+def _ray_containers(rendered) -> list[dict]:
+    cluster = rendered.one("RayService")["spec"]["rayClusterConfig"]
+    pods = [cluster["headGroupSpec"]] + cluster["workerGroupSpecs"]
+    return [p["template"]["spec"]["containers"][0] for p in pods]
+
+
+def test_haproxy_ingress_on_every_ray_pod_by_default(helm):
+    """Serve reads its ingress mode in every process of every node: head and workers alike."""
+    wanted = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_LOG_TO_STDERR": "1"}
+    for values in (None, CHART / "ci" / "gpu-values.yaml"):
+        containers = _ray_containers(render(helm, values=values))
+        assert len(containers) >= 2
+        for container in containers:
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert wanted.items() <= env.items(), container["name"]
+    for container in _ray_containers(render(helm, "--set", "ray.serveIngress=proxy")):
+        assert not any(e["name"].startswith("RAY_SERVE_") for e in container["env"]), container["name"]
 
 
 def test_gpu_workers(helm):

@@ -317,6 +317,9 @@ def platform(default_model, repo_root, platform_config, gateway_keys, tmp_path_f
         "APRENDIZ_METRICS_EXPORT_PORT": str(metrics_port),
         "APRENDIZ_CONFIG_FILE": str(platform_config),
         PROVIDER_KEY_ENV: PROVIDER_KEY,
+        # The default ingress is HAProxy; its stats and metrics ports are fixed (8404, 9101) unless set.
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port()),
     }
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

@@ -20,6 +20,15 @@ applications:
 {{ include "aprendiz.storageEnv" . }}
 - name: APRENDIZ_METRICS_EXPORT_PORT
   value: "8080"
+{{- if eq .Values.ray.serveIngress "haproxy" }}
+{{- /* Read by Serve in every process of every node: set on the head and the workers alike. */}}
+- name: RAY_SERVE_ENABLE_HA_PROXY
+  value: "1"
+- name: RAY_SERVE_THROUGHPUT_OPTIMIZED
+  value: "1"
+- name: RAY_SERVE_LOG_TO_STDERR
+  value: "1"
+{{- end }}
 {{- range $name, $ref := .Values.secretEnv }}
 - name: {{ $name }}
   valueFrom:
