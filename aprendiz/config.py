@@ -214,7 +214,15 @@ class ClassifierModel(_Strict):
     )
     poll_interval_s: float = Field(5.0, gt=0, description="How often replicas check champion.json.")
     max_batch_size: int = Field(64, ge=1, description="Requests grouped into one onnxruntime call.")
-    batch_wait_timeout_s: float = Field(0.002, ge=0, description="How long a batch waits to fill.")
+    batch_wait_timeout_s: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "How long a batch waits to fill. 0: no waiting; requests that arrive while a batch runs form the "
+            "next one. A 2 ms wait cost the breast-cancer classifier half its requests/s at concurrency 1 and "
+            "gained nothing under load (docs/benchmarks.md); a heavier model may gain from a wait."
+        ),
+    )
     max_instances: int = Field(1024, ge=1, description="Instances one request may carry.")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     max_ongoing_requests: int = Field(128, ge=1)
@@ -313,6 +321,15 @@ class IngressConfig(_Strict):
     max_ongoing_requests: int = Field(256, ge=1)
     num_cpus: float = Field(1, ge=0)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Larger bodies are refused with 413.")
+    access_log: bool = Field(
+        False,
+        description=(
+            "Ray Serve's access log line per request in the ingress and classifier replicas. Off by default: at "
+            "hundreds of requests/s writing it cost about a tenth of the classifier's throughput "
+            "(docs/benchmarks.md), and every answer is counted and timed by route, model and status in the "
+            "aprendiz_ingress_* metrics anyway. Warnings and errors are logged either way."
+        ),
+    )
 
 
 class PlatformConfig(_Strict):

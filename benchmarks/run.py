@@ -311,9 +311,9 @@ def model_swap(aprendiz, store_url: str, url: str, body: bytes) -> dict[str, Any
 
 
 # -- @serve.batch settings --------------------------------------------------------------------
-BATCH_SETTINGS = [  # (max_batch_size, batch_wait_timeout_s); the shipped default is (64, 0.002)
+BATCH_SETTINGS = [  # (max_batch_size, batch_wait_timeout_s); the shipped default is (64, 0): no wait
     (1, 0.0),
-    (16, 0.0005),
+    (64, 0.0),
     (64, 0.002),
     (64, 0.01),
 ]

@@ -29,7 +29,9 @@ def build_platform(config: PlatformConfig, *, engine_cls: type | None = None) ->
         config.generators, prices=config.gateway, lora_stores=lora_stores, engine_cls=engine_cls
     )
     classifiers = {
-        c.name: build_classifier_deployment(c, config.store_for(c), hourly_usd=config.gateway.classifier_hourly_usd(c))
+        c.name: build_classifier_deployment(
+            c, config.store_for(c), hourly_usd=config.gateway.classifier_hourly_usd(c), access_log=config.ingress.access_log
+        )
         for c in config.classifiers
     }
     return build_ingress(deployments, llm_configs, classifiers, config)

@@ -114,7 +114,7 @@ class ClassifierServer:
         self._model()
 
     # -- batched inference -------------------------------------------------------------
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)  # both set from the config in reconfigure
     async def _infer(self, models: list[OnnxClassifier], rows: list[np.ndarray]) -> list[np.ndarray]:
         """One onnxruntime call per model version in the batch; answers in request order."""
         answers: list[np.ndarray | None] = [None] * len(rows)
@@ -191,7 +191,9 @@ class ClassifierServer:
         return {"accepted": len(records), "key": key, "model_version": model.version}
 
 
-def build_classifier_deployment(model: ClassifierModel, store: StoreConfig, *, hourly_usd: float = 0.0) -> Application:
+def build_classifier_deployment(
+    model: ClassifierModel, store: StoreConfig, *, hourly_usd: float = 0.0, access_log: bool = False
+) -> Application:
     options = {
         "name": f"Classifier:{model.name}",
         "autoscaling_config": model.autoscaling.serve_options(),
@@ -199,6 +201,7 @@ def build_classifier_deployment(model: ClassifierModel, store: StoreConfig, *, h
         "max_queued_requests": model.max_queued_requests,
         "ray_actor_options": {"num_cpus": model.num_cpus},
         "health_check_period_s": 10,
+        "logging_config": {"enable_access_log": access_log},
         # Applied through reconfigure(): a Serve config update changes them without restarting replicas.
         "user_config": {"version": model.version, "poll_interval_s": model.poll_interval_s},
     }

@@ -398,6 +398,7 @@ def build_ingress(
         "max_ongoing_requests": config.ingress.max_ongoing_requests,
         "autoscaling_config": config.ingress.autoscaling.serve_options(),
         "ray_actor_options": {"num_cpus": config.ingress.num_cpus},
+        "logging_config": {"enable_access_log": config.ingress.access_log},
     }
     model_cards = {model_id: to_model_metadata(model_id, c) for model_id, c in llm_configs.items()}
     return serve.deployment(ingress_cls, **options).bind(
