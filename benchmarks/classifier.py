@@ -94,6 +94,22 @@ def check_answers(base_url: str, headers: dict[str, str] | None = None) -> dict[
     return {"v1_ok": ok_v1, "v2_ok": ok_v2, "v1_status": v1.status_code, "v2_status": v2.status_code}
 
 
+def ingress_floor(base_url: str, concurrencies: list[int], rounds: int, *, duration_s: float,
+                  warmup_s: float) -> dict[str, Any]:
+    """GET /v2/health/live through the entrance: the ingress answering alone, no model call. Set
+    beside the V1 figures it splits the classifier path's cost into the ingress and the hop."""
+    from benchmarks.loadgen import get_load
+
+    out: dict[str, Any] = {}
+    for c in concurrencies:
+        runs = [get_load(f"{base_url}/v2/health/live", concurrency=c, duration_s=duration_s, warmup_s=warmup_s)
+                for _ in range(rounds)]
+        if any("skipped" in r for r in runs):
+            return {"skipped": runs[0].get("skipped")}
+        out[str(c)] = _summarize(runs)
+    return out
+
+
 def profile_path(server, url: str, *, concurrency: int = 32, seconds: int = 8, log=print) -> dict[str, Any]:
     """py-spy on the ingress replica, the classifier replica and Serve's Python proxy (when it is in
     the path) while a closed loop of ``concurrency`` clients posts V1 requests."""

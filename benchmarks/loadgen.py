@@ -138,14 +138,16 @@ def parse_wrk(output: str) -> dict[str, Any]:
     raise ValueError(f"no WRK_JSON line in wrk's output:\n{output[-2000:]}")
 
 
-def wrk(url: str, body: bytes, *, concurrency: int, duration_s: float, headers: dict[str, str] | None = None,
+def wrk(url: str, body: bytes | None, *, concurrency: int, duration_s: float, headers: dict[str, str] | None = None,
         content_type: str = "application/json") -> dict[str, Any]:
-    """One wrk run (one thread: the client must not take the server's cores) with a POST body."""
+    """One wrk run (one thread: the client must not take the server's cores) with a POST body
+    (``body`` None: GET)."""
     with tempfile.NamedTemporaryFile("wb", suffix=".body", delete=False) as f:
-        f.write(body)
+        f.write(body or b"")
         body_path = f.name
     env = {
         **os.environ,
+        "WRK_METHOD": "GET" if body is None else "POST",
         "WRK_BODY_FILE": body_path,
         "WRK_CONTENT_TYPE": content_type,
         "WRK_HEADERS": json.dumps(headers or {}),
@@ -170,6 +172,16 @@ def http_load(url: str, body: bytes, *, concurrency: int, duration_s: float, war
         http_post_factory(url, body, headers), concurrency=concurrency, duration_s=duration_s, warmup_s=warmup_s
     )
     return result | {"tool": "python-httpx"}
+
+
+def get_load(url: str, *, concurrency: int, duration_s: float, warmup_s: float) -> dict[str, Any]:
+    """Closed-loop GET load with wrk (no Python stand-in: a GET measures the server's floor, and a
+    Python client would measure itself)."""
+    if not wrk_available():
+        return {"skipped": "wrk is not installed"}
+    if warmup_s > 0:
+        wrk(url, None, concurrency=concurrency, duration_s=warmup_s)
+    return wrk(url, None, concurrency=concurrency, duration_s=duration_s)
 
 
 def time_calls(fn: Callable[[], Any], *, duration_s: float, warmup_s: float = 0.0) -> dict[str, Any]:

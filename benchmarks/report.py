@@ -180,6 +180,10 @@ def classifier_lines(r: dict[str, Any]) -> list[str]:
                          f"{spread(x['p99_ms'], 2)} | {x['errors']} |")
     lines.append(f"| 1 | onnxruntime in-process (floor) | {spread(floor['rps'], 0)} | {spread(floor['p50_ms'], 3)} | "
                  f"{spread(floor['p99_ms'], 3)} | 0 |")
+    alone = r["classifier"].get("ingress_floor") or {}
+    for c, x in ({} if "skipped" in alone else alone).items():
+        lines.append(f"| {c} | aprendiz ingress alone (GET /v2/health/live, no model call) | {spread(x['rps'], 0)} | "
+                     f"{spread(x['p50_ms'], 2)} | {spread(x['p99_ms'], 2)} | {x['errors']} |")
     lines += ["", "Target: aprendiz at least KServe's requests/s at equal or lower p99 (same protocol):", "",
               "| C | protocol | requests/s ratio aprendiz/KServe | p99 aprendiz − KServe ms | target |", "|---|---|---|---|---|"]
     for proto in ("v1", "v2"):
@@ -203,9 +207,17 @@ def classifier_lines(r: dict[str, Any]) -> list[str]:
                   "with others for one onnxruntime call → back the same way: two Python processes and an "
                   "inter-process call on 2 cores, where the serving work itself is microseconds. The profile "
                   "below shows where those processes spend it; the batching section what `@serve.batch` changes; "
-                  "the serve-modes section what HAProxy removed against Serve's Python proxy. Closing the rest of "
-                  "the gap would mean answering in the ingress process itself (no handle call), which gives up "
-                  "the classifier's own replicas, autoscaling and champion swaps: not done."]
+                  "the serve-modes section what HAProxy removed against Serve's Python proxy."]
+    if a1 and alone and "skipped" not in alone:
+        hi = max(alone, key=int)
+        if hi in a1:
+            lines += ["", f"Split of the path at concurrency {hi}: the ingress alone answers "
+                      f"{fmt(alone[hi]['rps']['median'], 0)} req/s (KServe V1: {fmt(k1[hi]['rps']['median'], 0) if hi in k1 else '–'}), "
+                      f"a V1 prediction through it {fmt(a1[hi]['rps']['median'], 0)}: most of the gap to KServe is the "
+                      "handle call to the classifier's own replica and that replica's request handling, not the "
+                      "HTTP entrance or the gateway. The measured next step is to run light models (tabular ONNX, "
+                      "microseconds a call) inside the ingress process and keep their own replicas for heavy ones "
+                      "(transformers, image models on GPUs); it is not built yet."]
     prof = r["classifier"].get("profile")
     if prof:
         lines += profile_lines(prof, title="Where the classifier path's time goes (py-spy)",

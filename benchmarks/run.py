@@ -150,6 +150,8 @@ def head(quick: bool, started: float) -> None:
         floor = classifier.in_process(onnx_bytes, classifier.sample_row(), duration_s=p["in_process_duration_s"],
                                       rounds=p["classifier_rounds"])
         clf_profile = classifier.profile_path(aprendiz, classifier.endpoints(aprendiz.url)["v1"], log=log)
+        ingress_floor = classifier.ingress_floor(aprendiz.url, p["classifier_concurrency"], p["classifier_rounds"],
+                                                 duration_s=p["classifier_duration_s"], warmup_s=p["classifier_warmup_s"])
         cold = {"plain_vllm_s": vllm.ready_s, "kserve_s": kserve.ready_s, "aprendiz_generator_and_classifier_s": aprendiz.ready_s}
     finally:
         stop_all(aprendiz, vllm, kserve)
@@ -160,7 +162,8 @@ def head(quick: bool, started: float) -> None:
         "generator": {"results": gen, "ratios_aprendiz_over_vllm": gen_ratios,
                       "targets": {"throughput_ratio": THROUGHPUT_TARGET, "p50_ttft_delta_ms": TTFT_TARGET_MS}},
         "streaming": stream, "profile": profile,
-        "classifier": {"results": clf, "in_process": floor, "profile": clf_profile},
+        "classifier": {"results": clf, "in_process": floor, "profile": clf_profile,
+                       "ingress_floor": ingress_floor},
     }, mode="quick" if quick else "full", started=started)
     write_cost_input(gen, p)
 

@@ -1,9 +1,12 @@
 -- wrk script: POST the body in $WRK_BODY_FILE with $WRK_CONTENT_TYPE and the headers in
 -- $WRK_HEADERS (a flat JSON object of strings), then print one WRK_JSON line when done.
-local f = assert(io.open(os.getenv("WRK_BODY_FILE"), "rb"))
-wrk.method = "POST"
-wrk.body = f:read("*a")
-f:close()
+-- $WRK_METHOD=GET sends no body instead.
+wrk.method = os.getenv("WRK_METHOD") or "POST"
+if wrk.method ~= "GET" then
+  local f = assert(io.open(os.getenv("WRK_BODY_FILE"), "rb"))
+  wrk.body = f:read("*a")
+  f:close()
+end
 wrk.headers["Content-Type"] = os.getenv("WRK_CONTENT_TYPE") or "application/json"
 local extra = os.getenv("WRK_HEADERS") or "{}"
 for k, v in string.gmatch(extra, '"([^"]+)"%s*:%s*"([^"]*)"') do

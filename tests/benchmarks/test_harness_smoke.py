@@ -106,11 +106,20 @@ def test_report_renders_from_result_files(tmp_path):
         "streaming": {"aprendiz": {"16": {"stream": clf_entry, "no_stream": clf_entry}}},
         "profile": {"skipped": "targets met"},
         "classifier": {"results": {"aprendiz-v1": {"1": clf_entry}, "kserve-v1": {"1": clf_entry}},
-                       "in_process": clf_entry},
+                       "in_process": clf_entry, "ingress_floor": {"1": clf_entry}},
         "cold_start": {"plain_vllm_s": 20.0},
     }
-    out = report.write_report({"head": head}, tmp_path / "benchmarks.md")
+    provenance = {k: head[k] for k in ("mode", "finished_at", "duration_s", "git_commit", "machine", "versions",
+                                       "machine_state")}
+    batching = {**provenance, "settings": {"concurrency": [1, 32]}, "batching": {
+        "64/0ms": {"1": clf_entry, "32": clf_entry}, "64/2ms": {"error": "RuntimeError: did not start"}}}
+    cold = {**provenance, "settings": {"repeats": 2}, "kinds": {
+        "classifier": {"ready_s": _s([20.0, 22.0]), "first_answer_s": _s([20.5, 22.4]), "runs": [{}, {}]}}}
+    out = report.write_report({"head": head, "batching": batching, "cold-start": cold}, tmp_path / "benchmarks.md")
     text = out.read_text()
     assert "| 1 | aprendiz | 95 (90–99) |" in text
     assert "0.95" in text  # the ratio of the medians
+    assert "aprendiz ingress alone" in text and "Split of the path at concurrency 1" in text
+    assert "| 64/0ms | 105 (100–110) |" in text and "| 64/2ms | failed: RuntimeError: did not start |" in text
+    assert "| tabular classifier (breast-cancer, ONNX) | 21.0 (20.0–22.0) | 21.4 (20.5–22.4) | 0 |" in text
     assert "## Not measured yet" in text and "serve-modes" in text
