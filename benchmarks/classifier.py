@@ -44,10 +44,10 @@ def in_process(onnx_bytes: bytes, row: list[float], *, duration_s: float, rounds
     name = session.get_inputs()[0].name
     runs = [time_calls(lambda: session.run(["probabilities"], {name: x}), duration_s=duration_s, warmup_s=0.5)
             for _ in range(rounds)]
-    return _summarize(runs)
+    return summarize_runs(runs)
 
 
-def _summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "rps": summary([r["rps"] for r in runs]),
         "p50_ms": summary([r["p50_ms"] for r in runs]),
@@ -56,6 +56,13 @@ def _summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "tool": runs[0].get("tool") if runs else None,
         "runs": runs,
     }
+
+
+def closed_loop(url: str, body: bytes, *, concurrency: int, rounds: int, duration_s: float, warmup_s: float,
+                headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """``rounds`` closed-loop runs against one URL, summarized (median and spread)."""
+    return summarize_runs([http_load(url, body, concurrency=concurrency, duration_s=duration_s, warmup_s=warmup_s,
+                                     headers=headers) for _ in range(rounds)])
 
 
 def alternated(targets: dict[str, tuple[str, dict[str, str]]], concurrencies: list[int], rounds: int, *,
@@ -76,7 +83,7 @@ def alternated(targets: dict[str, tuple[str, dict[str, str]]], concurrencies: li
                 raw[name][c].append(result)
                 log(f"bench: classifier {name} c={c} round {r + 1}/{rounds}: {result['rps']:.0f} req/s, "
                     f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, errors {result['errors']}")
-    return {name: {str(c): _summarize(raw[name][c]) for c in concurrencies} for name in names}
+    return {name: {str(c): summarize_runs(raw[name][c]) for c in concurrencies} for name in names}
 
 
 def check_answers(base_url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -106,7 +113,7 @@ def ingress_floor(base_url: str, concurrencies: list[int], rounds: int, *, durat
                 for _ in range(rounds)]
         if any("skipped" in r for r in runs):
             return {"skipped": runs[0].get("skipped")}
-        out[str(c)] = _summarize(runs)
+        out[str(c)] = summarize_runs(runs)
     return out
 
 

@@ -88,6 +88,21 @@ def stop_all(*servers) -> None:
                 log(f"bench: stopping {s.server.name}: {exc}")
 
 
+def on_platform(entry: dict[str, Any], what: str, config: Path, measure, *, name: str,
+                serve_mode: str = "default") -> None:
+    """Start `aprendiz serve` with ``config``, run ``measure(aprendiz)``, stop it. A failure to start or
+    to measure is recorded in ``entry["error"]`` and logged, and the section goes on."""
+    aprendiz = None
+    try:
+        aprendiz = Aprendiz(config, name=name, serve_mode=serve_mode).start()
+        measure(aprendiz)
+    except Exception as exc:
+        entry["error"] = f"{type(exc).__name__}: {exc}"[-3000:]
+        log(f"bench: {what} failed: {entry['error'][-500:]}")
+    finally:
+        stop_all(aprendiz)
+
+
 def streamed_chat_ok(url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
     """A streamed chat completion through the entrance: events arrive, end with [DONE], carry usage."""
     import httpx
@@ -212,10 +227,9 @@ def serve_modes(quick: bool, started: float) -> None:
         kserve = KServeServer(model_file).start()
         for name, (mode, keys) in variants.items():
             config = platform_config(WORK / f"mode-{name}.yaml", store_url=store_url, keys_file=keys)
-            aprendiz = None
             entry: dict[str, Any] = {"serve_env": SERVE_MODES[mode], "keys": keys is not None}
-            try:
-                aprendiz = Aprendiz(config, name=f"aprendiz-{name}", serve_mode=mode).start()
+
+            def measure(aprendiz, entry=entry, name=name, keys=keys) -> None:
                 entry["ready_s"] = aprendiz.ready_s
                 api_key = key if keys else None
                 headers = {"Authorization": f"Bearer {key}"} if keys else {}
@@ -235,11 +249,8 @@ def serve_modes(quick: bool, started: float) -> None:
                 entry["classifier"] = classifier.alternated(
                     clf_targets, p["classifier_concurrency"], p["classifier_rounds"],
                     duration_s=p["classifier_duration_s"], warmup_s=p["classifier_warmup_s"], log=log)
-            except Exception as exc:
-                entry["error"] = f"{type(exc).__name__}: {exc}"[-3000:]
-                log(f"bench: serve mode {name} failed: {entry['error'][-500:]}")
-            finally:
-                stop_all(aprendiz)
+
+            on_platform(entry, f"serve mode {name}", config, measure, name=f"aprendiz-{name}", serve_mode=mode)
             results[name] = entry
     finally:
         stop_all(vllm, kserve)
@@ -249,7 +260,6 @@ def serve_modes(quick: bool, started: float) -> None:
 
 # -- replicas and a model swap under load ---------------------------------------------------
 def replicas(quick: bool, started: float) -> None:
-    from benchmarks.loadgen import http_load
 
     p = plan(quick)
     idle = wait_until_idle(log=log)
@@ -267,11 +277,9 @@ def replicas(quick: bool, started: float) -> None:
         try:
             aprendiz = Aprendiz(config, name=f"aprendiz-replicas-{n}").start()
             url = classifier.endpoints(aprendiz.url)["v1"]
-            runs = [http_load(url, body, concurrency=32, duration_s=p["classifier_duration_s"], warmup_s=1.0)
-                    for _ in range(p["classifier_rounds"])]
-            results[str(n)] = {"ready_s": aprendiz.ready_s, "rps": summary([r["rps"] for r in runs]),
-                               "p50_ms": summary([r["p50_ms"] for r in runs]),
-                               "p99_ms": summary([r["p99_ms"] for r in runs]), "runs": runs}
+            results[str(n)] = {"ready_s": aprendiz.ready_s, **classifier.closed_loop(
+                url, body, concurrency=32, rounds=p["classifier_rounds"], duration_s=p["classifier_duration_s"],
+                warmup_s=1.0)}
             log(f"bench: {n} classifier replicas: {results[str(n)]['rps']['median']:.0f} req/s")
             if n == 1:
                 swap = model_swap(aprendiz, store_url, url, body)
@@ -325,7 +333,6 @@ BATCH_SETTINGS = [  # (max_batch_size, batch_wait_timeout_s); the shipped defaul
 def batching(quick: bool, started: float) -> None:
     """Classifier V1 requests/s and latency for each @serve.batch setting, a fresh classifier-only
     platform each, at a low and a high concurrency."""
-    from benchmarks.loadgen import http_load
 
     p = plan(quick)
     idle = wait_until_idle(log=log)
@@ -337,23 +344,16 @@ def batching(quick: bool, started: float) -> None:
         name = f"{size}/{wait_s * 1000:g}ms"
         config = platform_config(WORK / f"batch-{size}-{wait_s}.yaml", store_url=store_url, generator=False,
                                  classifier_options={"max_batch_size": size, "batch_wait_timeout_s": wait_s})
-        aprendiz = None
         entry: dict[str, Any] = {"max_batch_size": size, "batch_wait_timeout_s": wait_s}
-        try:
-            aprendiz = Aprendiz(config, name=f"aprendiz-batch-{size}").start()
+
+        def measure(aprendiz, entry=entry, name=name) -> None:
             url = classifier.endpoints(aprendiz.url)["v1"]
             for c in concurrencies:
-                runs = [http_load(url, body, concurrency=c, duration_s=p["classifier_duration_s"], warmup_s=1.0)
-                        for _ in range(p["classifier_rounds"])]
-                entry[str(c)] = {"rps": summary([r["rps"] for r in runs]), "p50_ms": summary([r["p50_ms"] for r in runs]),
-                                 "p99_ms": summary([r["p99_ms"] for r in runs]),
-                                 "errors": sum(r["errors"] for r in runs), "runs": runs}
+                entry[str(c)] = classifier.closed_loop(url, body, concurrency=c, rounds=p["classifier_rounds"],
+                                                       duration_s=p["classifier_duration_s"], warmup_s=1.0)
                 log(f"bench: batch {name} c={c}: {entry[str(c)]['rps']['median']:.0f} req/s")
-        except Exception as exc:
-            entry["error"] = f"{type(exc).__name__}: {exc}"[-3000:]
-            log(f"bench: batch {name} failed: {entry['error'][-500:]}")
-        finally:
-            stop_all(aprendiz)
+
+        on_platform(entry, f"batch {name}", config, measure, name=f"aprendiz-batch-{size}-{wait_s * 1000:g}ms")
         results[name] = entry
     write_result("batching", {"settings": {**p, "concurrency": concurrencies}, "machine_state": recheck_idle(idle),
                               "batching": results}, mode="quick" if quick else "full", started=started)
@@ -401,17 +401,15 @@ def cold_start(quick: bool, started: float) -> None:
         config = platform_config(WORK / f"cold-{kind}.yaml", store_url=store_url, **options)
         runs = []
         for i in range(repeats):
-            aprendiz = None
-            try:
-                aprendiz = Aprendiz(config, name=f"aprendiz-cold-{kind}").start()
-                answer_s = first_answer(kind, aprendiz.url)
-                runs.append({"ready_s": aprendiz.ready_s, "first_answer_s": aprendiz.ready_s + answer_s})
+            run: dict[str, Any] = {}
+
+            def measure(aprendiz, run=run, kind=kind, i=i) -> None:
+                run.update(ready_s=aprendiz.ready_s, first_answer_s=aprendiz.ready_s + first_answer(kind, aprendiz.url))
                 log(f"bench: cold start {kind} {i + 1}/{repeats}: ready {aprendiz.ready_s:.1f} s, "
-                    f"first answer {runs[-1]['first_answer_s']:.1f} s")
-            except Exception as exc:
-                runs.append({"error": f"{type(exc).__name__}: {exc}"[-1000:]})
-            finally:
-                stop_all(aprendiz)
+                    f"first answer {run['first_answer_s']:.1f} s")
+
+            on_platform(run, f"cold start {kind}", config, measure, name=f"aprendiz-cold-{kind}")
+            runs.append(run)
         ok = [r for r in runs if "error" not in r]
         results[kind] = {"ready_s": summary([r["ready_s"] for r in ok]),
                          "first_answer_s": summary([r["first_answer_s"] for r in ok]), "runs": runs}
