@@ -42,12 +42,33 @@ def _dedupe_opsets(model) -> None:
         entry.domain, entry.version = domain, version
 
 
-def onnx_probabilities(onnx_bytes: bytes, x: np.ndarray, *, input_name: str = "input", output_name: str = "probabilities") -> np.ndarray:
+# Rows per onnxruntime call when a whole evaluation set is scored. An exported k-NN holds its
+# training rows and computes every distance of a call at once: 20,000 test rows against 80,000
+# training rows in one call took 10 GiB (docs/benchmarks.md, training at 100k rows).
+CHUNK_ROWS = 1024
+
+
+def run_in_chunks(session, output_name: str, feeds: dict[str, np.ndarray], rows: int = CHUNK_ROWS) -> np.ndarray:
+    """``session.run`` over slices of ``rows`` of every feed (first axis), concatenated: the same
+    answer as one call, with memory bounded by the slice."""
+    n = len(next(iter(feeds.values())))
+    if n <= rows:
+        return session.run([output_name], feeds)[0]
+    return np.concatenate([
+        session.run([output_name], {k: v[start : start + rows] for k, v in feeds.items()})[0]
+        for start in range(0, n, rows)
+    ])
+
+
+def onnx_probabilities(
+    onnx_bytes: bytes, x: np.ndarray, *, input_name: str = "input", output_name: str = "probabilities",
+    chunk_rows: int = CHUNK_ROWS,
+) -> np.ndarray:
     """Run the exported model with onnxruntime on CPU: float [N, 2] class probabilities."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    return session.run([output_name], {input_name: np.asarray(x, dtype=np.float32)})[0]
+    return run_in_chunks(session, output_name, {input_name: np.asarray(x, dtype=np.float32)}, chunk_rows)
 
 
 def check_export(got: np.ndarray, expected: np.ndarray, tolerance: float) -> float:

@@ -42,7 +42,7 @@ import numpy as np
 from aprendiz.training.candidates import CandidateResult, _grid, choose_threshold, evaluate, score
 from aprendiz.training.config import CandidateConfig, TrainingConfig
 from aprendiz.training.dataset import Split
-from aprendiz.training.onnx_export import check_export
+from aprendiz.training.onnx_export import check_export, run_in_chunks
 
 TEXT_ALGORITHMS = ("minilm_logreg", "minilm_mlp", "tfidf_logreg")
 INPUT_IDS, ATTENTION_MASK, OUTPUT = "input_ids", "attention_mask", "probabilities"
@@ -270,7 +270,7 @@ def text_onnx_probabilities(onnx_bytes: bytes, tokenizer_json: bytes, texts: lis
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
     names = {i.name for i in session.get_inputs()}
     feeds = {k: v for k, v in encode(tokenizer_json, texts).items() if k in names}
-    return session.run([OUTPUT], feeds)[0]
+    return run_in_chunks(session, OUTPUT, feeds)
 
 
 def text_latency_ms(onnx_bytes: bytes, tokenizer_json: bytes, texts: list[str], rows: int = LATENCY_TEXTS) -> float:
