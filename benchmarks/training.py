@@ -31,7 +31,9 @@ def synthetic_csv(rows: int, seed: int = 0) -> bytes:
     return frame.to_csv(index=False, float_format="%.6g").encode()
 
 
-def worker(rows: int) -> dict[str, Any]:
+def worker(rows: int, without: tuple[str, ...] = ()) -> dict[str, Any]:
+    """One training run on ``rows`` synthetic rows, the default candidates but those named in ``without``."""
+    from aprendiz.training.config import TrainingConfig, default_candidates
     from aprendiz.training.job import run_training
 
     from aprendiz.registry import ModelRegistry
@@ -41,7 +43,8 @@ def worker(rows: int) -> dict[str, Any]:
         store = ObjectStore(root)
         store.write_bytes("datasets/synthetic/data.csv", synthetic_csv(rows))
         started = time.perf_counter()
-        result = run_training(ModelRegistry(store), "synthetic")
+        config = TrainingConfig(candidates=[c for c in default_candidates() if c.name not in without])
+        result = run_training(ModelRegistry(store), "synthetic", config)
         wall = time.perf_counter() - started
     return {
         "rows": rows,
@@ -53,15 +56,16 @@ def worker(rows: int) -> dict[str, Any]:
     }
 
 
-def measure(rows_list: list[int], repeats: int, log=print) -> dict[str, Any]:
+def measure(rows_list: list[int], repeats: int, log=print, without: tuple[str, ...] = ()) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for rows in rows_list:
         runs = []
         for r in range(repeats):
             with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
                 path = Path(f.name)
-            proc = subprocess.run([PYTHON, "-m", "benchmarks.training", "--rows", str(rows), "--out", str(path)],
-                                  cwd=ROOT, capture_output=True, text=True, timeout=3600)
+            argv = [PYTHON, "-m", "benchmarks.training", "--rows", str(rows), "--out", str(path)]
+            argv += [a for name in without for a in ("--without", name)]
+            proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=3600)
             if proc.returncode != 0:
                 runs.append({"error": proc.stderr[-1500:]})
                 log(f"bench: training {rows} rows failed: {proc.stderr[-300:]}")
@@ -77,6 +81,7 @@ def measure(rows_list: list[int], repeats: int, log=print) -> dict[str, Any]:
             "peak_rss_mib": summary([x["peak_rss_mib"] for x in ok]),
             "fit_seconds": {n: summary([x["candidates"][n]["fit_seconds"] for x in ok if n in x["candidates"]])
                             for n in names},
+            "without": list(without),
             "runs": runs,
         }
     return out
@@ -86,6 +91,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--without", action="append", default=[], help="leave this default candidate out")
     args = parser.parse_args()
-    args.out.write_text(json.dumps(worker(args.rows)))
+    args.out.write_text(json.dumps(worker(args.rows, tuple(args.without))))
     sys.exit(0)
