@@ -58,7 +58,7 @@ def summarize_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def closed_loop(url: str, body: bytes, *, concurrency: int, rounds: int, duration_s: float, warmup_s: float,
+def closed_loop(url: str, body: bytes | None, *, concurrency: int, rounds: int, duration_s: float, warmup_s: float,
                 headers: dict[str, str] | None = None) -> dict[str, Any]:
     """``rounds`` closed-loop runs against one URL, summarized (median and spread)."""
     return summarize_runs([http_load(url, body, concurrency=concurrency, duration_s=duration_s, warmup_s=warmup_s,
@@ -105,16 +105,12 @@ def ingress_floor(base_url: str, concurrencies: list[int], rounds: int, *, durat
                   warmup_s: float) -> dict[str, Any]:
     """GET /v2/health/live through the entrance: the ingress answering alone, no model call. Set
     beside the V1 figures it splits the classifier path's cost into the ingress and the hop."""
-    from benchmarks.loadgen import get_load
+    from benchmarks.loadgen import wrk_available
 
-    out: dict[str, Any] = {}
-    for c in concurrencies:
-        runs = [get_load(f"{base_url}/v2/health/live", concurrency=c, duration_s=duration_s, warmup_s=warmup_s)
-                for _ in range(rounds)]
-        if any("skipped" in r for r in runs):
-            return {"skipped": runs[0].get("skipped")}
-        out[str(c)] = summarize_runs(runs)
-    return out
+    if not wrk_available():
+        return {"skipped": "wrk is not installed"}
+    return {str(c): closed_loop(f"{base_url}/v2/health/live", None, concurrency=c, rounds=rounds,
+                                duration_s=duration_s, warmup_s=warmup_s) for c in concurrencies}
 
 
 def profile_path(server, url: str, *, concurrency: int = 32, seconds: int = 8, log=print) -> dict[str, Any]:

@@ -161,9 +161,12 @@ def wrk(url: str, body: bytes | None, *, concurrency: int, duration_s: float, he
     return parse_wrk(out.stdout + out.stderr)
 
 
-def http_load(url: str, body: bytes, *, concurrency: int, duration_s: float, warmup_s: float,
+def http_load(url: str, body: bytes | None, *, concurrency: int, duration_s: float, warmup_s: float,
               headers: dict[str, str] | None = None) -> dict[str, Any]:
-    """Closed-loop POST load: wrk if installed (warm-up run discarded), else the Python loop."""
+    """Closed-loop POST load (``body`` None: GET): wrk if installed (warm-up run discarded), else the
+    Python loop, which only posts (a GET measures a server's floor, and a Python client would measure itself)."""
+    if body is None and not wrk_available():
+        raise RuntimeError("GET load needs wrk (Debian's wrk package)")
     if wrk_available():
         if warmup_s > 0:
             wrk(url, body, concurrency=concurrency, duration_s=warmup_s, headers=headers)
@@ -172,16 +175,6 @@ def http_load(url: str, body: bytes, *, concurrency: int, duration_s: float, war
         http_post_factory(url, body, headers), concurrency=concurrency, duration_s=duration_s, warmup_s=warmup_s
     )
     return result | {"tool": "python-httpx"}
-
-
-def get_load(url: str, *, concurrency: int, duration_s: float, warmup_s: float) -> dict[str, Any]:
-    """Closed-loop GET load with wrk (no Python stand-in: a GET measures the server's floor, and a
-    Python client would measure itself)."""
-    if not wrk_available():
-        return {"skipped": "wrk is not installed"}
-    if warmup_s > 0:
-        wrk(url, None, concurrency=concurrency, duration_s=warmup_s)
-    return wrk(url, None, concurrency=concurrency, duration_s=duration_s)
 
 
 def time_calls(fn: Callable[[], Any], *, duration_s: float, warmup_s: float = 0.0) -> dict[str, Any]:

@@ -264,7 +264,6 @@ def serve_modes(quick: bool, started: float) -> None:
 
 # -- replicas and a model swap under load ---------------------------------------------------
 def replicas(quick: bool, started: float) -> None:
-
     p = plan(quick)
     idle = wait_until_idle(log=log)
     row = classifier.sample_row()
@@ -337,7 +336,6 @@ BATCH_SETTINGS = [  # (max_batch_size, batch_wait_timeout_s); the shipped defaul
 def batching(quick: bool, started: float) -> None:
     """Classifier V1 requests/s and latency for each @serve.batch setting, a fresh classifier-only
     platform each, at a low and a high concurrency."""
-
     p = plan(quick)
     idle = wait_until_idle(log=log)
     store_url, _ = prepare_store(WORK / "store-batching")

@@ -114,7 +114,7 @@ class ClassifierServer:
         self._model()
 
     # -- batched inference -------------------------------------------------------------
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)  # both set from the config in reconfigure
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)  # both set from the config in __init__
     async def _infer(self, models: list[OnnxClassifier], rows: list[np.ndarray]) -> list[np.ndarray]:
         """One onnxruntime call per model version in the batch; answers in request order."""
         answers: list[np.ndarray | None] = [None] * len(rows)
