@@ -66,7 +66,7 @@ run: model classifier
 	$(VENV)/bin/aprendiz serve --config config/aprendiz.yaml
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check aprendiz services training tests scripts charts/aprendiz/files/scripts benchmarks
+	$(VENV)/bin/ruff check src tests scripts charts/aprendiz/files/scripts benchmarks
 
 test: lint model helm prometheus-tools
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -297,10 +297,10 @@ def model_swap(aprendiz, store_url: str, url: str, body: bytes) -> dict[str, Any
     import threading
 
     import httpx
-    from aprendiz.training.default_classifier import train_default_classifier
 
     from aprendiz.registry import ModelRegistry
     from aprendiz.store import ObjectStore
+    from aprendiz.training.default_classifier import train_default_classifier
     from benchmarks.loadgen import http_load
 
     def version() -> str:

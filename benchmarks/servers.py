@@ -52,10 +52,9 @@ def engine_settings() -> dict[str, Any]:
 def prepare_store(root: Path = WORK / "store", *, text: bool = False) -> tuple[str, bytes]:
     """A scratch store with the default breast-cancer classifier as champion (and the es-or-en text
     classifier with ``text``); returns (url, the breast-cancer ONNX bytes)."""
-    from aprendiz.training.default_classifier import publish_default_classifier
-
     from aprendiz.registry import ModelRegistry
     from aprendiz.store import ObjectStore
+    from aprendiz.training.default_classifier import publish_default_classifier
 
     root.mkdir(parents=True, exist_ok=True)
     registry = ModelRegistry(ObjectStore(str(root)))

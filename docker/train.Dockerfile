@@ -13,9 +13,7 @@ RUN useradd --uid 1000 --gid 100 --no-create-home --home-dir /tmp aprendiz
 WORKDIR /opt/aprendiz/src
 COPY requirements/ requirements/
 COPY pyproject.toml README.md ./
-COPY aprendiz/ aprendiz/
-COPY services/ services/
-COPY training/ training/
+COPY src/ src/
 RUN pip install --extra-index-url "${TORCH_INDEX}" -c requirements/constraints.txt . \
  && (pip uninstall --yes torchvision torchaudio torchcodec 2>/dev/null || true) \
  && python -c "import sklearn, onnxruntime, torch; import aprendiz.training.job; print('torch', torch.__version__)"

@@ -48,7 +48,6 @@ def test_closed_loop_counts_errors():
 def test_in_process_onnx_measurement():
     """The classifier floor: the default model's ONNX, run in-process for a fraction of a second."""
     from aprendiz.training.default_classifier import train_default_classifier
-
     from benchmarks import classifier
 
     _, onnx_bytes = train_default_classifier()

@@ -129,11 +129,10 @@ class RayHead:
 def local_values(tmp_path) -> tuple[Path, str | None]:
     """Values that point the CPU scenario at this machine: a local-folder store with a published
     breast-cancer champion, the tiny model from var/models (when built), a keys file with one key."""
-    from aprendiz.training.default_classifier import publish_default_classifier
-
     from aprendiz.config import PlatformConfig
     from aprendiz.registry import ModelRegistry
     from aprendiz.store import ObjectStore
+    from aprendiz.training.default_classifier import publish_default_classifier
 
     store = tmp_path / "store"
     publish_default_classifier(ModelRegistry(ObjectStore(str(store))), "breast-cancer")

@@ -313,7 +313,7 @@ def _ray_containers(rendered) -> list[dict]:
 
 def test_haproxy_ingress_on_every_ray_pod_by_default(helm):
     """Serve reads its ingress mode in every process of every node: head and workers alike."""
-    from aprendiz.runner import HIGH_THROUGHPUT_ENV
+    from aprendiz.cli.runner import HIGH_THROUGHPUT_ENV
 
     # The same variables `aprendiz serve` sets for a local cluster, all three of them.
     wanted = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_LOG_TO_STDERR": "1"}

@@ -27,10 +27,9 @@ def _config(tmp_path, store: dict, classifiers=("breast-cancer",)):
 
 
 def test_waits_for_champions_then_passes(tmp_path):
-    from aprendiz.training.default_classifier import publish_default_classifier
-
     from aprendiz.registry import ModelRegistry
     from aprendiz.store import ObjectStore
+    from aprendiz.training.default_classifier import publish_default_classifier
 
     store = tmp_path / "store"
     config = _config(tmp_path, {"url": str(store)})

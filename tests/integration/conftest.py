@@ -134,13 +134,12 @@ def stores(moto_server, tmp_path_factory) -> Stores:
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log
 
+    from aprendiz.registry import ModelRegistry
+    from aprendiz.store import ObjectStore
     from aprendiz.training.dataset import seed_breast_cancer_dataset
     from aprendiz.training.default_classifier import publish_default_classifier
     from aprendiz.training.job import run_training
     from aprendiz.training.text_classifier import publish_text_classifier
-
-    from aprendiz.registry import ModelRegistry
-    from aprendiz.store import ObjectStore
 
     boto3.client(
         "s3", endpoint_url=moto_server, region_name="us-east-1",
@@ -178,9 +177,8 @@ def family_models(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def adapters(stores, default_model, tmp_path_factory) -> dict[str, Path]:
     """Two tiny peft adapters of the default model, published to the S3 store (moto) the platform reads."""
-    from aprendiz.training.tinyllm.lora import build_tiny_adapter
-
     from aprendiz.loras import AdapterStore
+    from aprendiz.training.tinyllm.lora import build_tiny_adapter
 
     root = tmp_path_factory.mktemp("adapters")
     store = AdapterStore(stores.s3.store)

@@ -81,11 +81,11 @@ def test_champion_changes_twice_under_load_with_zero_failed_requests(platform, s
 
 def _broken_schema_version(name: str):
     """A valid ONNX model that takes 10 features instead of 30: the replica must refuse it."""
-    from aprendiz.training.default_classifier import export_onnx
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
 
     from aprendiz.registry import Feature, ModelCard, new_version
+    from aprendiz.training.default_classifier import export_onnx
 
     data = load_breast_cancer()
     x, y = data.data[:, :10].astype(np.float32), (data.target == 0).astype(int)

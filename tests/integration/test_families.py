@@ -94,9 +94,8 @@ def test_a_replica_holds_no_more_adapters_than_configured(client, platform, adap
 
 
 def test_an_adapter_published_while_serving_is_listed_and_served(client, platform, stores, default_model, tmp_path):
-    from aprendiz.training.tinyllm.lora import build_tiny_adapter
-
     from aprendiz.loras import AdapterStore
+    from aprendiz.training.tinyllm.lora import build_tiny_adapter
 
     folder = tmp_path / "alpaca-c"
     build_tiny_adapter(default_model, folder, seed=3)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from aprendiz.services.app import build_app
 from pydantic import ValidationError
 from ray.serve.deployment import Application
+
+from aprendiz.services.app import build_app
+from aprendiz.services.raycompat import autoscaling_of, bound_deployment
 
 
 def args(**extra) -> dict:
@@ -13,9 +15,9 @@ def args(**extra) -> dict:
 
 
 def _deployment_names(app: Application) -> set[str]:
-    ingress = app._bound_deployment
+    ingress = bound_deployment(app)
     models = ingress.init_kwargs["llm_deployments"].values()
-    return {ingress.name} | {m._bound_deployment.name for m in models}
+    return {ingress.name} | {bound_deployment(m).name for m in models}
 
 
 def test_build_app_from_serve_yaml_style_args():
@@ -31,9 +33,9 @@ def test_build_app_from_a_config_file(repo_root):
 
 def test_ingress_options_come_from_the_config():
     app = build_app(args(ingress={"max_ongoing_requests": 17, "autoscaling": {"min_replicas": 2, "max_replicas": 3}}))
-    deployment = app._bound_deployment
+    deployment = bound_deployment(app)
     assert deployment.max_ongoing_requests == 17
-    assert deployment._deployment_config.autoscaling_config.min_replicas == 2
+    assert autoscaling_of(deployment).min_replicas == 2
 
 
 def test_build_app_rejects_bad_args_before_anything_starts():
@@ -57,11 +59,11 @@ def test_classifiers_join_the_ingress_with_their_serve_options():
             store={"url": "s3://bucket/prefix", "endpoint_url": "http://127.0.0.1:9000"},
         )
     )
-    classifier = app._bound_deployment.init_kwargs["classifiers"]["cancer"]._bound_deployment
+    classifier = bound_deployment(bound_deployment(app).init_kwargs["classifiers"]["cancer"])
     assert classifier.name == "Classifier:cancer"
     assert classifier.user_config == {"version": "20260101T000000Z-abcd", "poll_interval_s": 5.0}
     assert classifier.max_queued_requests == 99
-    assert classifier._deployment_config.autoscaling_config.max_replicas == 4
+    assert autoscaling_of(classifier).max_replicas == 4
     assert classifier.init_kwargs["store"] == {"url": "s3://bucket/prefix", "endpoint_url": "http://127.0.0.1:9000"}
 
 
@@ -70,7 +72,7 @@ def test_the_request_path_access_log_follows_the_config(access_log):
     """Off by default (it cost ~10% of classifier throughput); `ingress.access_log: true` brings it back."""
     extra = {"ingress": {"access_log": True}} if access_log else {}
     app = build_app(args(classifiers=[{"name": "cancer"}], **extra))
-    ingress = app._bound_deployment
-    classifier = ingress.init_kwargs["classifiers"]["cancer"]._bound_deployment
+    ingress = bound_deployment(app)
+    classifier = bound_deployment(ingress.init_kwargs["classifiers"]["cancer"])
     for deployment in (ingress, classifier):
-        assert deployment._deployment_config.logging_config["enable_access_log"] is access_log, deployment.name
+        assert deployment.logging_config["enable_access_log"] is access_log, deployment.name

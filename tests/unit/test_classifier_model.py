@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from aprendiz.services.classifier.model import ModelLoadError, OnnxClassifier
-from aprendiz.training.default_classifier import train_default_classifier
 
 from aprendiz.registry import LoadedArtifact
+from aprendiz.services.classifier.model import ModelLoadError, OnnxClassifier
+from aprendiz.training.default_classifier import train_default_classifier
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +17,9 @@ def artifact() -> LoadedArtifact:
 
 
 def test_loads_and_predicts_like_the_training_side(artifact):
-    from aprendiz.training.default_classifier import onnx_probabilities
     from sklearn.datasets import load_breast_cancer
+
+    from aprendiz.training.default_classifier import onnx_probabilities
 
     model = OnnxClassifier.load(artifact)
     rows = load_breast_cancer().data[:6].astype(np.float32)

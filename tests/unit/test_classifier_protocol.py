@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from aprendiz.services.classifier import protocol
 
 from aprendiz.errors import InvalidRequestError
 from aprendiz.registry import Feature, ModelCard
+from aprendiz.services.classifier import protocol
 
 TABULAR = ModelCard(
     name="t", version="v1", kind="tabular", features=[Feature(name="a"), Feature(name="b")],

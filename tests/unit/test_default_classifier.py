@@ -7,14 +7,14 @@ import hashlib
 import numpy as np
 import onnxruntime as ort
 import pytest
+
+from aprendiz.registry import ModelRegistry
 from aprendiz.training.default_classifier import (
     fit_default_pipeline,
     onnx_probabilities,
     publish_default_classifier,
     train_default_classifier,
 )
-
-from aprendiz.registry import ModelRegistry
 
 
 @pytest.fixture(scope="module")

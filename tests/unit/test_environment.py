@@ -37,7 +37,7 @@ def test_pinned_versions():
 
 
 def test_one_import_root():
-    # services/ and training/ are installed as aprendiz.services and aprendiz.training only.
+    # One source tree (src/aprendiz): nothing but `aprendiz` is installed at the top level.
     code = "import importlib.util as u; print([n for n in ('services', 'training') if u.find_spec(n)])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert result.stdout.strip() == "[]", result.stderr

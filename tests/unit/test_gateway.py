@@ -10,13 +10,8 @@ import time
 
 import httpx
 import pytest
-from aprendiz.services.gateway.auth import ANONYMOUS, Gatekeeper, Refusal
-from aprendiz.services.gateway.gateway import COST, SERVED_BY, Answer, Gateway, HostedUnavailableError
-from aprendiz.services.gateway.limits import Buckets
-from aprendiz.services.gateway.metering import StreamRecord, TokenCounter, Usage, hosted_share_usd, metered
-from aprendiz.services.gateway.rented import RentedUpstream
 
-from aprendiz.config import PlatformConfig, RentedModel
+from aprendiz.config import RentedModel
 from aprendiz.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -27,6 +22,14 @@ from aprendiz.errors import (
     to_response,
 )
 from aprendiz.keys import KeyFile
+from aprendiz.services.gateway.accrual import hosted_share_usd
+from aprendiz.services.gateway.auth import ANONYMOUS, Gatekeeper, Refusal
+from aprendiz.services.gateway.backends import Answer, BackendUnavailableError
+from aprendiz.services.gateway.gateway import COST, SERVED_BY, Admission, Gateway
+from aprendiz.services.gateway.limits import Buckets, Limiter
+from aprendiz.services.gateway.metering import StreamRecord, TokenCounter, Usage, metered
+from aprendiz.services.gateway.rented import RentedUpstream
+from aprendiz.services.gateway.routes import ModelRoute, RouteTable
 
 UPSTREAM_KEY = "sk-provider-secret-0123456789"
 
@@ -142,7 +145,7 @@ def test_tokens_per_minute_refuses_once_the_bucket_is_spent():
 def _events(*chunks):
     async def gen():
         for chunk in chunks:
-            yield chunk if isinstance(chunk, str) else "data: " + json.dumps(chunk)
+            yield chunk if isinstance(chunk, str) else json.dumps(chunk)
 
     return gen()
 
@@ -162,7 +165,7 @@ def test_the_stream_passes_through_with_usage_noted_and_the_cost_before_done():
         {"choices": [{"delta": {"content": "Ho"}}]},
         {"choices": [{"delta": {"content": "la"}}]},
         {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}},
-        "data: [DONE]",
+        "[DONE]",
     )
     record = StreamRecord(started=time.perf_counter())
     out = asyncio.run(_drain(metered(_events(*chunks), record, keep_usage=False, collect_text=True, finish=finish)))
@@ -185,7 +188,7 @@ def test_a_stream_the_client_leaves_is_still_metered_once():
         return 0.0
 
     async def run():
-        stream = metered(_events({"choices": [{"delta": {"content": "a"}}]}, "data: [DONE]"), StreamRecord(0.0),
+        stream = metered(_events({"choices": [{"delta": {"content": "a"}}]}, "[DONE]"), StreamRecord(0.0),
                          keep_usage=False, collect_text=False, finish=finish)
         await stream.__anext__()
         await stream.aclose()
@@ -275,25 +278,52 @@ def test_a_stream_passes_through_event_by_event():
         answer = await _upstream(handler).call("chat", {"model": "big-model", "stream": True})
         return [e async for e in answer.events]
 
-    assert asyncio.run(run()) == [
-        'data: {"choices":[{"delta":{"content":"a"}}]}', 'data: {"choices":[{"delta":{"content":"b"}}]}', "data: [DONE]"
-    ]
+    assert asyncio.run(run()) == ['{"choices":[{"delta":{"content":"a"}}]}', '{"choices":[{"delta":{"content":"b"}}]}', "[DONE]"]
+
+
+def test_a_stream_that_is_not_server_sent_events_ends_with_an_error_event():
+    def handler(request):
+        return httpx.Response(200, content=b"plain text", headers={"content-type": "text/plain"})
+
+    async def run():
+        answer = await _upstream(handler).call("chat", {"model": "big-model", "stream": True})
+        return [e async for e in answer.events]
+
+    error, done = asyncio.run(run())
+    assert json.loads(error)["error"]["code"] == 502 and "not server-sent events" in error and done == "[DONE]"
 
 
 # -- the gateway: backends, fallback, cost -------------------------------------------------
-def _gateway(upstream_handler, *, fallbacks=None):
-    config = PlatformConfig.model_validate({
-        "generators": [{"id": "hosted", "source": "/m", "fallback": "rented", "hourly_usd": 3.6}],
-        "rented": [RENTED.model_dump() | {"fallback": "hosted"}],
-    })
+class FakeHosted:
+    """A hosted generator backend that answers a fixed body, or raises."""
+
+    kind = "hosted"
+
+    def __init__(self, body=None, error=None):
+        self.body, self.error, self.calls = body, error, []
+
+    async def generate(self, model, route, payload, *, first_chunk_s, headers):
+        self.calls.append({"model": model, "payload": payload, "first_chunk_s": first_chunk_s})
+        if self.error is not None:
+            raise self.error
+        return Answer(model, "hosted", body=self.body)
+
+
+def _gateway(upstream_handler, *, hosted=None, fallbacks=True):
+    hosted = hosted or FakeHosted(error=AssertionError("the hosted model must not be called"))
+    routes = RouteTable([
+        ModelRoute("hosted", hosted, hourly_usd=3.6, fallback="rented" if fallbacks else None, fallback_after_s=1.0),
+        ModelRoute("rented", _upstream(upstream_handler), fallback="hosted" if fallbacks else None,
+                   counter=TokenCounter()),
+    ])
     metrics = FakeMetrics()
-    gateway = Gateway(
-        gatekeeper=Gatekeeper(None), metrics=metrics, limiter=None,
-        rented={"rented": _upstream(upstream_handler)}, counters={}, hourly_usd={"hosted": 3.6},
-        fallbacks=fallbacks if fallbacks is not None else {"hosted": "rented", "rented": "hosted"},
-        fallback_after_s={"hosted": 1.0},
-    )
-    return gateway, metrics, config
+    gateway = Gateway(routes=routes, gatekeeper=Gatekeeper(None), limiter=Limiter(None), metrics=metrics)
+    return gateway, metrics, routes
+
+
+def _generate(gateway, routes, model):
+    admission = Admission(ANONYMOUS, {r.id: r for r in routes.generators()}[model], model)
+    return asyncio.run(gateway.generate(admission, "chat", {"model": model, "messages": []}, {}))
 
 
 def _provider_ok(request):
@@ -302,12 +332,8 @@ def _provider_ok(request):
 
 
 def test_rented_answers_carry_their_billed_cost():
-    gateway, metrics, _ = _gateway(_provider_ok)
-
-    async def hosted(*args):
-        raise AssertionError("the hosted model must not be called")
-
-    response = asyncio.run(gateway.generate("chat", {"model": "rented", "messages": []}, ANONYMOUS, hosted))
+    gateway, metrics, routes = _gateway(_provider_ok)
+    response = _generate(gateway, routes, "rented")
     assert response.headers[SERVED_BY] == "rented"
     assert float(response.headers[COST]) == pytest.approx((1000 * 2.0 + 500 * 8.0) / 1e6)
     assert metrics.generations[0]["cost_usd"] == pytest.approx(0.006)
@@ -315,13 +341,10 @@ def test_rented_answers_carry_their_billed_cost():
 
 
 def test_a_full_hosted_queue_hands_the_request_to_its_rented_fallback():
-    gateway, metrics, _ = _gateway(_provider_ok)
-
-    async def hosted(model, route, payload, first_chunk_s):
-        assert first_chunk_s == 1.0
-        raise HostedUnavailableError("queue full", "queue_full")
-
-    response = asyncio.run(gateway.generate("chat", {"model": "hosted", "messages": []}, ANONYMOUS, hosted))
+    hosted = FakeHosted(error=BackendUnavailableError("queue full", "queue_full"))
+    gateway, metrics, routes = _gateway(_provider_ok, hosted=hosted)
+    response = _generate(gateway, routes, "hosted")
+    assert hosted.calls[0]["first_chunk_s"] == 1.0
     assert response.headers[SERVED_BY] == "rented" and response.headers["x-aprendiz-backend"] == "rented"
     assert metrics.fallbacks.calls == [(1, {"model": "hosted", "fallback": "rented", "reason": "queue_full"})]
 
@@ -330,14 +353,11 @@ def test_a_failed_provider_hands_the_request_to_the_hosted_fallback():
     def down(request):
         raise httpx.ConnectError("refused")
 
-    gateway, metrics, _ = _gateway(down)
-
-    async def hosted(model, route, payload, first_chunk_s):
-        assert model == "hosted" and payload["model"] == "hosted"
-        return Answer("hosted", "hosted", body={"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3}})
-
-    response = asyncio.run(gateway.generate("chat", {"model": "rented", "messages": []}, ANONYMOUS, hosted))
+    hosted = FakeHosted(body={"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3}})
+    gateway, metrics, routes = _gateway(down, hosted=hosted)
+    response = _generate(gateway, routes, "rented")
     assert response.headers[SERVED_BY] == "hosted"
+    assert hosted.calls[0]["model"] == "hosted" and hosted.calls[0]["payload"]["model"] == "hosted"
     assert metrics.fallbacks.calls[0][1]["reason"] == "upstream_error"
     assert metrics.upstream_errors.calls[0][1] == {"model": "rented", "reason": "unreachable_or_failed"}
 
@@ -346,6 +366,6 @@ def test_without_a_fallback_the_provider_error_reaches_the_client():
     def down(request):
         raise httpx.ConnectError("refused")
 
-    gateway, _, _ = _gateway(down, fallbacks={})
+    gateway, _, routes = _gateway(down, fallbacks=False)
     with pytest.raises(UpstreamError):
-        asyncio.run(gateway.generate("chat", {"model": "rented", "messages": []}, ANONYMOUS, None))
+        _generate(gateway, routes, "rented")

@@ -1,13 +1,13 @@
-"""aprendiz.runner: without API keys the entrance stays on loopback, the banner says how it is protected,
+"""aprendiz.cli.runner: without API keys the entrance stays on loopback, the banner says how it is protected,
 and a local cluster runs Serve's HAProxy ingress unless told otherwise."""
 
 from __future__ import annotations
 
 import pytest
 
-import aprendiz.runner as runner
+import aprendiz.cli.runner as runner
+from aprendiz.cli.runner import HIGH_THROUGHPUT_ENV, ExposureError, banner, check_exposure, is_loopback, serve_ingress
 from aprendiz.config import PlatformConfig
-from aprendiz.runner import HIGH_THROUGHPUT_ENV, ExposureError, banner, check_exposure, is_loopback, serve_ingress
 from aprendiz.settings import Settings
 
 CONFIG = {"generators": [{"id": "tiny", "source": "/m"}], "classifiers": [{"name": "cancer"}]}

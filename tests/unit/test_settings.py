@@ -35,7 +35,7 @@ def test_bad_values_are_refused(monkeypatch):
 
 def test_importing_the_package_reads_no_settings():
     # A broken APRENDIZ_PORT must not break imports: settings are read when asked for.
-    code = "import aprendiz.cli, aprendiz.runner, aprendiz.services.app; print('ok')"
+    code = "import aprendiz.cli, aprendiz.cli.runner, aprendiz.services.app; print('ok')"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env={"APRENDIZ_PORT": "not-a-port", "PATH": ""}
     )

@@ -8,6 +8,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from tokenizers import Tokenizer
+
+from aprendiz.registry import ModelRegistry
 from aprendiz.training.text_classifier import (
     encode_texts,
     export_onnx,
@@ -19,9 +22,6 @@ from aprendiz.training.text_classifier import (
     text_probabilities,
     train_text_classifier,
 )
-from tokenizers import Tokenizer
-
-from aprendiz.registry import ModelRegistry
 
 SPANISH = "Hola, ¿cómo estás? Me llamo Ana."
 ENGLISH = "Hello, how are you? My name is Ana."

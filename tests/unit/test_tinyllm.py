@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from aprendiz.training.tinyllm.build import (
     CHAT_TEMPLATE,
     TinyLlmSpec,

@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+
+from aprendiz.registry import Feature, FeedbackRecord, ModelRegistry
 from aprendiz.training.config import TrainingConfig, TrainingConfigError, default_candidates
 from aprendiz.training.dataset import (
     DatasetError,
@@ -16,8 +18,6 @@ from aprendiz.training.dataset import (
     seed_breast_cancer_dataset,
     split_dataset,
 )
-
-from aprendiz.registry import Feature, FeedbackRecord, ModelRegistry
 
 
 def _load(store, name="bc", config=None, **kwargs):

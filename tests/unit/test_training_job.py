@@ -11,15 +11,15 @@ import threading
 import numpy as np
 import pandas as pd
 import pytest
+
+from aprendiz.registry import FeedbackRecord, ModelRegistry
 from aprendiz.services.classifier.model import OnnxClassifier
+from aprendiz.store import ObjectStore
 from aprendiz.training.candidates import train_candidate
 from aprendiz.training.config import CandidateConfig, TrainingConfig
 from aprendiz.training.dataset import DatasetError, load_dataset, seed_breast_cancer_dataset, split_dataset
 from aprendiz.training.default_classifier import onnx_probabilities
 from aprendiz.training.job import StoreUnavailableError, run_training
-
-from aprendiz.registry import FeedbackRecord, ModelRegistry
-from aprendiz.store import ObjectStore
 
 NAME = "breast-cancer"
 # Two cheap candidates keep each run near a second.

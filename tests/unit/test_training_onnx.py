@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from aprendiz.training.onnx_export import export_onnx, onnx_probabilities
 from sklearn.datasets import make_classification
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from aprendiz.training.onnx_export import export_onnx, onnx_probabilities
 
 
 def test_chunked_scoring_equals_one_call_for_a_knn():

@@ -7,12 +7,12 @@ import socket
 
 import numpy as np
 import pytest
-from aprendiz.services.classifier.model import OnnxClassifier
-from aprendiz.training.dataset import seed_es_or_en_dataset
-from aprendiz.training.job import run_training
 
 from aprendiz.registry import ModelRegistry
+from aprendiz.services.classifier.model import OnnxClassifier
 from aprendiz.store import ObjectStore
+from aprendiz.training.dataset import seed_es_or_en_dataset
+from aprendiz.training.job import run_training
 
 NAME = "es-or-en"
 
@@ -80,6 +80,8 @@ def test_the_embedding_candidate_serves_too(trained):
 def test_onnx_export_matches_torch():
     """encoder + pooling + logistic regression: onnxruntime vs torch, batched (padded) and one text at a time."""
     import torch
+    from sklearn.linear_model import LogisticRegression
+
     from aprendiz.training.text_candidates import (
         ATTENTION_MASK,
         INPUT_IDS,
@@ -91,7 +93,6 @@ def test_onnx_export_matches_torch():
         minilm_tokenizer_json,
         text_onnx_probabilities,
     )
-    from sklearn.linear_model import LogisticRegression
 
     texts = ["Hola, ¿qué tal?", "Hello, how are you?", "¿Dónde está la biblioteca de la ciudad?",
              "The quick brown fox jumps over the lazy dog near the river bank.", "gracias", "thanks"]

@@ -1,0 +1,369 @@
+"""The ``aprendiz`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="aprendiz: model serving on Ray Serve.")
+
+
+def _registry(store):
+    from aprendiz.registry import ModelRegistry
+    from aprendiz.store import ObjectStore
+
+    return ModelRegistry(ObjectStore(store.url, storage_options=store.storage_options()))
+
+
+def _platform(path: Path):
+    from aprendiz.config import ConfigError, PlatformConfig
+
+    try:
+        return PlatformConfig.from_yaml(path)
+    except (ConfigError, ValueError) as exc:
+        typer.echo(f"aprendiz: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="Platform config file.")]
+
+
+def _settings(**overrides):
+    from aprendiz.settings import Settings
+
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@app.command()
+def serve(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Platform config file.")] = None,
+    host: Annotated[Optional[str], typer.Option(help="Bind address of the HTTP proxy.")] = None,
+    port: Annotated[Optional[int], typer.Option(help="Port of the HTTP proxy.")] = None,
+) -> None:
+    """Serve the configured models on Ray Serve until Ctrl-C."""
+    from aprendiz.cli.runner import ExposureError, check_exposure, serve_until_stopped
+
+    settings = _settings(config_file=config, host=host, port=port)
+    platform = _platform(settings.config_file)
+    try:
+        check_exposure(settings, platform)
+    except ExposureError as exc:
+        typer.echo(f"aprendiz: {exc}", err=True)
+        raise typer.Exit(2) from None
+    problems = [
+        f"model {m.id!r}: {m.source} does not exist (the default model is built by `aprendiz build-default-model`)"
+        for m in platform.generators
+        if "://" not in m.source and m.source.startswith("/") and not Path(m.source).exists()
+    ]
+    for classifier in platform.classifiers:
+        if _registry(platform.store_for(classifier)).champion(classifier.name) is None:
+            problems.append(
+                f"classifier {classifier.name!r} has no champion in {platform.store_for(classifier).url}"
+                " (defaults are published by `aprendiz publish-default-classifiers`)"
+            )
+    for problem in problems:
+        typer.echo(f"aprendiz: {problem}", err=True)
+    if problems:
+        raise typer.Exit(2)
+    serve_until_stopped(settings, platform, announce=lambda text: typer.echo(text))
+
+
+@app.command("build-default-model")
+def build_default_model(
+    output: Annotated[Optional[Path], typer.Option(help="Output folder (default: <model_dir>/aprendiz-tiny-chat).")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if a finished build is there.")] = False,
+    max_seconds: Annotated[Optional[float], typer.Option(help="Training time budget in seconds.")] = None,
+) -> None:
+    """Train the embedded default generator (a tiny Llama) from the shipped corpus, offline."""
+    from dataclasses import replace
+
+    from aprendiz.training.tinyllm.build import TinyLlmSpec, build, is_built
+
+    settings = _settings()
+    target = output or settings.default_model_path
+    if is_built(target) and not force:
+        typer.echo(f"aprendiz: default model already built at {target}")
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    spec = TinyLlmSpec() if max_seconds is None else replace(TinyLlmSpec(), max_seconds=max_seconds)
+    typer.echo(f"aprendiz: training the default model into {target} (about {spec.max_seconds:.0f} s on 2 cores)")
+    report = build(target, spec)
+    typer.echo(json.dumps({k: report[k] for k in ("parameters", "steps", "final_loss", "total_seconds")}))
+
+
+@app.command("build-tiny-family")
+def build_tiny_family_cmd(
+    family: Annotated[str, typer.Option("--family", help="flor (BloomForCausalLM) or gpt-neox (GPTNeoXForCausalLM).")],
+    output: Annotated[Path, typer.Option(help="Output folder (a Hugging Face checkpoint).")],
+) -> None:
+    """Write a tiny random checkpoint of a generator family (tests serve every family with these)."""
+    from aprendiz.training.tinyllm.families import build_tiny_family
+
+    try:
+        typer.echo(json.dumps(build_tiny_family(family, output)))
+    except ValueError as exc:
+        typer.echo(f"aprendiz: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command("build-tiny-adapter")
+def build_tiny_adapter_cmd(
+    output: Annotated[Path, typer.Option(help="Output folder (a peft adapter).")],
+    seed: Annotated[int, typer.Option(help="Seed: different seeds give different adapters.")] = 1,
+    base: Annotated[Optional[Path], typer.Option(help="Base checkpoint (default: the default model).")] = None,
+) -> None:
+    """Write a tiny random LoRA adapter (rank 8 on q_proj and v_proj) for a Llama checkpoint."""
+    from aprendiz.training.tinyllm.lora import build_tiny_adapter
+
+    typer.echo(json.dumps(build_tiny_adapter(base or _settings().default_model_path, output, seed=seed)))
+
+
+@app.command("publish-adapter")
+def publish_adapter(
+    model: Annotated[str, typer.Option("--model", "-m", help="The base generator's id in the config.")],
+    name: Annotated[str, typer.Option("--name", help="Adapter name: clients call <model>:<name>.")],
+    path: Annotated[Path, typer.Option("--path", help="The peft adapter folder (adapter_config.json, weights).")],
+    config: ConfigOption = None,
+) -> None:
+    """Copy a LoRA adapter into the model's adapter store (loras/<model>/<name>/); replicas load it on demand."""
+    from aprendiz.loras import AdapterStore
+    from aprendiz.store import ObjectStore
+
+    platform = _platform(config or _settings().config_file)
+    generator = next((g for g in platform.generators if g.id == model), None)
+    if generator is None or generator.lora is None:
+        typer.echo(f"aprendiz: {model!r} is not a generator with a lora block in the config", err=True)
+        raise typer.Exit(2)
+    store = platform.lora_store_for(generator)
+    try:
+        keys = AdapterStore(ObjectStore(store.url, storage_options=store.storage_options())).publish(model, name, path)
+    except ValueError as exc:
+        typer.echo(f"aprendiz: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"aprendiz: published {model}:{name} ({len(keys)} files) to {store.url}/loras/{model}/{name}/")
+
+
+@app.command("check-config")
+def check_config(config: Annotated[Path, typer.Argument(help="Platform config file.")]) -> None:
+    """Validate a platform config file and print it as resolved."""
+    typer.echo(_platform(config).model_dump_json(indent=2))
+
+
+@app.command("publish-default-classifiers")
+def publish_defaults(
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Platform config file (its stores are used).")] = None,
+) -> None:
+    """Train and publish, as champion, each default classifier the config serves (breast-cancer:
+    scikit-learn's breast cancer data; es-or-en: Spanish or English, from the shipped corpus),
+    unless it already has a champion."""
+    from aprendiz.training.default_classifier import publish_default_classifier
+    from aprendiz.training.text_classifier import publish_text_classifier
+
+    publishers = {"breast-cancer": publish_default_classifier, "es-or-en": publish_text_classifier}
+    platform = _platform(config or _settings().config_file)
+    for classifier in platform.classifiers:
+        publish = publishers.get(classifier.name)
+        if publish is None:
+            continue  # not a default: the training job publishes it
+        store = platform.store_for(classifier)
+        version = publish(_registry(store), classifier.name)
+        if version is None:
+            typer.echo(f"aprendiz: {classifier.name} already has a champion in {store.url}")
+        else:
+            typer.echo(f"aprendiz: published {classifier.name} version {version} as champion in {store.url}")
+
+
+@app.command("train")
+def train(
+    model: Annotated[str, typer.Option("--model", "-m", help="Model name: reads datasets/<name>/ and feedback/<name>/.")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Platform config file (its store is used).")] = None,
+    pushgateway: Annotated[
+        Optional[str], typer.Option("--pushgateway", help="Prometheus Pushgateway URL for the run's metrics.")
+    ] = None,
+) -> None:
+    """Train the candidates on the store's dataset and feedback, evaluate them against the champion,
+    and publish and promote the best when it beats the champion by the configured margin."""
+    from aprendiz.registry import check_name
+    from aprendiz.training.dataset import DatasetError
+    from aprendiz.training.job import TrainingError, run_training
+
+    try:
+        check_name(model)
+    except ValueError as exc:
+        typer.echo(f"aprendiz: {exc}", err=True)
+        raise typer.Exit(2) from None
+    platform = _platform(config or _settings().config_file)
+    store = next((platform.store_for(c) for c in platform.classifiers if c.name == model), platform.store)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        registry = _registry(store)
+        if model == "breast-cancer":
+            from aprendiz.training.dataset import seed_breast_cancer_dataset
+
+            if seed_breast_cancer_dataset(registry.store, model):
+                typer.echo(f"aprendiz: wrote scikit-learn's breast cancer data to {store.url}/datasets/{model}/data.csv")
+        elif model == "es-or-en":
+            from aprendiz.training.dataset import seed_es_or_en_dataset
+
+            if seed_es_or_en_dataset(registry.store, model):
+                typer.echo(f"aprendiz: wrote the shipped Spanish/English texts to {store.url}/datasets/{model}/data.csv")
+        result = run_training(registry, model, pushgateway=pushgateway)
+    except (TrainingError, DatasetError, ValueError) as exc:
+        typer.echo(f"aprendiz: training {model} failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except Exception as exc:  # anything else is a failure too, said plainly
+        typer.echo(f"aprendiz: training {model} failed: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    columns = ("roc_auc", "pr_auc", "f1", "precision", "recall", "recall_at_precision", "brier", "latency_ms", "size_bytes")
+    typer.echo(f"{'candidate':<24}" + "".join(f"{c:>20}" for c in columns))
+    for row in result.candidates:
+        if row["error"]:
+            typer.echo(f"{row['name']:<24}  failed: {row['error']}")
+            continue
+        cells = "".join(f"{row['metrics'][c]:>20.4f}" if c != "size_bytes" else f"{row['metrics'][c]:>20.0f}" for c in columns)
+        typer.echo(f"{row['name']:<24}{cells}")
+    if result.champion_metrics:
+        cells = "".join(f"{result.champion_metrics.get(c, float('nan')):>20.4f}" for c in columns[:-2])
+        typer.echo(f"{'champion':<24}{cells}")
+    typer.echo(
+        f"rows read {result.rows_read}, quarantined {result.rows_quarantined}"
+        + (f" ({result.quarantine_key})" if result.quarantine_key else "")
+        + f", used {result.rows_used}; split {result.split}; {result.duration_s:.1f} s"
+    )
+    verdict = f"promoted {result.version}" if result.promoted else "not promoted"
+    typer.echo(f"aprendiz: {model}: best {result.best_candidate}; {verdict}: {result.reason}")
+    typer.echo(f"report: {result.report_url}")
+
+
+keys_app = typer.Typer(no_args_is_help=True, help="API keys of the gateway (stored hashed in the key file).")
+app.add_typer(keys_app, name="keys")
+
+KeyFileOption = Annotated[
+    Optional[Path], typer.Option("--file", "-f", help="Key file (default: gateway.keys_file of the config file).")
+]
+
+
+def _key_file(file: Optional[Path], config: Optional[Path]):
+    from aprendiz.keys import KeyFile
+
+    if file is not None:
+        return KeyFile(file)
+    platform = _platform(config or _settings().config_file)
+    if not platform.gateway.keys_file:
+        typer.echo("aprendiz: the config sets no gateway.keys_file; pass --file", err=True)
+        raise typer.Exit(2)
+    return KeyFile(platform.gateway.keys_file)
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="The tenant this key belongs to (metrics and logs show it).")],
+    model: Annotated[
+        Optional[list[str]], typer.Option("--model", "-m", help="A model it may call (glob; repeat). Default: all.")
+    ] = None,
+    rpm: Annotated[Optional[int], typer.Option("--rpm", min=1, help="Requests per minute (default: unlimited).")] = None,
+    tpm: Annotated[Optional[int], typer.Option("--tpm", min=1, help="Tokens per minute (default: unlimited).")] = None,
+    file: KeyFileOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Create a key and print it once: only its hash is stored."""
+    from aprendiz.keys import KeyFileError
+
+    keys = _key_file(file, config)
+    try:
+        key, record = keys.create(name, models=model, requests_per_minute=rpm, tokens_per_minute=tpm)
+    except (KeyFileError, ValueError) as exc:
+        typer.echo(f"aprendiz: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(key)
+    typer.echo(
+        f"aprendiz: key {record.id} for {record.name} added to {keys.path} (models {record.models}, "
+        f"rpm {record.requests_per_minute or 'unlimited'}, tpm {record.tokens_per_minute or 'unlimited'}); "
+        "it is shown only now",
+        err=True,
+    )
+
+
+@keys_app.command("list")
+def keys_list(file: KeyFileOption = None, config: ConfigOption = None) -> None:
+    """List the keys (never the keys themselves)."""
+    from aprendiz.keys import KeyFileError
+
+    keys = _key_file(file, config)
+    try:
+        records = keys.read()
+    except KeyFileError as exc:
+        typer.echo(f"aprendiz: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{'id':<10}{'name':<24}{'models':<32}{'rpm':>8}{'tpm':>10}  {'created':<26}status")
+    for k in records:
+        status = f"revoked {k.revoked}" if k.revoked else "active"
+        typer.echo(
+            f"{k.id:<10}{k.name:<24}{','.join(k.models):<32}{k.requests_per_minute or '-':>8}"
+            f"{k.tokens_per_minute or '-':>10}  {k.created:<26}{status}"
+        )
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="Key id or tenant name (every active key of that name).")],
+    file: KeyFileOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Revoke keys; running gateways stop accepting them within gateway.keys_reload_s."""
+    from aprendiz.keys import KeyFileError
+
+    keys = _key_file(file, config)
+    try:
+        revoked = keys.revoke(key)
+    except KeyFileError as exc:
+        typer.echo(f"aprendiz: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for k in revoked:
+        typer.echo(f"aprendiz: revoked key {k.id} of {k.name}")
+
+
+@app.command("cost")
+def cost(
+    prometheus: Annotated[
+        Optional[str], typer.Option("--prometheus", help="Prometheus URL that scrapes the platform.")
+    ] = None,
+    benchmark: Annotated[
+        Optional[Path], typer.Option("--benchmark", help="A benchmark result file with hosted throughputs.")
+    ] = None,
+    window: Annotated[str, typer.Option(help="Prometheus window for throughput and observed cost.")] = "1h",
+    config: ConfigOption = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of cost per day against volume.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+) -> None:
+    """Rent or host: hosted cost per million tokens at measured throughput, rented prices, break-even volume."""
+    from aprendiz import costs
+
+    if (prometheus is None) == (benchmark is None):
+        typer.echo("aprendiz: give exactly one of --prometheus URL or --benchmark FILE", err=True)
+        raise typer.Exit(2)
+    platform = _platform(config or _settings().config_file)
+    try:
+        if prometheus:
+            hosted, observed = costs.from_prometheus(costs.PrometheusReader(prometheus), window)
+        else:
+            hosted, observed = costs.from_benchmark(benchmark), {}
+    except costs.CostError as exc:
+        typer.echo(f"aprendiz: {exc}", err=True)
+        raise typer.Exit(1) from None
+    rented = costs.rented_figures(platform, observed)
+    typer.echo(json.dumps(costs.as_dict(hosted, rented), indent=2) if as_json else costs.report(hosted, rented))
+    if plot:
+        typer.echo(f"aprendiz: wrote {costs.plot(hosted, rented, plot)}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,400 @@
+"""The platform configuration: which models are served, where from, on what hardware.
+
+One structure, three readers: the local YAML file (``config/aprendiz.yaml``) read
+by ``aprendiz serve``, the ``args`` of a Serve config file
+(``import_path: aprendiz.services.app:build_app``), and the Helm chart, which
+renders the same structure into a RayService's ``serveConfigV2``. A model on a
+GPU is the same entry with another ``source`` and ``accelerator: gpu``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, model_validator
+
+from aprendiz.families import DEFAULT_CHAT_TEMPLATE, FamilyError, checkpoint_has_chat_template, resolve_family
+from aprendiz.strict import Strict
+
+MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$"
+
+
+class Autoscaling(Strict):
+    """Ray Serve autoscaling for one deployment."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(16, gt=0)
+    upscale_delay_s: float | None = Field(None, ge=0, description="Serve's default when unset (30 s).")
+    downscale_delay_s: float | None = Field(None, ge=0, description="Serve's default when unset (600 s).")
+
+    def serve_options(self) -> dict[str, Any]:
+        """Ray Serve's autoscaling_config (unset delays keep Serve's defaults)."""
+        return self.model_dump(exclude_none=True)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "Autoscaling":
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+        return self
+
+
+class StoreConfig(Strict):
+    """The object store holding the model registry, datasets and feedback (fsspec)."""
+
+    url: str = Field(
+        ".aprendiz/store",
+        min_length=1,
+        description="A local folder (relative paths: against the config file's folder) or s3://bucket/prefix.",
+    )
+    endpoint_url: str | None = Field(
+        None, description="S3 endpoint (MinIO, moto); credentials come from the standard AWS variables."
+    )
+
+    def resolve(self, base_dir: Path | None) -> "StoreConfig":
+        if base_dir is None or "://" in self.url or Path(self.url).is_absolute():
+            return self
+        return self.model_copy(update={"url": str((base_dir / self.url).resolve())})
+
+    def storage_options(self) -> dict[str, Any]:
+        return {"endpoint_url": self.endpoint_url} if self.endpoint_url else {}
+
+
+class LoraSettings(Strict):
+    """LoRA adapters on a generator: peft folders in the store under ``loras/<model id>/<adapter>/``,
+    called as the model ``<model id>:<adapter>``."""
+
+    max_adapters_per_replica: int = Field(
+        4, ge=1, le=64, description="Adapters one replica holds at once (least recently used are dropped)."
+    )
+    max_rank: Literal[8, 16, 32, 64, 128, 256] = Field(16, description="Largest adapter rank the engine accepts.")
+    store: StoreConfig | None = Field(None, description="Where the adapters are; unset: the platform's store.")
+
+
+class GeneratorModel(Strict):
+    """A hosted text generator: one ``ray.serve.llm`` LLMServer deployment running vLLM."""
+
+    id: str = Field(pattern=MODEL_ID_PATTERN, description="Model name clients send as `model`.")
+    source: str = Field(
+        min_length=1,
+        description=(
+            "Where the weights are: a local folder (relative paths are resolved against the config "
+            "file's folder), a Hugging Face id, or an object-store URI (s3://, gs://)."
+        ),
+    )
+    family: str | None = Field(
+        None,
+        description="Model family (aprendiz.families: llama, flor, gpt-neox); unset: read from a local checkpoint.",
+    )
+    chat_template: str | None = Field(
+        None,
+        description="A Jinja chat template; unset: the checkpoint's own, or the platform's default if it has none.",
+    )
+    accelerator: Literal["cpu", "gpu"] = "cpu"
+    accelerator_type: str | None = Field(None, description="Ray accelerator type on GPU, e.g. L4 or A10G.")
+    num_cpus: float = Field(1, gt=0, description="CPUs of the engine's placement bundle on CPU.")
+    num_gpus: int = Field(1, ge=1, description="GPUs per replica on GPU (tensor parallel size).")
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="vLLM engine arguments.")
+    env: dict[str, str] = Field(default_factory=dict, description="Environment of the engine's workers.")
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    max_ongoing_requests: int = Field(64, ge=1, description="Requests one replica takes at once.")
+    stream_batching_interval_ms: float | None = Field(
+        None,
+        ge=0,
+        description=(
+            "How long a replica gathers streamed tokens before sending them on (Ray Serve LLM's "
+            "stream_batching_interval_ms; unset: Ray's 50 ms). The first token waits for it too; 0 sends each token."
+        ),
+    )
+    max_queued_requests: int = Field(
+        -1, ge=-1, description="Requests waiting for a replica before the queue counts as full (-1: unbounded)."
+    )
+    lora: LoraSettings | None = Field(None, description="Serve LoRA adapters of this model (unset: none).")
+    fallback: str | None = Field(
+        None, description="A rented model id that takes this model's requests when its queue is full or it is down."
+    )
+    fallback_after_s: float = Field(
+        30.0, gt=0, description="With a fallback: how long to wait for the first token before falling back."
+    )
+    hourly_usd: float | None = Field(
+        None, ge=0, description="Price of one replica per hour; unset: gateway.hourly_prices_usd by accelerator."
+    )
+
+    @model_validator(mode="after")
+    def _accelerator(self) -> "GeneratorModel":
+        if self.accelerator == "cpu" and self.accelerator_type:
+            raise ValueError("accelerator_type is only meaningful with accelerator: gpu")
+        return self
+
+    def check_family(self) -> "GeneratorModel":
+        """Check the family against the checkpoint and the accelerator (raises ConfigError)."""
+        try:
+            family = resolve_family(self.id, self.family, self.source, self.accelerator)
+        except FamilyError as exc:
+            raise ConfigError(str(exc)) from None
+        if self.lora is not None and family is not None and not family.lora:
+            raise ConfigError(
+                f"model {self.id!r}: the {family.name} family ({family.architecture}) has no LoRA support in vLLM; "
+                "remove its lora block"
+            )
+        return self if family is None or self.family else self.model_copy(update={"family": family.name})
+
+    def resolve(self, base_dir: Path | None) -> "GeneratorModel":
+        """Relative paths made absolute (source, adapter store), then the family checked."""
+        model = self.resolve_source(base_dir)
+        if model.lora is not None and model.lora.store is not None:
+            lora = model.lora.model_copy(update={"store": model.lora.store.resolve(base_dir)})
+            model = model.model_copy(update={"lora": lora})
+        return model.check_family()
+
+    def resolve_source(self, base_dir: Path | None) -> "GeneratorModel":
+        """Return a copy whose relative local ``source`` is made absolute against ``base_dir``."""
+        if base_dir is None or "://" in self.source or Path(self.source).is_absolute():
+            return self
+        candidate = (base_dir / self.source).resolve()
+        if self.source.startswith((".", "/")) or candidate.exists():
+            return self.model_copy(update={"source": str(candidate)})
+        return self  # a Hugging Face id such as org/name
+
+    def llm_config(self) -> dict[str, Any]:
+        """The ``ray.serve.llm.LLMConfig`` fields for this model, as plain data."""
+        loading: dict[str, Any] = {"model_id": self.id}
+        if "://" in self.source:
+            loading["model_source"] = {"bucket_uri": self.source}
+        else:
+            loading["model_source"] = self.source
+        engine_kwargs = dict(self.engine_kwargs)
+        if self.chat_template:
+            engine_kwargs["chat_template"] = self.chat_template
+        elif "://" not in self.source and checkpoint_has_chat_template(Path(self.source)) is False:
+            engine_kwargs["chat_template"] = DEFAULT_CHAT_TEMPLATE
+        deployment: dict[str, Any] = {
+            "autoscaling_config": self.autoscaling.serve_options(),
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
+        }
+        config: dict[str, Any] = {
+            "model_loading_config": loading,
+            "engine_kwargs": engine_kwargs,
+            "deployment_config": deployment,
+            "runtime_env": {"env_vars": dict(self.env)} if self.env else None,
+        }
+        if self.stream_batching_interval_ms is not None:
+            config["experimental_configs"] = {"stream_batching_interval_ms": self.stream_batching_interval_ms}
+        if self.lora is not None:
+            # The adapters come from the object store through our own loader (see the generator
+            # deployment), so Ray's cloud path stays unset.
+            config["lora_config"] = {"max_num_adapters_per_replica": self.lora.max_adapters_per_replica}
+            engine_kwargs.setdefault("enable_lora", True)
+            engine_kwargs.setdefault("max_loras", self.lora.max_adapters_per_replica)
+            engine_kwargs.setdefault("max_cpu_loras", self.lora.max_adapters_per_replica)
+            engine_kwargs.setdefault("max_lora_rank", self.lora.max_rank)
+        if self.accelerator == "gpu":
+            engine_kwargs.setdefault("tensor_parallel_size", self.num_gpus)
+            if self.accelerator_type:
+                config["accelerator_type"] = self.accelerator_type
+        else:
+            # ray.serve.llm asks for a GPU bundle by default; on CPU the engine gets a CPU bundle.
+            config["placement_group_config"] = {"bundles": [{"CPU": self.num_cpus}]}
+        return config
+
+
+class ClassifierModel(Strict):
+    """A binary classifier served from the registry: the champion version of ``models/<name>/``."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="Registry name, also the URL name.")
+    store: StoreConfig | None = Field(None, description="Overrides the platform's store for this model.")
+    version: str | None = Field(
+        None, description="Pin a version; unset follows champion.json. Changing it reconfigures replicas in place."
+    )
+    poll_interval_s: float = Field(5.0, gt=0, description="How often replicas check champion.json.")
+    max_batch_size: int = Field(64, ge=1, description="Requests grouped into one onnxruntime call.")
+    batch_wait_timeout_s: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "How long a batch waits to fill. 0: no waiting; requests that arrive while a batch runs form the "
+            "next one. A 2 ms wait cost the breast-cancer classifier half its requests/s at concurrency 1 and "
+            "gained nothing under load (docs/benchmarks.md); a heavier model may gain from a wait."
+        ),
+    )
+    max_instances: int = Field(1024, ge=1, description="Instances one request may carry.")
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    max_ongoing_requests: int = Field(128, ge=1)
+    max_queued_requests: int = Field(2048, ge=-1, description="-1: unbounded.")
+    num_cpus: float = Field(0.5, gt=0)
+    hourly_usd: float | None = Field(
+        None, ge=0, description="Price of one replica per hour; unset: gateway.hourly_prices_usd['cpu'] x num_cpus."
+    )
+
+
+class RentedModel(Strict):
+    """A model rented from an OpenAI-compatible provider, reached through the same entrance."""
+
+    id: str = Field(pattern=MODEL_ID_PATTERN, description="Model name clients send as `model`.")
+    base_url: str = Field(
+        pattern=r"^https?://", description="The provider's OpenAI API base, e.g. https://api.openai.com/v1."
+    )
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Environment variable holding the provider's API key (from a Secret); never the key itself.",
+    )
+    upstream_model: str = Field(min_length=1, description="The model name the provider knows.")
+    timeout_s: float = Field(60.0, gt=0, description="Longest wait for the provider (connect, and between chunks).")
+    input_usd_per_million: float = Field(0.0, ge=0, description="Price of one million prompt tokens.")
+    output_usd_per_million: float = Field(0.0, ge=0, description="Price of one million completion tokens.")
+    tokenizer: str | None = Field(
+        None, description="A tokenizer.json (or a folder holding one) to count tokens when the provider gives no usage."
+    )
+    fallback: str | None = Field(
+        None, description="A hosted generator id that takes this model's requests when the provider fails."
+    )
+
+    def resolve(self, base_dir: Path | None) -> "RentedModel":
+        if base_dir is None or not self.tokenizer or Path(self.tokenizer).is_absolute():
+            return self
+        return self.model_copy(update={"tokenizer": str((base_dir / self.tokenizer).resolve())})
+
+    def cost_usd(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.input_usd_per_million + completion_tokens * self.output_usd_per_million) / 1e6
+
+
+DEFAULT_HOURLY_PRICES_USD = {
+    # On-demand list prices of one unit per hour, rounded (2026 cloud lists); override per deployment.
+    "cpu": 0.04,
+    "T4": 0.35,
+    "L4": 0.80,
+    "A10G": 1.01,
+    "L40S": 1.86,
+    "A100": 3.67,
+    "H100": 6.98,
+    "gpu": 3.67,
+}
+
+
+class GatewayConfig(Strict):
+    """Who may call the entrance, how often, and what each replica costs."""
+
+    keys_file: str | None = Field(
+        None,
+        description=(
+            "The API key file (hashed keys, `aprendiz keys`); relative paths: against the config file's folder. "
+            "Unset: no authentication, and the entrance only listens on loopback."
+        ),
+    )
+    keys_reload_s: float = Field(5.0, gt=0, description="How often replicas re-read the key file.")
+    hourly_prices_usd: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_HOURLY_PRICES_USD),
+        description="Price per hour of one unit by accelerator type: `cpu` per CPU, GPU types per GPU, `gpu` otherwise.",
+    )
+
+    def resolve(self, base_dir: Path | None) -> "GatewayConfig":
+        if base_dir is None or not self.keys_file or "://" in self.keys_file or Path(self.keys_file).is_absolute():
+            return self
+        return self.model_copy(update={"keys_file": str((base_dir / self.keys_file).resolve())})
+
+    def unit_price(self, accelerator_type: str) -> float:
+        prices = {**DEFAULT_HOURLY_PRICES_USD, **self.hourly_prices_usd}
+        return prices.get(accelerator_type, prices["gpu"])
+
+    def generator_hourly_usd(self, model: GeneratorModel) -> float:
+        if model.hourly_usd is not None:
+            return model.hourly_usd
+        if model.accelerator == "cpu":
+            return self.unit_price("cpu") * model.num_cpus
+        return self.unit_price(model.accelerator_type or "gpu") * model.num_gpus
+
+    def classifier_hourly_usd(self, model: "ClassifierModel") -> float:
+        return model.hourly_usd if model.hourly_usd is not None else self.unit_price("cpu") * model.num_cpus
+
+
+class IngressConfig(Strict):
+    """The one entrance (route prefix ``/``) in front of every model."""
+
+    autoscaling: Autoscaling = Field(default_factory=lambda: Autoscaling(min_replicas=1, max_replicas=2))
+    max_ongoing_requests: int = Field(256, ge=1)
+    num_cpus: float = Field(1, ge=0)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Larger bodies are refused with 413.")
+    access_log: bool = Field(
+        False,
+        description=(
+            "Ray Serve's access log line per request in the ingress and classifier replicas. Off by default: at "
+            "hundreds of requests/s writing it cost about a tenth of the classifier's throughput "
+            "(docs/benchmarks.md), and every answer is counted and timed by route, model and status in the "
+            "aprendiz_ingress_* metrics anyway. Warnings and errors are logged either way."
+        ),
+    )
+
+
+class PlatformConfig(Strict):
+    """Everything one aprendiz application serves."""
+
+    generators: list[GeneratorModel] = Field(default_factory=list)
+    rented: list[RentedModel] = Field(default_factory=list, description="Models rented from OpenAI-compatible providers.")
+    classifiers: list[ClassifierModel] = Field(default_factory=list)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    ingress: IngressConfig = Field(default_factory=IngressConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+
+    @model_validator(mode="after")
+    def _models(self) -> "PlatformConfig":
+        if not self.generators and not self.classifiers and not self.rented:
+            raise ValueError("the config serves no model: list at least one of generators, rented or classifiers")
+        generator_ids = [g.id for g in self.generators] + [r.id for r in self.rented]
+        for kind, names in (("generator id", generator_ids), ("classifier name", [c.name for c in self.classifiers])):
+            seen: set[str] = set()
+            for name in names:
+                if name in seen:
+                    raise ValueError(f"{kind} {name!r} appears twice (hosted and rented model ids share one namespace)")
+                seen.add(name)
+        hosted, rented = {g.id for g in self.generators}, {r.id for r in self.rented}
+        for g in self.generators:
+            if g.fallback is not None and g.fallback not in rented:
+                raise ValueError(f"generator {g.id!r}: fallback {g.fallback!r} is not a rented model id ({sorted(rented)})")
+        for r in self.rented:
+            if r.fallback is not None and r.fallback not in hosted:
+                raise ValueError(f"rented model {r.id!r}: fallback {r.fallback!r} is not a generator id ({sorted(hosted)})")
+        return self
+
+    def store_for(self, classifier: ClassifierModel) -> StoreConfig:
+        return classifier.store or self.store
+
+    def lora_store_for(self, generator: GeneratorModel) -> StoreConfig | None:
+        if generator.lora is None:
+            return None
+        return generator.lora.store or self.store
+
+    def resolved(self, base_dir: Path | None) -> "PlatformConfig":
+        return self.model_copy(
+            update={
+                "generators": [m.resolve(base_dir) for m in self.generators],
+                "store": self.store.resolve(base_dir),
+                "gateway": self.gateway.resolve(base_dir),
+                "rented": [r.resolve(base_dir) for r in self.rented],
+                "classifiers": [
+                    c.model_copy(update={"store": c.store.resolve(base_dir)}) if c.store else c
+                    for c in self.classifiers
+                ],
+            }
+        )
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> "PlatformConfig":
+        """Read and validate a config file; relative model paths are taken from its folder."""
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text("utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping, not {type(data).__name__}")
+        return cls.model_validate(data).resolved(path.resolve().parent)
+
+
+class ConfigError(ValueError):
+    """The platform configuration cannot be used."""

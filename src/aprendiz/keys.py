@@ -1,0 +1,175 @@
+"""API keys: created once, shown once, stored hashed in a key file.
+
+A key reads ``apz_<key id>_<secret>``: the key id (8 hex characters) is not secret
+and names the record to check; the secret (32 random bytes, base64url) is only
+ever stored as a salted scrypt hash (the standard library's ``hashlib.scrypt``,
+OpenSSL's implementation). A verified key is remembered in memory by its
+SHA-256, so scrypt's deliberate cost is paid once per key and replica, not per
+request.
+
+The key file is YAML, written by ``aprendiz keys create|list|revoke`` and read by
+the gateway (mounted from a Secret in Kubernetes)::
+
+    keys:
+      - id: 3f9a0c12
+        name: team-chat            # the tenant: metrics and logs carry this name
+        hash: scrypt$16384$8$1$<salt b64>$<hash b64>
+        models: ["aprendiz-tiny-chat", "breast-cancer"]   # glob patterns; ["*"]: every model
+        requests_per_minute: 600    # null: unlimited
+        tokens_per_minute: 200000   # null: unlimited
+        created: "2026-11-26T16:00:00+00:00"
+        revoked: null               # the time it was revoked
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from aprendiz.store import write_local_atomic
+
+KEY_PATTERN = re.compile(r"^apz_([0-9a-f]{8})_([A-Za-z0-9_\-]{43})$")
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+
+
+class KeyFileError(ValueError):
+    """The key file cannot be read or names no such key."""
+
+
+class ApiKey(BaseModel):
+    """One key's record (never the key itself)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[0-9a-f]{8}$")
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$", description="The tenant; a metric label.")
+    hash: str
+    models: list[str] = Field(default_factory=lambda: ["*"])
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    created: str
+    revoked: str | None = None
+
+    def allows(self, model: str) -> bool:
+        return any(fnmatch.fnmatchcase(model, pattern) for pattern in self.models)
+
+    @property
+    def active(self) -> bool:
+        return self.revoked is None
+
+
+def hash_secret(secret: str, *, salt: bytes | None = None) -> str:
+    salt = salt or os.urandom(16)
+    digest = hashlib.scrypt(secret.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
+    b64 = base64.urlsafe_b64encode
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def verify_secret(secret: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.urlsafe_b64decode(digest)
+        actual = hashlib.scrypt(
+            secret.encode(), salt=base64.urlsafe_b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected)
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+class KeyFile:
+    """The key file on disk: read, add, revoke; written atomically."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    def read(self) -> list[ApiKey]:
+        if not self.path.exists():
+            return []
+        try:
+            data = yaml.safe_load(self.path.read_text("utf-8")) or {}
+            return [ApiKey.model_validate(k) for k in data.get("keys", [])]
+        except (yaml.YAMLError, ValueError, AttributeError) as exc:
+            raise KeyFileError(f"key file {self.path} is not valid: {exc}") from None
+
+    def _write(self, keys: list[ApiKey]) -> None:
+        text = yaml.safe_dump({"keys": [k.model_dump() for k in keys]}, sort_keys=False)
+        write_local_atomic(str(self.path), text.encode("utf-8"), mode=0o600)
+
+    def create(
+        self,
+        name: str,
+        *,
+        models: list[str] | None = None,
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
+    ) -> tuple[str, ApiKey]:
+        """Add a key; returns the key (shown once, never stored) and its record."""
+        keys = self.read()
+        taken = {k.id for k in keys}
+        key_id = secrets.token_hex(4)
+        while key_id in taken:
+            key_id = secrets.token_hex(4)
+        secret = secrets.token_urlsafe(32)
+        record = ApiKey(
+            id=key_id,
+            name=name,
+            hash=hash_secret(secret),
+            models=models or ["*"],
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        self._write(keys + [record])
+        return f"apz_{key_id}_{secret}", record
+
+    def revoke(self, name_or_id: str) -> list[ApiKey]:
+        """Revoke every active key with this id or tenant name; returns them."""
+        keys = self.read()
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        hit = [k for k in keys if k.active and name_or_id in (k.id, k.name)]
+        if not hit:
+            raise KeyFileError(f"no active key has the id or name {name_or_id!r} in {self.path}")
+        for k in hit:
+            k.revoked = now
+        self._write(keys)
+        return hit
+
+
+class KeyRing:
+    """The keys a gateway replica checks requests against (rebuilt when the file changes)."""
+
+    def __init__(self, keys: list[ApiKey]):
+        self._by_id = {k.id: k for k in keys}
+        # sha256(key) -> (key id, stored hash): keys already checked with scrypt.
+        self._verified: dict[bytes, tuple[str, str]] = {}
+
+    def get(self, key_id: str) -> ApiKey | None:
+        return self._by_id.get(key_id)
+
+    def authenticate(self, presented: str) -> ApiKey | None:
+        """The active key record for a presented key, or None."""
+        fingerprint = hashlib.sha256(presented.encode()).digest()
+        seen = self._verified.get(fingerprint)
+        if seen is not None:
+            record = self._by_id.get(seen[0])
+            if record is not None and record.hash == seen[1]:
+                return record if record.active else None
+        match = KEY_PATTERN.match(presented)
+        record = self._by_id.get(match.group(1)) if match else None
+        if record is None or not verify_secret(match.group(2), record.hash):
+            return None
+        self._verified[fingerprint] = (record.id, record.hash)
+        return record if record.active else None

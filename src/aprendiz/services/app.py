@@ -1,0 +1,49 @@
+"""``build_app(args)``: the Serve application, from the platform config as plain data.
+
+The same builder serves Python (``aprendiz serve``) and Serve config files alike::
+
+    applications:
+      - name: aprendiz
+        route_prefix: /
+        import_path: aprendiz.services.app:build_app
+        args: {generators: [...], ingress: {...}}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ray.serve.deployment import Application
+
+from aprendiz.config import PlatformConfig
+from aprendiz.services.classifier.deployment import build_classifier_deployment
+from aprendiz.services.generator.deployment import build_generator_deployments
+from aprendiz.services.ingress.deployment import build_ingress
+
+
+def build_platform(config: PlatformConfig, *, engine_cls: type | None = None) -> Application:
+    """The whole application: generator and classifier deployments behind the ingress."""
+    lora_stores = {g.id: config.lora_store_for(g) for g in config.generators if g.lora is not None}
+    deployments, llm_configs = build_generator_deployments(
+        config.generators, prices=config.gateway, lora_stores=lora_stores, engine_cls=engine_cls
+    )
+    classifiers = {
+        c.name: build_classifier_deployment(
+            c, config.store_for(c), hourly_usd=config.gateway.classifier_hourly_usd(c), access_log=config.ingress.access_log
+        )
+        for c in config.classifiers
+    }
+    return build_ingress(deployments, llm_configs, classifiers, config)
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Validate ``args`` as a PlatformConfig and build the application.
+
+    ``args`` is either the config itself or ``{"config_file": path}``.
+    """
+    if set(args) == {"config_file"}:
+        config = PlatformConfig.from_yaml(Path(args["config_file"]))
+    else:
+        config = PlatformConfig.model_validate(args).resolved(Path.cwd())
+    return build_platform(config)

@@ -1,0 +1,118 @@
+"""One loaded classifier version: ``load`` / ``ready`` / ``predict`` over an onnxruntime session.
+
+Two kinds, one contract (the registry's card says which):
+
+- tabular: float32 [N, F] in the card's feature order -> the ONNX input ``card.onnx_input``;
+- text: strings, tokenised with the ``tokenizer.json`` stored beside ``model.onnx`` (the
+  ``tokenizers`` library) -> ``input_ids`` and ``attention_mask`` int64 [N, L].
+
+Either way the output ``card.onnx_output`` is float [N, 2], column 1 the positive class.
+Artifacts are ONNX only: a pickle or joblib file from the store would run code when
+loaded, so none is ever read.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from aprendiz.registry import ATTENTION_MASK, INPUT_IDS, TOKENIZER_FILE, LoadedArtifact, ModelCard
+
+
+class ModelLoadError(RuntimeError):
+    """A version cannot serve: unreadable graph, wrong inputs or outputs, or a failed self-check."""
+
+
+class OnnxClassifier:
+    """A binary classifier: a batch in (rows or texts), the positive class's probability out."""
+
+    def __init__(self, card: ModelCard, session, tokenizer=None) -> None:
+        self.card = card
+        self._session = session
+        self._tokenizer = tokenizer
+        self._inputs = {i.name for i in session.get_inputs()}
+
+    @property
+    def version(self) -> str:
+        return self.card.version
+
+    @property
+    def signature(self) -> tuple:
+        """What a request must look like; a swap must keep it (a new schema is a new model name)."""
+        return (self.card.kind, tuple(f.name for f in self.card.features), self.card.text_field)
+
+    @classmethod
+    def load(cls, artifact: LoadedArtifact, *, threads: int = 1) -> "OnnxClassifier":
+        """Build the session from the artifact's bytes and check it before anyone is served by it."""
+        import onnxruntime as ort
+
+        card = artifact.card
+        tokenizer = None
+        if card.kind == "text":
+            if TOKENIZER_FILE not in artifact.files:
+                raise ModelLoadError(f"{card.name} {card.version}: a text model needs {TOKENIZER_FILE} beside model.onnx")
+            from tokenizers import Tokenizer
+
+            try:
+                tokenizer = Tokenizer.from_str(artifact.files[TOKENIZER_FILE].decode("utf-8"))
+            except Exception as exc:  # tokenizers raises plain Exceptions
+                raise ModelLoadError(f"{card.name} {card.version}: {TOKENIZER_FILE} does not load: {exc}") from exc
+            if tokenizer.padding is None:
+                tokenizer.enable_padding(pad_id=0)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(artifact.onnx_bytes, options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise ModelLoadError(f"{card.name} {card.version}: onnxruntime cannot load model.onnx: {exc}") from exc
+        inputs = {i.name for i in session.get_inputs()}
+        outputs = {o.name for o in session.get_outputs()}
+        needed = {INPUT_IDS, ATTENTION_MASK} if card.kind == "text" else {card.onnx_input}
+        if not needed <= inputs:
+            raise ModelLoadError(f"{card.name} {card.version}: graph inputs {sorted(inputs)} lack {sorted(needed - inputs)}")
+        if card.onnx_output not in outputs:
+            raise ModelLoadError(f"{card.name} {card.version}: graph has no output {card.onnx_output!r} (has {sorted(outputs)})")
+        model = cls(card, session, tokenizer)
+        model.self_check()
+        return model
+
+    def self_check(self) -> None:
+        """One probe (a zero row, or a short text): one finite probability in [0, 1]."""
+        probe = ["hola"] if self.card.kind == "text" else np.zeros((1, len(self.card.features)), dtype=np.float32)
+        try:
+            probability = self.predict(probe)
+        except Exception as exc:
+            raise ModelLoadError(f"{self.card.name} {self.version}: self-check failed: {exc}") from exc
+        if probability.shape != (1,) or not np.isfinite(probability).all() or not 0 <= probability[0] <= 1:
+            raise ModelLoadError(f"{self.card.name} {self.version}: self-check gave {probability!r}")
+
+    def ready(self) -> bool:
+        return self._session is not None
+
+    @staticmethod
+    def stack(parts: list) -> Any:
+        """Join several requests' inputs into one batch (arrays or lists of texts)."""
+        if isinstance(parts[0], np.ndarray):
+            return np.concatenate(parts)
+        return [text for part in parts for text in part]
+
+    def _feeds(self, batch: Any) -> dict[str, np.ndarray]:
+        if self._tokenizer is None:
+            return {self.card.onnx_input: batch}
+        encodings = self._tokenizer.encode_batch(list(batch))
+        feeds = {
+            INPUT_IDS: np.asarray([e.ids for e in encodings], dtype=np.int64),
+            ATTENTION_MASK: np.asarray([e.attention_mask for e in encodings], dtype=np.int64),
+        }
+        return {k: v for k, v in feeds.items() if k in self._inputs}
+
+    def predict(self, batch: Any) -> np.ndarray:
+        """Probability of the positive class for each row (float32 [N, F]) or text."""
+        (probabilities,) = self._session.run([self.card.onnx_output], self._feeds(batch))
+        probabilities = np.asarray(probabilities)
+        return probabilities[:, 1] if probabilities.ndim == 2 else probabilities.reshape(-1)
+
+    def labels_for(self, probabilities: np.ndarray) -> list[str]:
+        return [self.card.label_for(float(p)) for p in probabilities]

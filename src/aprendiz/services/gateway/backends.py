@@ -1,0 +1,185 @@
+"""The backends a model route reaches, behind one shape each, and Ray's errors mapped in one place.
+
+- ``HostedGenerator``: a ray.serve.llm LLMServer deployment (vLLM), through its handle;
+- ``RentedUpstream`` (``rented.py``): an OpenAI-compatible provider over HTTP;
+- ``ClassifierBackend``: a classifier deployment, through its handle.
+
+A generator backend answers ``generate(model, route, payload, ...)`` with an ``Answer``: a
+JSON body, or a stream as the ``data`` fields of its server-sent events. Whatever Ray
+raises on the way (back-pressure, a dead replica, a task error) becomes a domain error
+here, in ``ray_errors``, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Iterator, Mapping
+
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from ray.exceptions import RayActorError, RayTaskError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+from ray.serve.handle import DeploymentHandle
+from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
+
+from aprendiz.errors import AprendizError, ModelNotFoundError, ServiceUnavailableError
+from aprendiz.loras import AdapterStore
+from aprendiz.services.gateway.metering import DONE
+from aprendiz.services.raycompat import (
+    ErrorResponse,
+    ModelCard,
+    OpenAIHTTPException,
+    RawRequestInfo,
+    sanitize_chat_request,
+)
+
+REQUESTS = {"chat": ChatCompletionRequest, "completions": CompletionRequest}
+# Headers that stay at the entrance: the caller's key is the gateway's, not the engine's.
+PRIVATE_HEADERS = frozenset({"authorization", "cookie"})
+
+
+@dataclass
+class Answer:
+    """What a backend gave: a JSON body, or SSE ``data`` fields (JSON chunks, ``[DONE]`` last)."""
+
+    model: str
+    backend: str  # hosted | rented
+    body: dict[str, Any] | None = None
+    events: AsyncIterator[str] | None = None
+
+
+class BackendUnavailableError(ServiceUnavailableError):
+    """A backend is down, its queue is full, or it gave no first token in time (``reason`` says which)."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@contextmanager
+def ray_errors(model: str) -> Iterator[None]:
+    """Ray's failures of a call to ``model``'s deployment, as the platform's errors."""
+    try:
+        yield
+    except BackPressureError:
+        raise BackendUnavailableError(f"the queue of `{model}` is full; retry shortly", "queue_full") from None
+    except (RayActorError, DeploymentUnavailableError) as exc:
+        raise BackendUnavailableError(f"`{model}` is down ({type(exc).__name__})", "down") from None
+    except RayTaskError as exc:
+        if isinstance(exc.cause, AprendizError):
+            raise exc.cause from None
+        raise
+
+
+def sse_data(packet: Any) -> list[str]:
+    """The data fields in what an LLMServer stream yields: SSE text (``data: ...`` blocks), a
+    list of such texts, or response models."""
+    if isinstance(packet, list):
+        return [data for item in packet for data in sse_data(item)]
+    if hasattr(packet, "model_dump_json"):
+        return [packet.model_dump_json()]
+    return [block.removeprefix("data:").strip() for block in str(packet).split("\n\n") if block.strip()]
+
+
+class HostedGenerator:
+    """A generator served here: its LLMServer deployment, its card, and its LoRA adapters if any."""
+
+    kind = "hosted"
+
+    def __init__(self, model_id: str, handle: DeploymentHandle, card: ModelCard, adapters: AdapterStore | None = None):
+        self.model_id = model_id
+        self.card = card
+        self.adapters = adapters
+        self._handle = handle
+        self._streaming: dict[str, DeploymentHandle] = {}
+
+    def _handle_for(self, model: str) -> DeploymentHandle:
+        """The streaming handle for ``model``; an adapter's requests go to the replicas holding it
+        (Serve's multiplexing), the base model's to any replica."""
+        if model not in self._streaming:  # configured handles are reused: each one has its own pusher
+            options: dict[str, Any] = {"stream": True}
+            if model != self.model_id:
+                options["multiplexed_model_id"] = model
+            self._streaming[model] = self._handle.options(**options)
+        return self._streaming[model]
+
+    async def adapter_names(self) -> list[str]:
+        return [] if self.adapters is None else await asyncio.to_thread(self.adapters.adapters, self.model_id)
+
+    async def check_adapter(self, adapter: str) -> None:
+        """404 unless ``<model>:<adapter>`` is in the adapter store."""
+        if self.adapters is None:
+            raise ModelNotFoundError(
+                f"The model `{self.model_id}` serves no LoRA adapters (`{self.model_id}:{adapter}`)", param="model"
+            )
+        listed = await self.adapter_names()
+        if adapter not in listed and not await asyncio.to_thread(self.adapters.exists, self.model_id, adapter):
+            raise ModelNotFoundError(
+                f"The model `{self.model_id}` has no adapter `{adapter}`; its adapters: {listed}", param="model"
+            )
+
+    def adapter_card(self, adapter: str) -> ModelCard:
+        return ModelCard(
+            id=f"{self.model_id}:{adapter}", object="model", owned_by="aprendiz", permission=[],
+            metadata={"backend": "hosted", "base_model": self.model_id, "adapter": adapter},
+        )
+
+    async def generate(
+        self, model: str, route: str, payload: dict[str, Any], *, first_chunk_s: float | None,
+        headers: Mapping[str, str],
+    ) -> Answer:
+        """One request to the LLMServer deployment; waits for the first chunk (the backend is up)."""
+        try:
+            body = REQUESTS[route].model_validate(payload)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from None
+        if route == "chat":
+            body = sanitize_chat_request(body)
+        info = RawRequestInfo(headers={k: v for k, v in headers.items() if k.lower() not in PRIVATE_HEADERS})
+        stream = getattr(self._handle_for(model), route).remote(body, info)
+        with ray_errors(model):
+            try:
+                first = await asyncio.wait_for(stream.__anext__(), first_chunk_s)
+            except asyncio.TimeoutError:
+                stream.cancel()
+                raise BackendUnavailableError(f"`{model}` gave no first token within {first_chunk_s:g} s", "slow") from None
+        chunk = first[0] if isinstance(first, list) and first else first
+        if isinstance(chunk, ErrorResponse):
+            if chunk.error.code >= 500:
+                raise BackendUnavailableError(f"`{model}` failed: {chunk.error.message}", "error")
+            raise OpenAIHTTPException(message=chunk.error.message, status_code=chunk.error.code, type=chunk.error.type)
+        if not payload.get("stream"):
+            return Answer(model, self.kind, body=chunk.model_dump())
+        return Answer(model, self.kind, events=self._events(model, first, stream))
+
+    @staticmethod
+    async def _events(model: str, first: Any, stream: Any) -> AsyncIterator[str]:
+        async def packets() -> AsyncIterator[Any]:
+            yield first
+            async for packet in stream:
+                yield packet
+
+        done = False
+        with ray_errors(model):
+            async for packet in packets():
+                for data in sse_data(packet):
+                    done = done or data == DONE
+                    yield data
+        if not done:
+            yield DONE
+
+
+class ClassifierBackend:
+    """A classifier deployment, called by method name through its handle."""
+
+    kind = "classifier"
+
+    def __init__(self, name: str, handle: DeploymentHandle):
+        self.name = name
+        self._handle = handle
+
+    async def call(self, method: str, *args: Any) -> Any:
+        with ray_errors(self.name):
+            return await getattr(self._handle, method).remote(*args)

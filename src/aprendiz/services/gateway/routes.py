@@ -1,0 +1,141 @@
+"""One record per model the entrance serves: its backend, card, price and fallback.
+
+``build_routes`` makes the table from the platform config and the deployment handles the
+ingress was bound to; the gateway resolves every request's model name against it
+(a generator, ``<model>:<adapter>`` for a LoRA adapter, or a classifier).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Iterable, Union
+from urllib.parse import urlsplit
+
+import httpx
+from ray.serve.handle import DeploymentHandle
+
+from aprendiz.config import PlatformConfig
+from aprendiz.errors import InvalidRequestError, ModelNotFoundError
+from aprendiz.loras import AdapterStore, split_model_id
+from aprendiz.services.gateway.backends import ClassifierBackend, HostedGenerator
+from aprendiz.services.gateway.metering import TokenCounter
+from aprendiz.services.gateway.rented import RentedUpstream
+from aprendiz.services.raycompat import ModelCard
+from aprendiz.store import ObjectStore
+
+log = logging.getLogger("aprendiz.gateway")
+
+Backend = Union[HostedGenerator, RentedUpstream, ClassifierBackend]
+
+
+@dataclass
+class ModelRoute:
+    id: str
+    backend: Backend
+    card: ModelCard | None = None  # generators' (hosted and rented)
+    hourly_usd: float = 0.0  # hosted replicas'
+    fallback: str | None = None
+    fallback_after_s: float | None = None
+    counter: TokenCounter | None = None  # tokens, where the backend reports no usage
+
+    @property
+    def kind(self) -> str:
+        return self.backend.kind
+
+
+class RouteTable:
+    """Generators (hosted and rented) and classifiers: two namespaces, as the protocols' routes are."""
+
+    def __init__(self, routes: Iterable[ModelRoute]):
+        routes = list(routes)
+        self._generators = {r.id: r for r in routes if r.kind != "classifier"}
+        self._classifiers = {r.id: r for r in routes if r.kind == "classifier"}
+
+    def generators(self, kind: str | None = None) -> list[ModelRoute]:
+        return [r for r in self._generators.values() if kind is None or r.kind == kind]
+
+    def classifiers(self) -> list[ModelRoute]:
+        return list(self._classifiers.values())
+
+    def fallback_of(self, route: ModelRoute) -> ModelRoute | None:
+        return self._generators.get(route.fallback) if route.fallback else None
+
+    def classifier(self, name: str) -> ModelRoute:
+        route = self._classifiers.get(name)
+        if route is None:
+            raise ModelNotFoundError(
+                f"The classifier `{name}` does not exist; available classifiers: {sorted(self._classifiers)}"
+            )
+        return route
+
+    async def generator(self, model: str | None) -> tuple[ModelRoute, str]:
+        """The route of the generator a request names (``None``: the only one there is), and the name
+        to serve it under (``<model>:<adapter>`` keeps its adapter)."""
+        available = sorted(self._generators)
+        if model is None:
+            if len(available) == 1:
+                return self._generators[available[0]], available[0]
+            raise InvalidRequestError(f"`model` is required; available models: {available}", param="model")
+        if model in self._generators:
+            return self._generators[model], model
+        base, adapter = split_model_id(model)
+        route = self._generators.get(base)
+        if adapter is not None and route is not None and isinstance(route.backend, HostedGenerator):
+            await route.backend.check_adapter(adapter)
+            return route, model
+        raise ModelNotFoundError(f"The model `{model}` does not exist; available models: {available}", param="model")
+
+    async def card(self, model: str) -> ModelCard:
+        route, name = await self.generator(model)
+        if name == route.id or not isinstance(route.backend, HostedGenerator):
+            return route.card
+        return route.backend.adapter_card(split_model_id(name)[1])
+
+    async def cards(self) -> list[ModelCard]:
+        """Every generator's card: hosted, then their adapters, then rented."""
+        hosted = [r.backend for r in self.generators("hosted") if isinstance(r.backend, HostedGenerator)]
+        adapters = [b.adapter_card(a) for b in hosted for a in await b.adapter_names()]
+        return [*(b.card for b in hosted), *adapters, *(r.card for r in self.generators("rented"))]
+
+
+def _rented_card(upstream: RentedUpstream) -> ModelCard:
+    r = upstream.model
+    return ModelCard(
+        id=r.id, object="model", owned_by="rented", permission=[],
+        metadata={"backend": "rented", "provider": urlsplit(r.base_url).netloc, "upstream_model": r.upstream_model},
+    )
+
+
+def build_routes(
+    platform: PlatformConfig,
+    *,
+    llm_handles: dict[str, DeploymentHandle],
+    model_cards: dict[str, ModelCard],
+    classifier_handles: dict[str, DeploymentHandle],
+    client: httpx.AsyncClient,
+) -> RouteTable:
+    """The route table: the configured generators, rented models and classifiers, with their handles."""
+    routes = []
+    prices = platform.gateway
+    for g in platform.generators:
+        store = platform.lora_store_for(g)
+        adapters = AdapterStore(ObjectStore(store.url, storage_options=store.storage_options())) if store else None
+        routes.append(ModelRoute(
+            g.id, HostedGenerator(g.id, llm_handles[g.id], model_cards[g.id], adapters), model_cards[g.id],
+            hourly_usd=prices.generator_hourly_usd(g), fallback=g.fallback,
+            fallback_after_s=g.fallback_after_s if g.fallback else None,
+        ))
+    for r in platform.rented:
+        key = os.environ.get(r.api_key_env) if r.api_key_env else None
+        if r.api_key_env and not key:
+            log.warning("rented model %s: the environment variable %s is not set; calls go without a key",
+                        r.id, r.api_key_env)
+        upstream = RentedUpstream(r, key, client)
+        routes.append(ModelRoute(r.id, upstream, _rented_card(upstream), fallback=r.fallback,
+                                 counter=TokenCounter(r.tokenizer)))
+    for c in platform.classifiers:
+        routes.append(ModelRoute(c.name, ClassifierBackend(c.name, classifier_handles[c.name]),
+                                 hourly_usd=prices.classifier_hourly_usd(c)))
+    return RouteTable(routes)

@@ -1,0 +1,73 @@
+"""Build the generator deployments: one ``ray.serve.llm`` LLMServer per configured model.
+
+The engine class is a parameter (``engine_cls``): ``None`` is Ray's vLLM engine,
+the production path; the fast test tier passes a fake engine instead. The server
+class is Ray's LLMServer plus one thing: the replica accrues its hourly price while
+it is up (``aprendiz_replica_cost_usd``), the hosted side of rent-or-host.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from ray.serve.deployment import Application
+from ray.serve.llm import LLMConfig, LLMServer, build_llm_deployment
+
+from aprendiz.config import GatewayConfig, GeneratorModel, StoreConfig
+from aprendiz.services.gateway.accrual import ReplicaCostMeter
+from aprendiz.services.generator.lora import StoreLoraLoader
+from aprendiz.services.raycompat import lora_loader_kwargs
+
+
+class GeneratorServer(LLMServer):
+    """Ray Serve LLM's server, metering what its replica costs from the moment it starts."""
+
+    async def __init__(
+        self,
+        llm_config: LLMConfig,
+        *,
+        hourly_usd: float = 0.0,
+        accelerator: str = "cpu",
+        lora_store: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ):
+        self._cost = ReplicaCostMeter(
+            model=llm_config.model_id, kind="generator", accelerator=accelerator, hourly_usd=hourly_usd
+        )
+        if lora_store is not None:
+            kwargs.update(lora_loader_kwargs(partial(StoreLoraLoader, store=lora_store)))
+        await super().__init__(llm_config, **kwargs)
+
+
+def llm_config(model: GeneratorModel) -> LLMConfig:
+    return LLMConfig(**model.llm_config())
+
+
+def build_generator_deployments(
+    models: list[GeneratorModel],
+    *,
+    prices: GatewayConfig | None = None,
+    lora_stores: dict[str, StoreConfig] | None = None,
+    engine_cls: type | None = None,
+) -> tuple[dict[str, Application], dict[str, LLMConfig]]:
+    """Return the bound LLMServer deployments and their LLMConfigs, both keyed by model id.
+
+    ``lora_stores``: the store of each model that serves LoRA adapters."""
+    prices = prices or GatewayConfig()
+    lora_stores = lora_stores or {}
+    configs = {m.id: llm_config(m) for m in models}
+    deployments = {}
+    for model in models:
+        bind_kwargs: dict[str, Any] = {
+            "hourly_usd": prices.generator_hourly_usd(model),
+            "accelerator": model.accelerator_type or model.accelerator,
+        }
+        if model.id in lora_stores:
+            bind_kwargs["lora_store"] = lora_stores[model.id].model_dump(mode="json")
+        if engine_cls is not None:
+            bind_kwargs["engine_cls"] = engine_cls
+        deployments[model.id] = build_llm_deployment(
+            configs[model.id], bind_kwargs=bind_kwargs, deployment_cls=GeneratorServer, name_prefix="LLMServer:"
+        )
+    return deployments, configs

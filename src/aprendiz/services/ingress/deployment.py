@@ -1,0 +1,214 @@
+"""The ingress deployment: the one entrance, its routes read top to bottom.
+
+Every model route does the same three things:
+
+1. read the body (413 over ``ingress.max_body_bytes``, 400 for JSON that does not parse);
+2. ``gateway.admit``: the caller's key, the model named, its permission and limits;
+3. ``gateway.generate`` (OpenAI routes) or ``gateway.classify`` (KServe V1 and V2 routes):
+   the model's backend answers, metered, with its fallback if it has one.
+
+The backends are reached through deployment handles (Ray Serve model composition): the
+generators' LLMServer deployments, the classifier deployments and the rate limiter; rented
+models over HTTP. Probes (/healthz, /readyz, /v2/health/*) need no key.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+from ray import serve
+from ray.serve.deployment import Application
+from ray.serve.handle import DeploymentHandle
+from ray.serve.llm import LLMConfig
+from ray.serve.llm.ingress import make_fastapi_ingress
+
+from aprendiz.config import PlatformConfig
+from aprendiz.errors import InvalidRequestError, PayloadTooLargeError
+from aprendiz.metrics import GatewayMetrics
+from aprendiz.services.gateway.auth import Gatekeeper
+from aprendiz.services.gateway.gateway import Gateway
+from aprendiz.services.gateway.limits import Limiter, build_rate_limiter
+from aprendiz.services.gateway.routes import build_routes
+from aprendiz.services.ingress.app import create_app
+from aprendiz.services.raycompat import ModelCard, ModelList, to_model_metadata
+
+V2_BINARY_HEADER = "inference-header-content-length"
+
+
+class AprendizIngress:
+    """OpenAI-compatible routes for the generators, KServe V1/V2 routes for the classifiers, probes.
+
+    Its dependencies are passed in: the handles it was bound to, the platform config, and
+    (for the fast test tier) the gateway's metrics and HTTP client.
+    """
+
+    def __init__(
+        self,
+        llm_deployments: dict[str, DeploymentHandle],
+        model_cards: dict[str, ModelCard],
+        *,
+        classifiers: dict[str, DeploymentHandle],
+        limiter: DeploymentHandle | None,
+        config: dict[str, Any],
+        metrics: GatewayMetrics | None = None,
+        client: httpx.AsyncClient | None = None,
+    ):
+        platform = PlatformConfig.model_validate(config)
+        self._max_body_bytes = platform.ingress.max_body_bytes
+        client = client or httpx.AsyncClient(limits=httpx.Limits(max_connections=512, max_keepalive_connections=64))
+        routes = build_routes(
+            platform, llm_handles=llm_deployments, model_cards=model_cards, classifier_handles=classifiers,
+            client=client,
+        )
+        keys = platform.gateway
+        self._gateway = Gateway(
+            routes=routes,
+            gatekeeper=Gatekeeper(keys.keys_file, reload_s=keys.keys_reload_s),
+            limiter=Limiter(limiter),
+            metrics=metrics or GatewayMetrics(),
+        )
+
+    # -- reading a body -------------------------------------------------------------------
+    async def _body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self._max_body_bytes:
+            raise PayloadTooLargeError(f"the body has {declared} bytes; the limit is {self._max_body_bytes}")
+        body = await request.body()
+        if len(body) > self._max_body_bytes:
+            raise PayloadTooLargeError(f"the body has {len(body)} bytes; the limit is {self._max_body_bytes}")
+        return body
+
+    async def _json(self, request: Request) -> Any:
+        body = await self._body(request)
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidRequestError(f"the body is not valid JSON: {exc}") from None
+
+    # -- OpenAI routes --------------------------------------------------------------------
+    async def models(self, request: Request) -> ModelList:
+        principal = await self._gateway.authenticate(request)
+        cards = await self._gateway.routes.cards()
+        return ModelList(data=[c for c in cards if self._gateway.visible(principal, c.id)])
+
+    async def model_data(self, model: str, request: Request) -> ModelCard:
+        await self._gateway.admit(request, model)
+        return await self._gateway.routes.card(model)
+
+    async def chat(self, request: Request) -> Response:
+        return await self._generate(request, "chat")
+
+    async def completions(self, request: Request) -> Response:
+        return await self._generate(request, "completions")
+
+    async def _generate(self, request: Request, route: str) -> Response:
+        caller = await self._gateway.authenticate(request)  # 401 before the body is read
+        payload = await self._json(request)
+        if not isinstance(payload, dict):
+            raise InvalidRequestError("the body must be a JSON object")
+        model = payload.get("model")
+        if model is not None and not isinstance(model, str):
+            raise InvalidRequestError("`model` must be a string", param="model")
+        admission = await self._gateway.admit(request, model, caller=caller)
+        return await self._gateway.generate(admission, route, payload, request.headers)
+
+    # -- classifier routes (KServe V1 and Open Inference Protocol V2) ---------------------
+    async def classifier_predict_v1(self, name: str, request: Request) -> JSONResponse:
+        admission = await self._gateway.admit(request, name, kind="classifier")
+        result, headers = await self._gateway.classify(admission, "predict_v1", await self._json(request))
+        return JSONResponse(result, headers=headers)
+
+    async def classifier_feedback(self, name: str, request: Request) -> JSONResponse:
+        admission = await self._gateway.admit(request, name, kind="classifier")
+        result, headers = await self._gateway.classify(admission, "feedback", await self._json(request))
+        return JSONResponse(result, headers=headers)
+
+    async def v2_infer(self, name: str, request: Request) -> JSONResponse:
+        admission = await self._gateway.admit(request, name, kind="classifier")
+        body = await self._body(request)
+        header = request.headers.get(V2_BINARY_HEADER)
+        header_length = int(header) if header and header.isdigit() else None
+        result, headers = await self._gateway.classify(admission, "infer_v2", body, header_length)
+        return JSONResponse(result, headers=headers)
+
+    async def v2_model_metadata(self, name: str, request: Request) -> JSONResponse:
+        admission = await self._gateway.admit(request, name, kind="classifier")
+        result, _ = await self._gateway.classify(admission, "metadata_v2")
+        return JSONResponse(result)
+
+    async def v2_model_ready(self, name: str, request: Request) -> JSONResponse:
+        admission = await self._gateway.admit(request, name, kind="classifier")
+        ready, _ = await self._gateway.classify(admission, "ready")
+        return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
+
+    async def v2_live(self) -> dict[str, bool]:
+        return {"live": True}
+
+    async def v2_ready(self) -> JSONResponse:
+        ready = all([await r.backend.call("ready") for r in self._gateway.routes.classifiers()])
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    # -- probes ---------------------------------------------------------------------------
+    async def healthz(self) -> dict[str, str]:
+        """Liveness: the ingress replica answers."""
+        return {"status": "ok"}
+
+    async def readyz(self) -> dict[str, Any]:
+        """Readiness: the models this entrance routes to."""
+        routes = self._gateway.routes
+        return {
+            "status": "ready",
+            "models": sorted(r.id for r in routes.generators("hosted")),
+            "rented": sorted(r.id for r in routes.generators("rented")),
+            "classifiers": sorted(r.id for r in routes.classifiers()),
+            "authentication": self._gateway.gatekeeper.enabled,
+        }
+
+
+# The OpenAI routes this platform serves (Ray's ingress also has embeddings, score,
+# transcriptions and tokenize, which a chat generator does not offer), KServe's V1 and
+# V2 routes, and the probes. Classifier routes come before the catch-all model route.
+ENDPOINTS = {
+    "classifier_predict_v1": lambda app: app.post("/v1/models/{name}:predict"),
+    "classifier_feedback": lambda app: app.post("/v1/models/{name}/feedback"),
+    "v2_live": lambda app: app.get("/v2/health/live"),
+    "v2_ready": lambda app: app.get("/v2/health/ready"),
+    "v2_model_ready": lambda app: app.get("/v2/models/{name}/ready"),
+    "v2_model_metadata": lambda app: app.get("/v2/models/{name}"),
+    "v2_infer": lambda app: app.post("/v2/models/{name}/infer"),
+    "models": lambda app: app.get("/v1/models", response_model=ModelList),
+    "model_data": lambda app: app.get("/v1/models/{model:path}", response_model=ModelCard),
+    "completions": lambda app: app.post("/v1/completions"),
+    "chat": lambda app: app.post("/v1/chat/completions"),
+    "healthz": lambda app: app.get("/healthz", include_in_schema=False),
+    "readyz": lambda app: app.get("/readyz", include_in_schema=False),
+}
+
+
+def build_ingress(
+    llm_deployments: dict[str, Application],
+    llm_configs: dict[str, LLMConfig],
+    classifiers: dict[str, Application],
+    config: PlatformConfig,
+) -> Application:
+    """Bind the ingress deployment to the model deployments it routes to (and the rate limiter)."""
+    ingress_cls = make_fastapi_ingress(AprendizIngress, endpoint_map=ENDPOINTS, app=create_app())
+    options = {
+        "name": "Ingress",
+        "max_ongoing_requests": config.ingress.max_ongoing_requests,
+        "autoscaling_config": config.ingress.autoscaling.serve_options(),
+        "ray_actor_options": {"num_cpus": config.ingress.num_cpus},
+        "logging_config": {"enable_access_log": config.ingress.access_log},
+    }
+    model_cards = {model_id: to_model_metadata(model_id, c) for model_id, c in llm_configs.items()}
+    return serve.deployment(ingress_cls, **options).bind(
+        llm_deployments=llm_deployments,
+        model_cards=model_cards,
+        classifiers=classifiers,
+        limiter=build_rate_limiter() if config.gateway.keys_file else None,
+        config=config.model_dump(mode="json"),
+    )

@@ -1,0 +1,93 @@
+"""Everything the platform takes from Ray's private surface, in one place.
+
+Ray Serve LLM exports its stable API from ``ray.serve.llm`` (LLMConfig, LLMServer,
+build_llm_deployment, make_fastapi_ingress, the OpenAI request models). The rest of what
+the platform needs lives under ``ray.llm._internal``, which Ray changes between
+releases. Only this module imports it; ``tests/unit/test_raycompat.py`` pins the names and
+signatures relied on, so a Ray upgrade that moves one fails there, with the name, rather
+than somewhere along a request.
+
+What is taken, and why:
+
+- the OpenAI wire models Ray does not export (ModelCard, ModelList, ErrorResponse as the
+  engine yields it, OpenAIHTTPException) and ``to_model_metadata`` for a generator's card;
+- ``RawRequestInfo``, the picklable request headers an LLMServer call carries;
+- ``sanitize_chat_request``: Ray's workaround for a pydantic iterator that does not pickle;
+- the ingress app's request-id and error middleware and Ray's HTTP metrics middleware;
+- the LoRA loader's base class, its disk config and the adapter id counter; the loader is
+  handed to LLMServer through its ``model_downloader`` argument;
+- an ``Application``'s bound deployment and its autoscaling config, which Serve's public
+  API does not show (the tests of ``build_app`` read them);
+- ``LLMEngine``, the engine protocol LLMServer's ``engine_cls`` takes (vLLM in production, a
+  fake engine in the fast test tier).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ray.llm._internal.common.models import global_id_manager
+from ray.llm._internal.serve.core.configs.llm_config import DiskMultiplexConfig
+from ray.llm._internal.serve.core.configs.openai_api_models import (
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+    OpenAIHTTPException,
+    to_model_metadata,
+)
+from ray.llm._internal.serve.core.engine.protocol import LLMEngine
+from ray.llm._internal.serve.core.ingress.middleware import (
+    SetRequestIdMiddleware,
+    add_exception_handling_middleware,
+)
+from ray.llm._internal.serve.core.ingress.utils import (
+    _sanitize_chat_completion_request as sanitize_chat_request,
+)
+from ray.llm._internal.serve.core.protocol import RawRequestInfo
+from ray.llm._internal.serve.observability.metrics.fast_api_metrics import (
+    add_http_metrics_middleware,
+    metrics_lifespan,
+)
+from ray.llm._internal.serve.utils.lora_serve_utils import LoraModelLoader
+from ray.serve.deployment import Application, Deployment
+
+__all__ = [
+    "DiskMultiplexConfig",
+    "ErrorResponse",
+    "LLMEngine",
+    "LoraModelLoader",
+    "ModelCard",
+    "ModelList",
+    "OpenAIHTTPException",
+    "RawRequestInfo",
+    "SetRequestIdMiddleware",
+    "add_exception_handling_middleware",
+    "add_http_metrics_middleware",
+    "autoscaling_of",
+    "bound_deployment",
+    "lora_loader_kwargs",
+    "metrics_lifespan",
+    "next_adapter_id",
+    "sanitize_chat_request",
+    "to_model_metadata",
+]
+
+
+def next_adapter_id() -> int:
+    """A process-wide unique integer id for a loaded LoRA adapter (vLLM's ``lora_int_id``)."""
+    return global_id_manager.next()
+
+
+def lora_loader_kwargs(loader_factory: Callable[..., Any]) -> dict[str, Any]:
+    """The LLMServer constructor arguments that make it load adapters with ``loader_factory``."""
+    return {"model_downloader": loader_factory}
+
+
+def bound_deployment(app: Application) -> Deployment:
+    """The deployment an application was bound from (its options and ``init_kwargs``)."""
+    return app._bound_deployment
+
+
+def autoscaling_of(deployment: Deployment) -> Any:
+    """A deployment's autoscaling config (None without autoscaling)."""
+    return deployment._deployment_config.autoscaling_config

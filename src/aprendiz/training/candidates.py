@@ -1,0 +1,269 @@
+"""Candidates: build, search (on validation), pick a threshold (on validation), export, verify, evaluate (on test).
+
+Each candidate is a scikit-learn Pipeline (StandardScaler + estimator; gradient boosting
+without the scaler), fitted on the train split. A candidate's ``search`` grid is tried
+combination by combination: each is fitted on train and scored on validation by the selection
+metric; the best is kept (no refit on train + validation, so the validation data stay unseen
+for the threshold choice).
+
+Decision threshold. Chosen on VALIDATION data: the threshold with the highest recall whose
+precision is at least ``min_precision``; when no threshold reaches that precision on
+validation, the F1-best threshold is used and ``recall_at_precision`` is 0 (the target was
+not met). On TEST, f1 / precision / recall / accuracy / confusion matrix are computed at
+that threshold, and ``recall_at_precision`` is the test recall there.
+
+Every candidate is exported to ONNX (the project's conventions: input "input" float32 [N, F],
+output "probabilities" float32 [N, 2], no ZipMap, opsets ``TARGET_OPSET``), and the export is
+checked: onnxruntime's probabilities on the test rows must match scikit-learn's within
+``onnx_tolerance``. Test metrics are computed from onnxruntime's output, i.e. on what would
+serve. A candidate that fails to fit, export or verify is reported with its error and left out.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from aprendiz.registry import OUTPUT, TABULAR_INPUT
+from aprendiz.training.config import LOWER_IS_BETTER, CandidateConfig, TrainingConfig
+from aprendiz.training.dataset import Split
+from aprendiz.training.onnx_export import check_export, export_onnx, onnx_probabilities
+
+LATENCY_ROWS = 200
+
+
+@dataclass
+class CandidateResult:
+    name: str
+    algorithm: str
+    params: dict[str, Any] = field(default_factory=dict)
+    search: list[dict[str, Any]] = field(default_factory=list)  # [{"params": ..., "validation": score}]
+    validation_score: float = float("nan")
+    threshold: float = 0.5
+    threshold_rule: str = ""
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    confusion: list[list[int]] = field(default_factory=list)  # [[tn, fp], [fn, tp]] on test
+    test_probabilities: np.ndarray | None = None  # positive class, onnxruntime, test rows
+    onnx_bytes: bytes | None = None
+    onnx_max_diff: float = float("nan")
+    fit_seconds: float = 0.0
+    pipeline: Any = None
+    error: str | None = None
+    files: dict[str, bytes] = field(default_factory=dict)  # published beside model.onnx (text: tokenizer.json)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def build_estimator(algorithm: str, params: dict[str, Any], seed: int):
+    """A scikit-learn Pipeline for one algorithm and its parameters."""
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    params = dict(params)
+    if algorithm == "knn":
+        return Pipeline([("scale", StandardScaler()), ("model", KNeighborsClassifier(**params))])
+    if algorithm == "logistic_regression":
+        params.setdefault("max_iter", 1000)
+        return Pipeline([("scale", StandardScaler()), ("model", LogisticRegression(**params))])
+    if algorithm == "mlp":
+        if "hidden_layer_sizes" in params:
+            sizes = params["hidden_layer_sizes"]
+            params["hidden_layer_sizes"] = tuple(sizes) if isinstance(sizes, (list, tuple)) else (int(sizes),)
+        params.setdefault("max_iter", 500)
+        params.setdefault("random_state", seed)
+        return Pipeline([("scale", StandardScaler()), ("model", MLPClassifier(**params))])
+    if algorithm == "gradient_boosting":
+        params.setdefault("random_state", seed)
+        return Pipeline([("model", GradientBoostingClassifier(**params))])
+    raise ValueError(f"unknown algorithm {algorithm!r}")
+
+
+def choose_threshold(y_val: np.ndarray, p_val: np.ndarray, min_precision: float) -> tuple[float, str, bool]:
+    """(threshold, rule, met): highest recall with precision >= min_precision on validation, else best F1."""
+    from sklearn.metrics import precision_recall_curve
+
+    precision, recall, thresholds = precision_recall_curve(y_val, p_val)
+    precision, recall = precision[:-1], recall[:-1]  # the last point has no threshold
+    reaching = np.flatnonzero(precision >= min_precision)
+    if reaching.size:
+        best_recall = recall[reaching].max()
+        index = reaching[recall[reaching] == best_recall].max()  # the highest such threshold
+        return float(thresholds[index]), f"max recall at validation precision >= {min_precision}", True
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
+    index = int(np.argmax(f1))
+    return float(thresholds[index]), f"best validation F1 (precision {min_precision} not reachable)", False
+
+
+def evaluate(y: np.ndarray, positive: np.ndarray, threshold: float, *, target_met: bool = True) -> tuple[dict[str, float], list[list[int]]]:
+    """Threshold-free and threshold metrics of positive-class probabilities; and the confusion matrix."""
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        brier_score_loss,
+        confusion_matrix,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
+    positive = np.clip(np.asarray(positive, dtype=np.float64), 0.0, 1.0)
+    predicted = (positive >= threshold).astype(np.int64)
+    recall = float(recall_score(y, predicted, zero_division=0))
+    metrics = {
+        "roc_auc": float(roc_auc_score(y, positive)),
+        "pr_auc": float(average_precision_score(y, positive)),
+        "f1": float(f1_score(y, predicted, zero_division=0)),
+        "precision": float(precision_score(y, predicted, zero_division=0)),
+        "recall": recall,
+        "recall_at_precision": recall if target_met else 0.0,
+        "accuracy": float(accuracy_score(y, predicted)),
+        "brier": float(brier_score_loss(y, positive)),
+    }
+    confusion = confusion_matrix(y, predicted, labels=[0, 1]).astype(int).tolist()
+    return metrics, confusion
+
+
+def score(metrics: dict[str, float], metric: str) -> float:
+    """A metric as "higher is better"."""
+    value = metrics[metric]
+    return -value if metric in LOWER_IS_BETTER else value
+
+
+def onnx_latency_ms(onnx_bytes: bytes, x: np.ndarray, rows: int = LATENCY_ROWS) -> float:
+    """Mean time of one single-row onnxruntime call (one thread), in milliseconds."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    sample = np.asarray(x[:rows], dtype=np.float32)
+    session.run([OUTPUT], {TABULAR_INPUT: sample[:1]})  # warm-up
+    start = time.perf_counter()
+    for i in range(len(sample)):
+        session.run([OUTPUT], {TABULAR_INPUT: sample[i : i + 1]})
+    return (time.perf_counter() - start) * 1000.0 / max(len(sample), 1)
+
+
+@dataclass
+class Inputs:
+    """What one kind of candidate (tabular, text, later image) trains on and how its export serves.
+
+    ``x_*``: the model's inputs per split; ``estimator(params)``: an unfitted scikit-learn
+    estimator; ``export(model)``: the fitted model as ONNX bytes and the files stored beside
+    it; ``served(onnx_bytes)``: onnxruntime's probabilities [N, 2] on the test rows, as the
+    serving side computes them; ``latency_ms(onnx_bytes)``: one row's time.
+    """
+
+    x_train: Any
+    x_val: Any
+    x_test: Any
+    estimator: Callable[[dict[str, Any]], Any]
+    export: Callable[[Any], tuple[bytes, dict[str, bytes]]]
+    served: Callable[[bytes], np.ndarray]
+    latency_ms: Callable[[bytes], float]
+
+
+@dataclass
+class _Best:
+    value: float
+    params: dict[str, Any]
+    model: Any
+    threshold: float
+    rule: str
+    met: bool
+    validation: float
+
+
+def _search(candidate: CandidateConfig, inputs: Inputs, split: Split, config: TrainingConfig,
+            result: CandidateResult) -> _Best:
+    """Fit every combination of the search grid on train, score it on validation; the best wins."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import ParameterGrid
+
+    best: _Best | None = None
+    for extra in ParameterGrid(candidate.search):
+        params = {**candidate.params, **extra}
+        model = inputs.estimator(params)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model.fit(inputs.x_train, split.y_train)
+        p_val = model.predict_proba(inputs.x_val)[:, 1]
+        threshold, rule, met = choose_threshold(split.y_val, p_val, config.min_precision)
+        val_metrics, _ = evaluate(split.y_val, p_val, threshold, target_met=met)
+        value = score(val_metrics, config.selection_metric)
+        result.search.append({"params": dict(extra), "validation": val_metrics[config.selection_metric]})
+        if best is None or value > best.value:
+            best = _Best(value, params, model, threshold, rule, met, val_metrics[config.selection_metric])
+    assert best is not None  # ParameterGrid({}) is one empty combination
+    return best
+
+
+def train_with(candidate: CandidateConfig, split: Split, config: TrainingConfig,
+               inputs_for: Callable[[], Inputs]) -> CandidateResult:
+    """The one skeleton every kind of candidate goes through: search (validation), threshold
+    (validation), export, verify the export against the model (test), evaluate what serves (test).
+    Errors are recorded in the result, not raised: a broken candidate is reported, the others go on."""
+    result = CandidateResult(name=candidate.name, algorithm=candidate.algorithm)
+    start = time.perf_counter()
+    try:
+        inputs = inputs_for()
+        best = _search(candidate, inputs, split, config, result)
+        result.fit_seconds = time.perf_counter() - start
+        result.params, result.pipeline, result.validation_score = best.params, best.model, float(best.validation)
+        result.threshold, result.threshold_rule = best.threshold, best.rule
+        onnx_bytes, result.files = inputs.export(best.model)
+        got = inputs.served(onnx_bytes)
+        result.onnx_max_diff = check_export(got, best.model.predict_proba(inputs.x_test), config.onnx_tolerance)
+        result.onnx_bytes = onnx_bytes
+        result.test_probabilities = got[:, 1].astype(np.float64)
+        result.test_metrics, result.confusion = evaluate(
+            split.y_test, result.test_probabilities, best.threshold, target_met=best.met
+        )
+        result.test_metrics["latency_ms"] = inputs.latency_ms(onnx_bytes)
+        result.test_metrics["size_bytes"] = float(len(onnx_bytes))
+    except Exception as exc:
+        result.error = f"{type(exc).__name__}: {exc}"
+        result.fit_seconds = time.perf_counter() - start
+    return result
+
+
+def tabular_inputs(candidate: CandidateConfig, split: Split, config: TrainingConfig) -> Inputs:
+    n_features = split.x_train.shape[1]
+    return Inputs(
+        split.x_train, split.x_val, split.x_test,
+        estimator=lambda params: build_estimator(candidate.algorithm, params, config.seed),
+        export=lambda pipeline: (export_onnx(pipeline, n_features), {}),
+        served=lambda onnx_bytes: onnx_probabilities(onnx_bytes, split.x_test),
+        latency_ms=lambda onnx_bytes: onnx_latency_ms(onnx_bytes, split.x_test),
+    )
+
+
+def train_candidate(candidate: CandidateConfig, split: Split, config: TrainingConfig) -> CandidateResult:
+    """Search, fit, threshold, export, verify and evaluate one tabular candidate."""
+    return train_with(candidate, split, config, lambda: tabular_inputs(candidate, split, config))
+
+
+def meets_floors(metrics: dict[str, float], floors: dict[str, float]) -> list[str]:
+    """The floors a candidate misses (empty when it meets them all)."""
+    missed = []
+    for metric, bound in sorted(floors.items()):
+        value = metrics.get(metric)
+        if value is None:
+            missed.append(f"{metric} unknown")
+        elif metric in LOWER_IS_BETTER and value > bound:
+            missed.append(f"{metric} {value:.4g} > {bound:.4g}")
+        elif metric not in LOWER_IS_BETTER and value < bound:
+            missed.append(f"{metric} {value:.4g} < {bound:.4g}")
+    return missed

@@ -1,0 +1,614 @@
+"""The training job's data: read, validate, quarantine, merge feedback, split.
+
+Sources. Every object directly or deeper under ``datasets/<name>/`` whose name ends in
+``.csv``, ``.parquet``/``.pq`` or ``.jsonl``/``.ndjson`` is read, in key order (other files,
+``training.yaml``, ``schema.json`` and the ``quarantine/`` folder are not data). CSV cells are
+read as text and parsed here, so one bad cell never spoils a column.
+
+Validation. A row is kept when its label is 0, 1 or one of the two label names, and every
+schema feature holds a finite number (an integer for ``int`` features). Anything else goes to
+quarantine with every reason found ("missing label", "feature 'x': 'abc' is not a number",
+"feature 'x': inf is not finite", ...). Columns not in the schema are ignored.
+
+Feedback. Every tabular :class:`~aprendiz.registry.FeedbackRecord` under ``feedback/<name>/`` is
+validated the same way and appended to the pool *before* the split (so feedback rows land in
+train, validation and test alike). Duplicates are then removed by their feature values (as the
+model sees them: float32), keeping the LAST occurrence: dataset files first in key order, then
+feedback in the order the store lists it (file names are UTC timestamps, so oldest first).
+Hence a feedback example that corrects a label wins over the dataset row with the same
+features, and a later feedback wins over an earlier one. Text feedback is quarantined.
+
+Text datasets. A dataset whose only column besides the label holds text (and no schema is
+declared) is a text dataset: ``x`` holds the texts (object [N]), ``text_column`` names the
+column, text feedback joins the pool (tabular feedback is quarantined) and duplicates are
+removed by text. The job trains it with :mod:`aprendiz.training.text_candidates`.
+
+Split. Stratified train / validation / test with the configured fractions and seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from aprendiz.registry import Feature, FeedbackRecord, dataset_prefix, feedback_lines
+from aprendiz.store import ObjectStore, jsonable
+from aprendiz.training.config import CONFIG_FILE, SCHEMA_FILE, TrainingConfig
+
+QUARANTINE_FOLDER = "quarantine/"
+CSV_SUFFIXES = (".csv",)
+PARQUET_SUFFIXES = (".parquet", ".pq")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+MIN_PER_CLASS = 5
+
+_OK, _MISSING, _WRONG, _NONFINITE = 0, 1, 2, 3
+
+
+class DatasetError(ValueError):
+    """The data cannot be trained on (no rows, too few rows, one class, unusable columns)."""
+
+
+class TextDatasetError(DatasetError):
+    """The dataset is one text column: :func:`load_dataset` reads it as a text dataset."""
+
+    def __init__(self, message: str, column: str = ""):
+        super().__init__(message)
+        self.column = column
+
+
+@dataclass
+class Dataset:
+    """The validated pool (dataset rows and feedback, deduplicated) and what happened to the rest."""
+
+    features: list[Feature]  # empty for a text dataset
+    label_column: str
+    x: np.ndarray  # float32 [N, F]; a text dataset: object [N] of str
+    y: np.ndarray  # int64 [N]
+    from_feedback: np.ndarray  # bool [N]
+    sources: list[str]
+    schema_source: str  # "config", "schema.json" or "inferred"
+    rows_read: int = 0  # dataset rows + feedback records seen
+    feedback_read: int = 0
+    quarantine: list[dict[str, Any]] = field(default_factory=list)
+    duplicates_dropped: int = 0
+    labels_corrected: int = 0  # dataset rows whose label a feedback row replaced
+    ignored_files: list[str] = field(default_factory=list)
+    text_column: str | None = None  # set for a text dataset (one text column)
+
+    @property
+    def rows_quarantined(self) -> int:
+        return len(self.quarantine)
+
+    def fingerprint(self, seed: int) -> str:
+        digest = hashlib.sha256()
+        digest.update(json.dumps([f.name for f in self.features]).encode())
+        if self.text_column is not None:
+            digest.update(json.dumps([self.text_column, [str(t) for t in self.x]], ensure_ascii=False).encode())
+        else:
+            digest.update(np.ascontiguousarray(self.x, dtype=np.float32).tobytes())
+        digest.update(np.ascontiguousarray(self.y, dtype=np.int64).tobytes())
+        digest.update(str(seed).encode())
+        return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Split:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.y_train), "validation": len(self.y_val), "test": len(self.y_test)}
+
+
+# -- reading ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Source:
+    key: str
+    frame: pd.DataFrame  # raw values (strings for CSV)
+    lines: np.ndarray  # line number (CSV, JSONL) or row number (Parquet) of each row
+    bad: list[dict[str, Any]]  # rows that could not even be parsed
+
+
+def _data_keys(store: ObjectStore, name: str) -> tuple[list[str], list[str]]:
+    prefix = dataset_prefix(name)
+    keys, ignored = [], []
+    for key in store.list(prefix):
+        relative = key[len(prefix) :]
+        if relative.startswith(QUARANTINE_FOLDER) or relative in (CONFIG_FILE, SCHEMA_FILE):
+            continue
+        if relative.lower().endswith(CSV_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES):
+            keys.append(key)
+        else:
+            ignored.append(key)
+    return keys, ignored
+
+
+def _read_csv(key: str, data: bytes) -> _Source:
+    text = data.decode("utf-8-sig", errors="replace")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if not header:
+        return _Source(key, pd.DataFrame(), np.zeros(0, dtype=np.int64), [])
+    header = [h.strip() for h in header]
+    rows, lines, bad = [], [], []
+    for row in reader:
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            bad.append(
+                {
+                    "source": key,
+                    "line": reader.line_num,
+                    "row": dict(zip(header, row)) | ({"_extra": row[len(header) :]} if len(row) > len(header) else {}),
+                    "reason": f"the row has {len(row)} fields, the header {len(header)}",
+                }
+            )
+            continue
+        rows.append(row)
+        lines.append(reader.line_num)
+    frame = pd.DataFrame(rows, columns=header, dtype=object)
+    return _Source(key, frame, np.asarray(lines, dtype=np.int64), bad)
+
+
+def _read_jsonl(key: str, data: bytes) -> _Source:
+    records, lines, bad = [], [], []
+    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            bad.append({"source": key, "line": number, "row": line[:1000], "reason": f"not valid JSON: {exc.msg}"})
+            continue
+        if not isinstance(record, dict):
+            bad.append({"source": key, "line": number, "row": record, "reason": "not a JSON object"})
+            continue
+        records.append(record)
+        lines.append(number)
+    frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
+    return _Source(key, frame.astype(object), np.asarray(lines, dtype=np.int64), bad)
+
+
+def _read_parquet(key: str, data: bytes) -> _Source:
+    try:
+        frame = pd.read_parquet(io.BytesIO(data))
+    except Exception as exc:  # pyarrow raises its own error types
+        raise DatasetError(f"{key} is not a readable Parquet file: {exc}") from None
+    return _Source(key, frame, np.arange(1, len(frame) + 1, dtype=np.int64), [])
+
+
+def read_sources(store: ObjectStore, name: str) -> tuple[list[_Source], list[str]]:
+    """Every data file of ``datasets/<name>/``, parsed into raw frames; and the files ignored."""
+    keys, ignored = _data_keys(store, name)
+    sources = []
+    for key in keys:
+        data = store.read_bytes(key)
+        lower = key.lower()
+        if lower.endswith(CSV_SUFFIXES):
+            sources.append(_read_csv(key, data))
+        elif lower.endswith(PARQUET_SUFFIXES):
+            sources.append(_read_parquet(key, data))
+        else:
+            sources.append(_read_jsonl(key, data))
+    return sources, ignored
+
+
+# -- parsing cells ---------------------------------------------------------------------------
+
+
+def _parse_value(value: Any) -> tuple[float, int]:
+    if value is None:
+        return math.nan, _MISSING
+    if isinstance(value, (bool, np.bool_)):
+        return math.nan, _WRONG
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        number = float(value)
+        if math.isnan(number):
+            return number, _MISSING  # a null in Parquet / JSON reads as NaN
+        return number, _OK if math.isfinite(number) else _NONFINITE
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return math.nan, _MISSING
+        try:
+            number = float(text)
+        except ValueError:
+            return math.nan, _WRONG
+        return number, _OK if math.isfinite(number) else _NONFINITE
+    return math.nan, _WRONG
+
+
+def _parse_column(column: pd.Series | None, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """float64 values and a status per cell (_OK, _MISSING, _WRONG, _NONFINITE)."""
+    if column is None:
+        return np.full(n, np.nan), np.full(n, _MISSING, dtype=np.int8)
+    if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
+        values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+        status = np.where(np.isnan(values), _MISSING, np.where(np.isfinite(values), _OK, _NONFINITE)).astype(np.int8)
+        return values, status
+    parsed = [_parse_value(v) for v in column.tolist()]
+    values = np.fromiter((p[0] for p in parsed), dtype=np.float64, count=n)
+    status = np.fromiter((p[1] for p in parsed), dtype=np.int8, count=n)
+    return values, status
+
+
+def _parse_labels(column: pd.Series | None, n: int, labels: tuple[str, str] | None) -> tuple[np.ndarray, list[str | None]]:
+    """int64 labels (-1 when invalid) and a reason per row (None when valid)."""
+    y = np.full(n, -1, dtype=np.int64)
+    reasons: list[str | None] = [None] * n
+    if column is None:
+        return y, ["missing label (no label column)"] * n
+    names = {name: index for index, name in enumerate(labels or ())}
+    allowed = "0 or 1" + (f", {labels[0]!r} or {labels[1]!r}" if labels else "")
+    for i, original in enumerate(column.tolist()):
+        value = original
+        if isinstance(value, str):
+            text = value.strip()
+            if text in names:
+                y[i] = names[text]
+                continue
+            if not text:
+                reasons[i] = "missing label"
+                continue
+            try:
+                value = float(text)
+            except ValueError:
+                reasons[i] = f"label {original!r} is not {allowed}"
+                continue
+        if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
+            reasons[i] = "missing label"
+        elif isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            reasons[i] = f"label {original!r} is not {allowed}"
+        elif float(value) in (0.0, 1.0):
+            y[i] = int(value)
+        else:
+            reasons[i] = f"label {original!r} is not {allowed}"
+    return y, reasons
+
+
+def _describe(value: Any) -> str:
+    return repr(value.strip() if isinstance(value, str) else value)
+
+
+def _validate(
+    frame: pd.DataFrame, lines: np.ndarray, source: str, features: list[Feature], label_column: str, labels
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """The valid rows (float32 x, int64 y) of one frame, and the quarantine entries of the others."""
+    n = len(frame)
+    y, label_reasons = _parse_labels(frame.get(label_column), n, labels)
+    x = np.empty((n, len(features)), dtype=np.float64)
+    problems: list[list[str]] = [[r] if r else [] for r in label_reasons]
+    for j, feature in enumerate(features):
+        column = frame.get(feature.name)
+        values, status = _parse_column(column, n)
+        if feature.type == "int":
+            fractional = (status == _OK) & (np.floor(values) != values)
+            status = np.where(fractional, _WRONG, status)
+        x[:, j] = values
+        for i in np.flatnonzero(status != _OK):
+            if status[i] == _MISSING:
+                problems[i].append(f"missing value for feature {feature.name!r}")
+            elif status[i] == _NONFINITE:
+                problems[i].append(f"feature {feature.name!r}: {_describe(column.iloc[i])} is not finite")
+            else:
+                kind = "an integer" if feature.type == "int" else "a number"
+                problems[i].append(f"feature {feature.name!r}: {_describe(column.iloc[i])} is not {kind}")
+    bad = np.asarray([bool(p) for p in problems], dtype=bool) if n else np.zeros(0, dtype=bool)
+    quarantine = []
+    for i in np.flatnonzero(bad):
+        row = {str(k): jsonable(v, nonfinite="text") for k, v in frame.iloc[i].items()}
+        quarantine.append({"source": source, "line": int(lines[i]), "row": row, "reason": "; ".join(problems[i])})
+    keep = ~bad
+    return x[keep].astype(np.float32), y[keep], quarantine
+
+
+# -- schema ----------------------------------------------------------------------------------
+
+
+def infer_schema(sources: list[_Source], label_column: str) -> list[Feature]:
+    """Every non-label column, in first-seen order: int when all its numbers are integers, else float.
+
+    A dataset whose only feature column holds text raises TextDatasetError; other text columns
+    raise DatasetError (categorical features are not supported).
+    """
+    columns: list[str] = []
+    for source in sources:
+        for column in source.frame.columns:
+            if column != label_column and column not in columns:
+                columns.append(str(column))
+    if not columns:
+        raise DatasetError("the dataset has no feature columns (only the label, or nothing)")
+    features, text_columns = [], []
+    for column in columns:
+        statuses, values = [], []
+        for source in sources:
+            if column in source.frame.columns:
+                v, s = _parse_column(source.frame[column], len(source.frame))
+                values.append(v)
+                statuses.append(s)
+        value = np.concatenate(values)
+        status = np.concatenate(statuses)
+        present = status != _MISSING
+        if present.any() and (status[present] == _WRONG).mean() > 0.5:
+            text_columns.append(column)
+            continue
+        ok = status == _OK
+        integral = ok.any() and bool(np.all(np.floor(value[ok]) == value[ok]))
+        features.append(Feature(name=column, type="int" if integral else "float"))
+    if text_columns and len(columns) == 1:
+        raise TextDatasetError(f"column {text_columns[0]!r} holds text: a text dataset", column=text_columns[0])
+    if text_columns:
+        raise DatasetError(
+            f"columns {text_columns} hold text, not numbers: categorical features are not supported yet "
+            "(declare the numeric features in training.yaml to leave them out)"
+        )
+    return features
+
+
+# -- the pool --------------------------------------------------------------------------------
+
+
+def load_dataset(
+    store: ObjectStore,
+    name: str,
+    config: TrainingConfig,
+    *,
+    kept_schema: list[Feature] | None,
+    labels: tuple[str, str] | None,
+) -> Dataset:
+    """Read and validate ``datasets/<name>/`` and ``feedback/<name>/`` into one deduplicated pool."""
+    sources, ignored = read_sources(store, name)
+    feedback, feedback_bad = read_feedback_records(store, name)
+    if config.features is not None:
+        features, schema_source = list(config.features), "config"
+    elif kept_schema is not None:
+        features, schema_source = list(kept_schema), "schema.json"
+    else:
+        if not any(len(s.frame) for s in sources):
+            raise DatasetError(f"no data rows under {dataset_prefix(name)} (CSV, Parquet or JSON Lines)")
+        try:
+            features, schema_source = infer_schema(sources, config.label_column), "inferred"
+        except TextDatasetError as exc:
+            return _load_text_dataset(sources, ignored, feedback, feedback_bad, exc.column, config.label_column, labels)
+    xs, ys, origin, quarantine = [], [], [], []
+    rows_read = 0
+    for source in sources:
+        rows_read += len(source.frame) + len(source.bad)
+        quarantine.extend(source.bad)
+        x, y, bad = _validate(source.frame, source.lines, source.key, features, config.label_column, labels)
+        xs.append(x)
+        ys.append(y)
+        origin.append(np.zeros(len(y), dtype=bool))
+        quarantine.extend(bad)
+    quarantine.extend(feedback_bad)
+    feedback_rows = []
+    for number, record in enumerate(feedback, start=1):
+        if record.features is None:
+            quarantine.append(
+                {"source": "feedback", "line": number, "row": record.model_dump(mode="json"),
+                 "reason": "text feedback for a tabular model"}
+            )
+            continue
+        feedback_rows.append(dict(record.features) | {config.label_column: record.label})
+    rows_read += len(feedback) + len(feedback_bad)
+    if feedback_rows:
+        frame = pd.DataFrame.from_records(feedback_rows).astype(object)
+        x, y, bad = _validate(
+            frame, np.arange(1, len(frame) + 1), "feedback", features, config.label_column, labels
+        )
+        xs.append(x)
+        ys.append(y)
+        origin.append(np.ones(len(y), dtype=bool))
+        quarantine.extend(bad)
+    x = np.concatenate(xs) if xs else np.zeros((0, len(features)), dtype=np.float32)
+    y = np.concatenate(ys) if ys else np.zeros(0, dtype=np.int64)
+    from_feedback = np.concatenate(origin) if origin else np.zeros(0, dtype=bool)
+    # Deduplicate by feature values, the last occurrence wins (feedback after the dataset).
+    keys = pd.Series([row.tobytes() for row in np.ascontiguousarray(x, dtype=np.float32)], dtype=object)
+    duplicated = keys.duplicated(keep="last").to_numpy()
+    labels_corrected = 0
+    if duplicated.any():
+        last_label = dict(zip(keys[~duplicated], y[~duplicated]))
+        dropped_from_dataset = duplicated & ~from_feedback
+        labels_corrected = int(
+            sum(
+                1
+                for k, label in zip(keys[dropped_from_dataset], y[dropped_from_dataset])
+                if last_label[k] != label
+            )
+        )
+    keep = ~duplicated
+    return Dataset(
+        features=features,
+        label_column=config.label_column,
+        x=np.ascontiguousarray(x[keep]),
+        y=np.ascontiguousarray(y[keep]),
+        from_feedback=from_feedback[keep],
+        sources=[s.key for s in sources],
+        schema_source=schema_source,
+        rows_read=rows_read,
+        feedback_read=len(feedback) + len(feedback_bad),
+        quarantine=quarantine,
+        duplicates_dropped=int(duplicated.sum()),
+        labels_corrected=labels_corrected,
+        ignored_files=ignored,
+    )
+
+
+def _load_text_dataset(sources, ignored, feedback, feedback_bad, column: str, label_column: str, labels) -> Dataset:
+    """A dataset of one text column (and the label): valid rows have a non-blank text and a valid label.
+
+    Text feedback records join the pool; tabular ones are quarantined. Duplicates are removed
+    by their text (stripped), the last occurrence wins, as for tabular rows.
+    """
+    texts: list[str] = []
+    ys, origin, quarantine = [], [], []
+    rows_read = 0
+
+    def add(frame: pd.DataFrame, lines, source: str, is_feedback: bool) -> None:
+        n = len(frame)
+        y, reasons = _parse_labels(frame.get(label_column), n, labels)
+        values = frame[column].tolist() if column in frame.columns else [None] * n
+        for i, value in enumerate(values):
+            problems = [reasons[i]] if reasons[i] else []
+            text = value.strip() if isinstance(value, str) else ""
+            if not text:
+                problems.append(f"missing text in column {column!r}")
+            if problems:
+                row = {str(k): jsonable(v, nonfinite="text") for k, v in frame.iloc[i].items()}
+                quarantine.append({"source": source, "line": int(lines[i]), "row": row, "reason": "; ".join(problems)})
+                continue
+            texts.append(text)
+            ys.append(int(y[i]))
+            origin.append(is_feedback)
+
+    for source in sources:
+        rows_read += len(source.frame) + len(source.bad)
+        quarantine.extend(source.bad)
+        add(source.frame, source.lines, source.key, False)
+    quarantine.extend(feedback_bad)
+    rows = []
+    for number, record in enumerate(feedback, start=1):
+        if record.text is None:
+            quarantine.append({"source": "feedback", "line": number, "row": record.model_dump(mode="json"),
+                               "reason": "tabular feedback for a text model"})
+            continue
+        rows.append({column: record.text, label_column: record.label})
+    rows_read += len(feedback) + len(feedback_bad)
+    if rows:
+        add(pd.DataFrame.from_records(rows).astype(object), np.arange(1, len(rows) + 1), "feedback", True)
+    keys = pd.Series(texts, dtype=object)
+    duplicated = keys.duplicated(keep="last").to_numpy() if texts else np.zeros(0, dtype=bool)
+    y = np.asarray(ys, dtype=np.int64)
+    from_feedback = np.asarray(origin, dtype=bool)
+    labels_corrected = 0
+    if duplicated.any():
+        last_label = dict(zip(keys[~duplicated], y[~duplicated]))
+        dropped = duplicated & ~from_feedback
+        labels_corrected = sum(1 for k, label in zip(keys[dropped], y[dropped]) if last_label[k] != label)
+    keep = ~duplicated
+    x = np.empty(int(keep.sum()), dtype=object)
+    x[:] = [t for t, k in zip(texts, keep) if k]
+    return Dataset(
+        features=[], label_column=label_column, x=x, y=np.ascontiguousarray(y[keep]), from_feedback=from_feedback[keep],
+        sources=[s.key for s in sources], schema_source="text", rows_read=rows_read,
+        feedback_read=len(feedback) + len(feedback_bad), quarantine=quarantine,
+        duplicates_dropped=int(duplicated.sum()), labels_corrected=int(labels_corrected), ignored_files=ignored,
+        text_column=column,
+    )
+
+
+def read_feedback_records(store: ObjectStore, name: str) -> tuple[list[FeedbackRecord], list[dict[str, Any]]]:
+    """Every valid feedback record of ``name`` (store order: oldest file first) and quarantine entries for the rest.
+
+    Unlike ModelRegistry.read_feedback, a bad line does not stop the run: it is quarantined.
+    """
+    from pydantic import ValidationError
+
+    records, bad = [], []
+    for key, number, line in feedback_lines(store, name, errors="replace"):
+        try:
+            records.append(FeedbackRecord.model_validate_json(line))
+        except ValidationError as exc:
+            reason = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'record'}: {e['msg']}" for e in exc.errors())
+            bad.append({"source": key, "line": number, "row": line[:1000], "reason": f"not a feedback record: {reason}"})
+    return records, bad
+
+
+def check_trainable(dataset: Dataset, config: TrainingConfig) -> None:
+    """DatasetError unless there are enough valid rows of both classes."""
+    n = len(dataset.y)
+    where = f"(after {dataset.rows_quarantined} rows quarantined and {dataset.duplicates_dropped} duplicates dropped)"
+    if n < config.min_rows:
+        raise DatasetError(f"only {n} valid rows {where}: at least min_rows={config.min_rows} are needed")
+    counts = np.bincount(dataset.y, minlength=2)
+    if (counts == 0).any():
+        only = int(np.argmax(counts))
+        raise DatasetError(f"all {n} valid rows have label {only}: training needs both classes")
+    if counts.min() < MIN_PER_CLASS:
+        raise DatasetError(
+            f"only {int(counts.min())} rows of class {int(np.argmin(counts))}: at least {MIN_PER_CLASS} per class are needed"
+        )
+
+
+def split_dataset(dataset: Dataset, config: TrainingConfig) -> Split:
+    """Stratified train / validation / test split with ``config.seed``."""
+    from sklearn.model_selection import train_test_split
+
+    x, y = dataset.x, dataset.y
+    try:
+        x_rest, x_test, y_rest, y_test = train_test_split(
+            x, y, test_size=config.test_fraction, stratify=y, random_state=config.seed
+        )
+        val_share = config.validation_fraction / (1.0 - config.test_fraction)
+        x_train, x_val, y_train, y_val = train_test_split(
+            x_rest, y_rest, test_size=val_share, stratify=y_rest, random_state=config.seed
+        )
+    except ValueError as exc:
+        raise DatasetError(f"the data cannot be split stratified: {exc}") from None
+    for part, labels in (("train", y_train), ("validation", y_val), ("test", y_test)):
+        if len(np.unique(labels)) < 2:
+            raise DatasetError(f"the {part} split has a single class: add rows of the rarer class")
+    c = np.ascontiguousarray
+    return Split(c(x_train), c(y_train), c(x_val), c(y_val), c(x_test), c(y_test))
+
+
+def quarantine_bytes(entries: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(e, sort_keys=True, ensure_ascii=False, default=str) + "\n" for e in entries).encode()
+
+
+def _seed(store: ObjectStore, name: str, data: bytes, labels: tuple[str, str]) -> bool:
+    """Write ``datasets/<name>/data.csv`` unless it is there, and a ``training.yaml`` naming the
+    (negative, positive) labels when there is none. Returns whether it wrote the data."""
+    key = dataset_prefix(name) + "data.csv"
+    if store.exists(key):
+        return False
+    config_key = dataset_prefix(name) + CONFIG_FILE
+    if not store.exists(config_key):
+        store.write_bytes(config_key, f"labels: [{labels[0]}, {labels[1]}]\n".encode("utf-8"))
+    store.write_bytes(key, data)
+    return True
+
+
+def seed_breast_cancer_dataset(store: ObjectStore, name: str = "breast-cancer") -> bool:
+    """Write scikit-learn's breast cancer data as ``datasets/<name>/data.csv`` unless it is there.
+
+    Columns: scikit-learn's 30 feature names, then ``label`` (1 = malignant, scikit-learn's
+    target 0); the training.yaml names the labels (benign, malignant). Returns whether it wrote the data.
+    """
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer()
+    frame = pd.DataFrame(data.data, columns=[str(n) for n in data.feature_names])
+    frame["label"] = (data.target == 0).astype(int)
+    csv = frame.to_csv(index=False, float_format="%.10g").encode("utf-8")
+    return _seed(store, name, csv, ("benign", "malignant"))
+
+
+ES_OR_EN_CSV = "datasets/es_or_en.csv"
+
+
+def seed_es_or_en_dataset(store: ObjectStore, name: str = "es-or-en") -> bool:
+    """Write the shipped Spanish/English texts as ``datasets/<name>/data.csv`` unless it is there.
+
+    Columns ``text,label`` (1 = Spanish): 400 messages of the tiny chat model's corpus, labelled by
+    :func:`aprendiz.training.text_classifier.language_of`. Also writes a ``training.yaml`` naming
+    the labels (english, spanish) when there is none. Returns whether it wrote the data.
+    """
+    from importlib.resources import files
+
+    return _seed(store, name, files("aprendiz.training").joinpath(ES_OR_EN_CSV).read_bytes(), ("english", "spanish"))

@@ -1,0 +1,364 @@
+"""``aprendiz train``: train, evaluate and maybe promote one tabular or text model from the store.
+
+A text dataset (one text column and the label, see :mod:`aprendiz.training.dataset`) goes the
+same way with the text candidates of :mod:`aprendiz.training.text_candidates` (by default when
+training.yaml lists no candidates: MiniLM embeddings + logistic regression, and TF-IDF + logistic
+regression); its version stores tokenizer.json beside model.onnx.
+
+One run (its id is a fresh registry version, e.g. "20261126T142501Z-3f9a"):
+
+1. read ``datasets/<name>/training.yaml`` (else defaults), the champion, the kept schema;
+2. read + validate the dataset and the feedback (see :mod:`aprendiz.training.dataset`);
+   too few rows or a single class stops here, and nothing in the store has changed;
+3. split stratified (seed recorded on the card), train every candidate, pick a threshold on
+   validation, export to ONNX and check it, evaluate on test (:mod:`aprendiz.training.candidates`);
+4. pick the best candidate by its TEST selection metric among those that meet the floors
+   on test (ties: better validation score, then smaller artifact); evaluate the champion on the same test rows (onnxruntime, its own card
+   threshold); promote when there is no champion, or when the best beats the champion's
+   test metric by at least ``margin``;
+5. write the quarantine file and (first run) the inferred schema; publish the version
+   (model.onnx, report/*, card.json) and replace champion.json; a run that does not promote
+   publishes nothing under models/ and leaves its report under ``runs/<name>/<run id>/``.
+   Every run writes ``runs/<name>/<run id>/result.json``.
+
+Biases, both known: picking the best of several candidates on the test set flatters the
+challenger a little (the margin is there to absorb that; validation scores saturate on small
+data, so they only break ties); and the champion may have been trained on some of today's
+test rows (another split, or data since deduplicated), which flatters the champion.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from aprendiz.registry import (
+    INPUT_IDS,
+    OUTPUT,
+    TABULAR_INPUT,
+    TOKENIZER_FILE,
+    Feature,
+    KeyNotFoundError,
+    ModelCard,
+    ModelRegistry,
+    VersionNotFoundError,
+    new_version,
+)
+from aprendiz.store import jsonable
+from aprendiz.training.candidates import CandidateResult, evaluate, meets_floors, score, train_candidate
+from aprendiz.training.config import TrainingConfig, TrainingConfigError, load_schema, save_schema
+from aprendiz.training.dataset import (
+    Dataset,
+    DatasetError,
+    check_trainable,
+    load_dataset,
+    quarantine_bytes,
+    split_dataset,
+)
+from aprendiz.training.onnx_export import onnx_probabilities
+
+log = logging.getLogger(__name__)
+DEFAULT_LABELS = ("negative", "positive")
+
+
+class TrainingError(RuntimeError):
+    """The run failed; the message says why. The champion is untouched."""
+
+
+class StoreUnavailableError(TrainingError):
+    """The object store could not be read or written."""
+
+
+@dataclass
+class TrainingResult:
+    name: str
+    run_id: str
+    promoted: bool
+    reason: str
+    version: str | None  # the published (and promoted) version, None when nothing was promoted
+    champion_before: str | None
+    best_candidate: str | None
+    selection_metric: str
+    best_metrics: dict[str, float]
+    champion_metrics: dict[str, float] | None
+    candidates: list[dict[str, Any]]
+    rows_read: int
+    rows_quarantined: int
+    rows_used: int
+    duplicates_dropped: int
+    labels_corrected: int
+    quarantine_key: str | None
+    split: dict[str, int]
+    seed: int
+    duration_s: float
+    report_keys: dict[str, str] = field(default_factory=dict)  # file name -> store key
+    report_url: str | None = None  # where report.html is (folder path or s3:// URL)
+    schema_source: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def _store_call(store, what: str, fn, *args, **kwargs):
+    """Run a store operation; anything but our own errors becomes StoreUnavailableError."""
+    try:
+        return fn(*args, **kwargs)
+    except (TrainingError, DatasetError, TrainingConfigError, KeyNotFoundError, VersionNotFoundError):
+        raise
+    except Exception as exc:  # s3fs / botocore / OS errors: the store is not usable
+        raise StoreUnavailableError(f"the object store {store!r} is unreachable or failing ({what}): {type(exc).__name__}: {exc}") from exc
+
+
+def _candidate_row(c: CandidateResult) -> dict[str, Any]:
+    return {
+        "name": c.name, "algorithm": c.algorithm, "params": c.params, "search": c.search,
+        "validation_score": c.validation_score, "threshold": c.threshold, "threshold_rule": c.threshold_rule,
+        "metrics": c.test_metrics, "confusion": c.confusion, "onnx_max_diff": c.onnx_max_diff,
+        "fit_seconds": c.fit_seconds, "error": c.error,
+    }
+
+
+def _align_with_champion(features: list[Feature], champion_card: ModelCard | None, inferred: bool) -> list[Feature]:
+    """A freshly inferred schema takes the champion's feature order; any schema must match the champion's names."""
+    if champion_card is None:
+        return features
+    if champion_card.kind != "tabular":
+        raise TrainingError(f"the champion of {champion_card.name!r} is a {champion_card.kind} model; this job trains tabular models")
+    wanted = [f.name for f in champion_card.features]
+    by_name = {f.name: f for f in features}
+    if inferred and set(wanted) <= set(by_name):
+        return [by_name[n] for n in wanted]
+    if [f.name for f in features] != wanted:
+        raise TrainingError(
+            f"the dataset's features {[f.name for f in features][:5]}... differ from the champion's "
+            f"{wanted[:5]}...: serving cannot swap to another schema (train it under a new model name)"
+        )
+    return features
+
+
+def _check_text_champion(text_column: str, champion_card: ModelCard | None) -> None:
+    """A text dataset may only challenge a text champion that reads the same request field."""
+    if champion_card is None:
+        return
+    if champion_card.kind != "text":
+        raise TrainingError(f"the champion of {champion_card.name!r} is a {champion_card.kind} model; the dataset is text")
+    if champion_card.text_field != text_column:
+        raise TrainingError(
+            f"the dataset's text column {text_column!r} differs from the champion's text_field "
+            f"{champion_card.text_field!r}: serving cannot swap (train it under a new model name)"
+        )
+
+
+def _evaluate_champion(registry: ModelRegistry, name: str, version: str, split, config: TrainingConfig):
+    """(card, metrics, test probabilities) of the champion on the test rows, or (card or None, None, None, reason)."""
+    artifact = _store_call(registry.store, "loading the champion", registry.load, name, version)
+    card = artifact.card
+    try:
+        if card.kind == "text":
+            from aprendiz.training.text_candidates import text_onnx_probabilities
+
+            texts = [str(t) for t in split.x_test]
+            positive = text_onnx_probabilities(artifact.onnx_bytes, artifact.files[TOKENIZER_FILE], texts)[:, 1]
+        else:
+            positive = onnx_probabilities(
+                artifact.onnx_bytes, split.x_test, input_name=card.onnx_input, output_name=card.onnx_output
+            )[:, 1]
+        metrics, confusion = evaluate(split.y_test, positive.astype(np.float64), card.threshold)
+        metrics["size_bytes"] = float(len(artifact.onnx_bytes))
+        return card, metrics, positive.astype(np.float64), None
+    except Exception as exc:  # a champion that cannot run is no bar to clear
+        return card, None, None, f"{type(exc).__name__}: {exc}"
+
+
+def _progress(items: list, name: str):
+    """A progress bar on a terminal; plain log lines (written by the caller) otherwise."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(items, desc=f"{name}: candidates", unit="candidate", disable=not sys.stderr.isatty(), leave=False)
+
+
+def run_training(
+    registry: ModelRegistry,
+    name: str,
+    config: TrainingConfig | None = None,
+    *,
+    now: datetime | None = None,
+    pushgateway: str | None = None,
+) -> TrainingResult:
+    """One training run of model ``name``; see the module docstring. Raises TrainingError / DatasetError on failure."""
+    from aprendiz.metrics import TrainingMetrics
+
+    started = time.perf_counter()
+    metrics = TrainingMetrics(name) if pushgateway else None
+    result = None
+    try:
+        result = _run(registry, name, config, now=now, started=started)
+        return result
+    finally:
+        if metrics is not None:
+            metrics.record(
+                duration_s=time.perf_counter() - started,
+                success=result is not None,
+                rows_read=result.rows_read if result else 0,
+                rows_quarantined=result.rows_quarantined if result else 0,
+                candidates_trained=sum(1 for c in result.candidates if not c["error"]) if result else 0,
+                metric=result.selection_metric if result else None,
+                best_metric=result.best_metrics.get(result.selection_metric) if result and result.best_metrics else None,
+                promoted=bool(result and result.promoted),
+            )
+            try:
+                metrics.push(pushgateway)
+            except Exception as exc:  # metrics are not worth failing a run for
+                log.warning("could not push metrics to %s: %s", pushgateway, exc)
+
+
+def _run(registry: ModelRegistry, name: str, config: TrainingConfig | None, *, now, started: float) -> TrainingResult:
+    store = registry.store
+    run_id = new_version(now)
+    if config is None:
+        config = _store_call(store, "reading training.yaml", TrainingConfig.load, store, name)
+    champion = _store_call(store, "reading champion.json", registry.champion, name)
+    champion_card = _store_call(store, "reading the champion's card", registry.card, name, champion.version) if champion else None
+    kept_schema = _store_call(store, "reading schema.json", load_schema, store, name)
+    labels = config.labels or (tuple(champion_card.labels) if champion_card else DEFAULT_LABELS)
+
+    dataset: Dataset = _store_call(
+        store, "reading the dataset and feedback", load_dataset, store, name, config, kept_schema=kept_schema, labels=labels
+    )
+    if dataset.text_column is not None:
+        _check_text_champion(dataset.text_column, champion_card)
+        aligned = dataset.features
+    else:
+        aligned = _align_with_champion(dataset.features, champion_card, dataset.schema_source == "inferred")
+    if aligned != dataset.features:  # an inferred schema takes the champion's column order
+        index = [[f.name for f in dataset.features].index(f.name) for f in aligned]
+        dataset.x, dataset.features = np.ascontiguousarray(dataset.x[:, index]), aligned
+    check_trainable(dataset, config)
+    split = split_dataset(dataset, config)
+    log.info("%s: %d rows (%d quarantined), split %s", name, len(dataset.y), dataset.rows_quarantined, split.sizes())
+
+    if dataset.text_column is not None:
+        from aprendiz.training.text_candidates import default_text_candidates, train_text_candidates
+
+        configs = config.candidates if "candidates" in config.model_fields_set else default_text_candidates()
+        candidates = train_text_candidates(configs, split, config)
+    else:
+        candidates = [train_candidate(c, split, config) for c in _progress(config.candidates, name)]
+    for candidate in candidates:
+        log.info("%s: candidate %s %s", name, candidate.name, "trained" if candidate.ok else f"failed: {candidate.error}")
+    ok = [c for c in candidates if c.ok]
+    if not ok:
+        raise TrainingError("no candidate could be trained: " + "; ".join(f"{c.name}: {c.error}" for c in candidates))
+    metric = config.selection_metric
+    eligible = [c for c in ok if not meets_floors(c.test_metrics, config.floors)]
+    # Best test metric; ties go to the better validation score, then to the smaller artifact.
+    ranked = sorted(
+        eligible or ok,
+        key=lambda c: (score(c.test_metrics, metric), score({metric: c.validation_score}, metric), -len(c.onnx_bytes)),
+        reverse=True,
+    )
+    best = ranked[0]
+
+    champion_metrics = champion_probs = None
+    champion_problem = None
+    if champion is not None:
+        champion_card, champion_metrics, champion_probs, champion_problem = _evaluate_champion(
+            registry, name, champion.version, split, config
+        )
+
+    if not eligible:
+        promoted = False
+        reason = "no candidate meets the floors: " + "; ".join(
+            f"{c.name} ({', '.join(meets_floors(c.test_metrics, config.floors))})" for c in ok
+        )
+    elif champion is None:
+        promoted, reason = True, f"first model: {best.name} ({metric} {best.test_metrics[metric]:.4f} on test)"
+    elif champion_metrics is None:
+        promoted = True
+        reason = f"champion {champion.version} could not be evaluated ({champion_problem}); {best.name} meets the floors"
+    else:
+        delta = score(best.test_metrics, metric) - score(champion_metrics, metric)
+        comparison = (
+            f"{best.name} {metric} {best.test_metrics[metric]:.4f} vs champion {champion.version} "
+            f"{champion_metrics[metric]:.4f} on the same test rows (delta {delta:+.4f}, margin {config.margin})"
+        )
+        promoted = delta >= config.margin and delta > 0
+        reason = ("beats the champion: " if promoted else "does not beat the champion by the margin: ") + comparison
+
+    # From here on the store changes (the data checks have passed).
+    quarantine_key = None
+    if dataset.quarantine:
+        quarantine_key = f"datasets/{name}/quarantine/{run_id}.jsonl"
+        _store_call(store, "writing the quarantine file", store.write_bytes, quarantine_key, quarantine_bytes(dataset.quarantine))
+    if dataset.schema_source == "inferred":
+        _store_call(store, "writing schema.json", save_schema, store, name, dataset.features, config.label_column)
+
+    duration = time.perf_counter() - started
+    result = TrainingResult(
+        name=name, run_id=run_id, promoted=promoted, reason=reason, version=None,
+        champion_before=champion.version if champion else None, best_candidate=best.name, selection_metric=metric,
+        best_metrics=dict(best.test_metrics), champion_metrics=champion_metrics,
+        candidates=[_candidate_row(c) for c in candidates], rows_read=dataset.rows_read,
+        rows_quarantined=dataset.rows_quarantined, rows_used=int(len(dataset.y)),
+        duplicates_dropped=dataset.duplicates_dropped, labels_corrected=dataset.labels_corrected,
+        quarantine_key=quarantine_key, split=split.sizes(), seed=config.seed, duration_s=duration,
+        schema_source=dataset.schema_source,
+    )
+    from aprendiz.training.report import build_report
+
+    summary = result.summary() | {"model": name, "data_fingerprint": dataset.fingerprint(config.seed)}
+    champion_info = None
+    if champion is not None:
+        champion_info = {"version": champion.version, "metrics": champion_metrics, "probabilities": champion_probs,
+                         "algorithm": champion_card.algorithm if champion_card else "",
+                         "threshold": champion_card.threshold if champion_card else float("nan")}
+    report = build_report(summary, candidates, split.y_test, champion_info, labels)
+
+    if promoted:
+        fields = _card_fields(name, run_id, dataset, labels, best, config, metric, split, result, champion_metrics, reason)
+        if now is not None:
+            fields["created_at"] = now
+        card = ModelCard.model_validate(fields)
+        extra = {f"report/{file}": data for file, data in report.items()} | best.files
+        _store_call(store, "publishing the version", registry.publish, card, best.onnx_bytes, extra)
+        _store_call(store, "replacing champion.json", registry.promote, name, run_id, reason)
+        result.version = run_id
+        result.report_keys = {file: f"models/{name}/{run_id}/report/{file}" for file in report}
+    else:
+        for file, data in report.items():
+            _store_call(store, "writing the report", store.write_bytes, f"runs/{name}/{run_id}/{file}", data)
+        result.report_keys = {file: f"runs/{name}/{run_id}/{file}" for file in report}
+    result.report_url = f"{store.url}/{result.report_keys['report.html']}"
+    result.duration_s = time.perf_counter() - started
+    _store_call(store, "writing result.json", store.write_json, f"runs/{name}/{run_id}/result.json", jsonable(result.summary()))
+    return result
+
+
+def _card_fields(name, run_id, dataset, labels, best, config, metric, split, result, champion_metrics, reason) -> dict:
+    import sklearn
+
+    text = dataset.text_column is not None
+    return {
+        "name": name, "version": run_id, "kind": "text" if text else "tabular",
+        "features": [f.model_dump() for f in dataset.features], "text_field": dataset.text_column,
+        "labels": labels, "threshold": min(max(best.threshold, 0.0), 1.0), "onnx_input": INPUT_IDS if text else TABULAR_INPUT,
+        "onnx_output": OUTPUT, "metrics": {k: float(v) for k, v in best.test_metrics.items()},
+        "data_fingerprint": dataset.fingerprint(config.seed), "algorithm": best.algorithm,
+        "training": {
+            "run_id": run_id, "candidate": best.name, "params": best.params, "seed": config.seed,
+            "split": split.sizes(), "selection_metric": metric, "validation_score": best.validation_score,
+            "threshold_rule": best.threshold_rule, "confusion_test": best.confusion, "min_precision": config.min_precision,
+            "rows_read": dataset.rows_read, "rows_quarantined": dataset.rows_quarantined,
+            "rows_from_feedback": int(dataset.from_feedback.sum()), "labels_corrected": dataset.labels_corrected,
+            "sources": dataset.sources, "champion_before": result.champion_before,
+            "champion_metrics": champion_metrics, "reason": reason, "onnx_max_diff": best.onnx_max_diff,
+            "scikit_learn": sklearn.__version__,
+        },
+    }

@@ -1,0 +1,351 @@
+"""The ingress in-process (fast tier): the real FastAPI app, the real gateway and Ray Serve LLM's
+real LLMServer, with a fake engine injected through ``engine_cls`` and in-process stand-ins for
+the deployment handles. Requests go through httpx's ASGI transport and the official ``openai``
+client; no Ray cluster starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from ray.serve.exceptions import BackPressureError
+from ray.serve.llm import LLMConfig
+from ray.serve.llm.openai_api_models import ChatCompletionResponse, CompletionResponse
+
+from aprendiz.config import PlatformConfig
+from aprendiz.errors import InvalidRequestError
+from aprendiz.keys import KeyFile
+from aprendiz.services.generator.deployment import GeneratorServer, llm_config
+from aprendiz.services.ingress.app import create_app
+from aprendiz.services.ingress.deployment import ENDPOINTS, AprendizIngress
+from aprendiz.services.raycompat import LLMEngine, to_model_metadata
+
+MODEL = "tiny"
+
+
+class EchoEngine(LLMEngine):
+    """Answers "eco: <the last user message>", word by word when streaming, as vLLM's server does:
+    SSE strings while streaming (usage last when asked, then [DONE]), one response model otherwise."""
+
+    def __init__(self, llm_config: LLMConfig):
+        self.llm_config = llm_config
+
+    async def start(self):
+        pass
+
+    def routing_stats(self) -> dict:
+        return {}
+
+    async def resolve_lora(self, lora_model):
+        pass
+
+    async def embeddings(self, request, raw_request_info=None):
+        raise NotImplementedError
+
+    async def transcriptions(self, request, raw_request_info=None):
+        raise NotImplementedError
+
+    async def reset_prefix_cache(self) -> None:
+        pass
+
+    @staticmethod
+    def _words(request) -> tuple[list[str], int]:
+        if hasattr(request, "messages"):
+            prompt = str(request.messages[-1]["content"])
+        else:
+            prompt = str(request.prompt)
+        words = ["eco:", *prompt.split()][: request.max_tokens or 16]
+        return words, len(prompt.split())
+
+    async def _answer(self, request, chat: bool):
+        words, prompt_tokens = self._words(request)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),
+                 "total_tokens": prompt_tokens + len(words)}
+        base = {"id": "cmpl-1", "created": int(time.time()), "model": request.model}
+        if not request.stream:
+            if chat:
+                choice = {"index": 0, "message": {"role": "assistant", "content": " ".join(words)}, "finish_reason": "stop"}
+                yield ChatCompletionResponse.model_validate(base | {"object": "chat.completion", "choices": [choice],
+                                                                    "usage": usage})
+            else:
+                choice = {"index": 0, "text": " ".join(words), "finish_reason": "stop"}
+                yield CompletionResponse.model_validate(base | {"object": "text_completion", "choices": [choice],
+                                                                "usage": usage})
+            return
+        kind = "chat.completion.chunk" if chat else "text_completion"
+        for i, word in enumerate(words):
+            text = word if i == 0 else " " + word
+            choice = {"index": 0, "delta": {"content": text}} if chat else {"index": 0, "text": text}
+            yield f"data: {json.dumps(base | {'object': kind, 'choices': [choice]})}\n\n"
+        if request.stream_options and request.stream_options.include_usage:
+            yield f"data: {json.dumps(base | {'object': kind, 'choices': [], 'usage': usage})}\n\n"
+        yield "data: [DONE]\n\n"
+
+    async def chat(self, request, raw_request_info=None):
+        async for item in self._answer(request, chat=True):
+            yield item
+
+    async def completions(self, request, raw_request_info=None):
+        async for item in self._answer(request, chat=False):
+            yield item
+
+
+# -- in-process stand-ins for Serve's deployment handles ------------------------------------
+class InProcessStream:
+    """What ``handle.options(stream=True).method.remote(...)`` gives: an async iterator."""
+
+    def __init__(self, call):
+        self._call, self._items = call, None
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self._items is None:
+            result = await self._call
+            self._items = result if hasattr(result, "__anext__") else _single(result)
+        return await self._items.__anext__()
+
+    def cancel(self):
+        pass
+
+
+async def _single(item):
+    yield item
+
+
+class InProcessHandle:
+    """Calls methods of a live object as Serve's handle would (``.options()``, ``.method.remote()``)."""
+
+    def __init__(self, target, stream: bool = False, fail: Exception | None = None):
+        self._target, self._stream, self.fail = target, stream, fail
+
+    def options(self, stream: bool = False, **_: Any) -> "InProcessHandle":
+        return InProcessHandle(self._target, stream, self.fail)
+
+    def __getattr__(self, method: str):
+        handle = self
+
+        class Method:
+            @staticmethod
+            def remote(*args):
+                if handle.fail is not None:
+                    raise handle.fail
+                call = getattr(handle._target, method)(*args)
+                return InProcessStream(call) if handle._stream else call
+
+        return Method
+
+
+class FakeClassifier:
+    """A classifier deployment's methods (its real server is tested with the platform)."""
+
+    def __init__(self):
+        self.bodies = []
+
+    async def predict_v1(self, body):
+        self.bodies.append(body)
+        if not isinstance(body, dict) or "instances" not in body:
+            raise InvalidRequestError("`instances` is required")
+        return {"predictions": [{"probability": 0.9, "label": "yes"} for _ in body["instances"]]}
+
+    async def ready(self):
+        return True
+
+    async def metadata_v2(self):
+        return {"name": "cancer"}
+
+
+class Counter:
+    def __init__(self):
+        self.calls = []
+
+    def inc(self, value=1, tags=None):
+        self.calls.append((value, tags))
+
+
+class Metrics:
+    def __init__(self):
+        self.refusals, self.cost_usd, self.fallbacks, self.upstream_errors = (Counter() for _ in range(4))
+        self.generations = []
+
+    def generated(self, **kwargs):
+        self.generations.append(kwargs)
+
+
+class Answered:
+    """The ingress's request metrics: one (route template, model, status) per answer."""
+
+    def __init__(self):
+        self.calls = []
+
+    def answered(self, route, model, status, seconds):
+        self.calls.append((route, model, status))
+
+
+CONFIG = {
+    "generators": [{"id": MODEL, "source": "/models/tiny", "engine_kwargs": {"max_model_len": 128}}],
+    "classifiers": [{"name": "cancer"}],
+    "gateway": {"hourly_prices_usd": {"cpu": 36.0}},
+}
+
+
+class InProcessPlatform:
+    def __init__(self, config: dict, *, generator_fail: Exception | None = None):
+        self.config = PlatformConfig.model_validate(config)
+        self.metrics = Metrics()
+        self.answered = Answered()
+        self.classifier = FakeClassifier()
+        self.generator_fail = generator_fail
+        self.ingress = None
+
+    async def __aenter__(self) -> httpx.AsyncClient:
+        model = self.config.generators[0]
+        llm = llm_config(model)
+        server = GeneratorServer.sync_init(llm, engine_cls=EchoEngine)
+        await server.start()
+        self.ingress = AprendizIngress(
+            {model.id: InProcessHandle(server, fail=self.generator_fail)}, {model.id: to_model_metadata(model.id, llm)},
+            classifiers={"cancer": InProcessHandle(self.classifier)}, limiter=None,
+            config=self.config.model_dump(mode="json"), metrics=self.metrics,
+        )
+        app = create_app(ray_metrics=False, request_metrics=lambda: self.answered)
+        for name, route in ENDPOINTS.items():
+            route(app)(getattr(self.ingress, name))
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingress")
+        return self.client
+
+    async def __aexit__(self, *exc):
+        await self.client.aclose()
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_a_chat_request_reaches_the_engine_and_comes_back_metered():
+    async def go():
+        platform = InProcessPlatform(CONFIG)
+        async with platform as client:
+            response = await client.post("/v1/chat/completions", json={
+                "model": MODEL, "messages": [{"role": "user", "content": "hola mundo"}], "max_tokens": 8})
+            return platform, response
+
+    platform, response = run(go())
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"] == "eco: hola mundo"
+    assert response.headers["x-aprendiz-served-by"] == MODEL and response.headers["x-aprendiz-backend"] == "hosted"
+    assert float(response.headers["x-aprendiz-cost-usd"]) > 0
+    (generation,) = platform.metrics.generations
+    assert (generation["prompt_tokens"], generation["completion_tokens"]) == (2, 3)
+
+
+def test_a_stream_comes_event_by_event_with_usage_only_when_asked():
+    async def go(include_usage: bool):
+        async with InProcessPlatform(CONFIG) as client:
+            body = {"model": MODEL, "messages": [{"role": "user", "content": "uno dos"}], "stream": True}
+            if include_usage:
+                body["stream_options"] = {"include_usage": True}
+            response = await client.post("/v1/chat/completions", json=body)
+            return response.status_code, response.text
+
+    status, text = run(go(False))
+    assert status == 200
+    events = [e for e in text.split("\n\n") if e]
+    assert events[-1] == "data: [DONE]" and events[-2].startswith(": x-aprendiz-cost-usd=")
+    chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-2]]
+    assert "".join(c["choices"][0]["delta"]["content"] for c in chunks) == "eco: uno dos"
+    assert '"usage"' not in text
+    _, with_usage = run(go(True))
+    assert with_usage.count('"usage"') == 1
+
+
+def test_the_official_client_sees_models_and_typed_errors():
+    async def go():
+        async with InProcessPlatform(CONFIG) as http:
+            client = openai.AsyncOpenAI(base_url="http://ingress/v1", api_key="none", http_client=http)
+            listed = [m.id for m in (await client.models.list()).data]
+            completion = await client.completions.create(model=MODEL, prompt="buenos días", max_tokens=4)
+            with pytest.raises(openai.NotFoundError) as missing:
+                await client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+            with pytest.raises(openai.BadRequestError) as bad:
+                await client.chat.completions.create(model=MODEL, messages="not a list")
+            return listed, completion, missing.value, bad.value
+
+    listed, completion, missing, bad = run(go())
+    assert listed == [MODEL]
+    assert completion.choices[0].text == "eco: buenos días"
+    assert missing.body["code"] == "model_not_found" and MODEL in missing.body["message"]
+    assert bad.status_code == 400 and "messages" in bad.body["message"]
+
+
+def test_a_full_generator_queue_is_a_503():
+    async def go():
+        async with InProcessPlatform(CONFIG, generator_fail=BackPressureError(num_queued_requests=1,
+                                                                              max_queued_requests=1)) as client:
+            return await client.post("/v1/chat/completions", json={
+                "model": MODEL, "messages": [{"role": "user", "content": "hola"}]})
+
+    response = run(go())
+    assert response.status_code == 503 and "queue of `tiny` is full" in response.json()["error"]["message"]
+
+
+def test_classifier_routes_go_through_the_gateway_with_their_cost():
+    async def go():
+        platform = InProcessPlatform(CONFIG)
+        async with platform as client:
+            ok = await client.post("/v1/models/cancer:predict", json={"instances": [[1.0, 2.0]]})
+            missing = await client.post("/v1/models/other:predict", json={"instances": [[1.0]]})
+            bad_json = await client.post("/v1/models/cancer:predict", content=b"{not json")
+            ready = await client.get("/v2/health/ready")
+            return platform, ok, missing, bad_json, ready
+
+    platform, ok, missing, bad_json, ready = run(go())
+    assert ok.status_code == 200 and ok.json()["predictions"][0]["label"] == "yes"
+    assert float(ok.headers["x-aprendiz-cost-usd"]) >= 0
+    assert missing.status_code == 404 and "cancer" in missing.json()["error"]["message"]
+    assert bad_json.status_code == 400 and "not valid JSON" in bad_json.json()["error"]["message"]
+    assert ready.json() == {"ready": True}
+    assert platform.classifier.bodies == [{"instances": [[1.0, 2.0]]}]
+    # Counted by route template; a model is named only once it is known (no series per unknown name).
+    assert platform.answered.calls[:3] == [
+        ("/v1/models/{name}:predict", "cancer", 200), ("/v1/models/{name}:predict", "none", 404),
+        ("/v1/models/{name}:predict", "cancer", 400),
+    ]
+
+
+def test_keys_are_checked_before_the_body_is_read(tmp_path):
+    keys = KeyFile(tmp_path / "keys.yaml")
+    secret, _ = keys.create("team", models=["cancer"])
+
+    async def go():
+        platform = InProcessPlatform(CONFIG | {"gateway": {"keys_file": str(tmp_path / "keys.yaml")}})
+        async with platform as client:
+            anonymous = await client.post("/v1/chat/completions", content=b"{not json")
+            denied = await client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {secret}"},
+                                       json={"model": MODEL, "messages": [{"role": "user", "content": "x"}]})
+            listed = await client.get("/v1/models", headers={"Authorization": f"Bearer {secret}"})
+            return platform, anonymous, denied, listed
+
+    platform, anonymous, denied, listed = run(go())
+    assert anonymous.status_code == 401
+    assert denied.status_code == 403 and denied.json()["error"]["code"] == "model_not_allowed"
+    assert listed.json()["data"] == []
+    assert [c[1]["reason"] for c in platform.metrics.refusals.calls] == ["missing_key", "model_not_allowed"]
+
+
+def test_probes_name_what_the_entrance_routes_to():
+    async def go():
+        async with InProcessPlatform(CONFIG) as client:
+            return (await client.get("/readyz")).json(), (await client.get("/healthz")).json()
+
+    ready, live = run(go())
+    assert ready == {"status": "ready", "models": [MODEL], "rented": [], "classifiers": ["cancer"],
+                     "authentication": False}
+    assert live == {"status": "ok"}

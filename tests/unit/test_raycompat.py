@@ -1,0 +1,89 @@
+"""aprendiz.services.raycompat: the one place Ray's private APIs come in, pinned.
+
+Each check names what the platform relies on. When a Ray upgrade moves or changes one of
+them, this file fails with that name, before anything reaches a request.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+
+import aprendiz
+from aprendiz.services import raycompat
+
+SRC = Path(aprendiz.__file__).resolve().parent
+
+
+def _params(obj) -> list[str]:
+    return [p for p in inspect.signature(obj).parameters if p != "self"]
+
+
+def test_ray_is_the_version_pinned():
+    import ray
+
+    assert ray.__version__ == "2.60.0", "raycompat was checked against Ray 2.60.0: re-check every name below"
+
+
+def test_only_raycompat_imports_ray_private_modules():
+    offenders = []
+    for path in SRC.rglob("*.py"):
+        if path.name == "raycompat.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            offenders += [f"{path.relative_to(SRC)}: {n}" for n in names if "._internal" in n or "._private" in n]
+    assert offenders == []
+
+
+@pytest.mark.parametrize("name", raycompat.__all__)
+def test_every_exported_name_is_there(name):
+    assert getattr(raycompat, name) is not None
+
+
+def test_the_llm_server_takes_the_arguments_the_generator_passes():
+    from ray.serve.llm import LLMServer
+
+    init = _params(LLMServer.__init__)
+    assert init[0] == "llm_config" and {"engine_cls", "model_downloader"} <= set(init)
+    assert set(raycompat.lora_loader_kwargs(object)) <= set(init)
+    for method in ("chat", "completions"):
+        assert _params(getattr(LLMServer, method))[:2] == ["request", "raw_request_info"], method
+
+
+def test_the_lora_loader_base_and_its_disk_config():
+    loader = raycompat.LoraModelLoader
+    assert {"lora_root", "download_timeout_s", "max_tries"} <= set(_params(loader.__init__))
+    assert _params(loader.load_model_from_config) == ["lora_model_id", "llm_config"]
+    fields = set(raycompat.DiskMultiplexConfig.model_fields)
+    assert {"model_id", "max_total_tokens", "local_path", "lora_assigned_int_id"} <= fields
+    first, second = raycompat.next_adapter_id(), raycompat.next_adapter_id()
+    assert isinstance(first, int) and second != first
+
+
+def test_the_openai_wire_models():
+    card = raycompat.ModelCard(id="m", object="model", owned_by="aprendiz", permission=[], metadata={"a": 1})
+    assert raycompat.ModelList(data=[card]).model_dump()["data"][0]["id"] == "m"
+    assert {"message", "status_code", "type"} <= set(_params(raycompat.OpenAIHTTPException.__init__))
+    error = raycompat.ErrorResponse.model_fields["error"].annotation
+    assert {"message", "code", "type"} <= set(error.model_fields)
+    assert _params(raycompat.to_model_metadata)[:2] == ["model_id", "model_config"]
+
+
+def test_request_info_and_the_chat_request_sanitizer():
+    from ray.serve.llm.openai_api_models import ChatCompletionRequest
+
+    info = raycompat.RawRequestInfo(headers={"x-request-id": "1"})
+    assert info.headers == {"x-request-id": "1"}
+    request = ChatCompletionRequest(model="m", messages=[{"role": "user", "content": "hola"}])
+    assert raycompat.sanitize_chat_request(request).messages[0]["content"] == "hola"
+
+
+def test_the_ingress_app_middleware_and_lifespan():
+    assert _params(raycompat.add_exception_handling_middleware) == ["app"]
+    assert _params(raycompat.add_http_metrics_middleware)[:1] == ["app"]
+    assert callable(raycompat.metrics_lifespan) and callable(raycompat.SetRequestIdMiddleware)
