@@ -27,6 +27,7 @@ from aprendiz.services.ingress.deployment import ENDPOINTS, AprendizIngress
 from aprendiz.services.raycompat import LLMEngine, to_model_metadata
 
 MODEL = "tiny"
+pytestmark = pytest.mark.filterwarnings("ignore:max_tokens is deprecated:DeprecationWarning")
 
 
 class EchoEngine(LLMEngine):
@@ -60,7 +61,8 @@ class EchoEngine(LLMEngine):
             prompt = str(request.messages[-1]["content"])
         else:
             prompt = str(request.prompt)
-        words = ["eco:", *prompt.split()][: request.max_tokens or 16]
+        limit = getattr(request, "max_completion_tokens", None) or request.max_tokens or 16
+        words = ["eco:", *prompt.split()][:limit]
         return words, len(prompt.split())
 
     async def _answer(self, request, chat: bool):

@@ -84,6 +84,6 @@ def test_request_info_and_the_chat_request_sanitizer():
 
 
 def test_the_ingress_app_middleware_and_lifespan():
-    assert _params(raycompat.add_exception_handling_middleware) == ["app"]
+    assert _params(raycompat.add_exception_handling_middleware) == ["router"]
     assert _params(raycompat.add_http_metrics_middleware)[:1] == ["app"]
     assert callable(raycompat.metrics_lifespan) and callable(raycompat.SetRequestIdMiddleware)

@@ -138,8 +138,8 @@ class HostedGenerator:
         if route == "chat":
             body = sanitize_chat_request(body)
         info = RawRequestInfo(headers={k: v for k, v in headers.items() if k.lower() not in PRIVATE_HEADERS})
-        stream = getattr(self._handle_for(model), route).remote(body, info)
-        with ray_errors(model):
+        with ray_errors(model):  # Serve raises back-pressure at the call or at the first item
+            stream = getattr(self._handle_for(model), route).remote(body, info)
             try:
                 first = await asyncio.wait_for(stream.__anext__(), first_chunk_s)
             except asyncio.TimeoutError:

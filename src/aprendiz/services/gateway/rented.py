@@ -129,10 +129,10 @@ class RentedUpstream:
             async for event in EventSource(response).aiter_sse():
                 if event.data:
                     yield event.data
-        except (httpx.HTTPError, SSEError) as exc:
-            error = self._fail(exc) if isinstance(exc, httpx.HTTPError) else UpstreamError(
+        except (SSEError, httpx.HTTPError) as exc:  # SSEError first: it is an httpx error too
+            error = UpstreamError(
                 f"The provider of `{self.model.id}` sent a stream that is not server-sent events."
-            )
+            ) if isinstance(exc, SSEError) else self._fail(exc)
             yield json.dumps({"error": {"message": error.message, "type": "server_error", "code": 502}})
             yield DONE
         finally:
