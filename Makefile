@@ -67,6 +67,7 @@ run: model classifier
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests scripts charts/aprendiz/files/scripts benchmarks
+	$(VENV)/bin/mypy
 
 test: lint model helm prometheus-tools
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -160,12 +160,28 @@ def profile_lines(profile: dict[str, Any], *, title: str = "Where the ingress's 
     return lines
 
 
+def _classifier_targets(clf: dict[str, Any]) -> list[str]:
+    """aprendiz against KServe per protocol and concurrency: the ratio, the p99 gap, the verdict."""
+    lines = ["", "Target: aprendiz at least KServe's requests/s at equal or lower p99 (same protocol):", "",
+              "| C | protocol | requests/s ratio aprendiz/KServe | p99 aprendiz − KServe ms | target |", "|---|---|---|---|---|"]
+    for proto in ("v1", "v2"):
+        a, k = clf.get(f"aprendiz-{proto}"), clf.get(f"kserve-{proto}")
+        if not a or not k:
+            continue
+        for c in a:
+            ratio = _div(a[c]["rps"]["median"], k[c]["rps"]["median"])
+            delta = _sub(a[c]["p99_ms"]["median"], k[c]["p99_ms"]["median"])
+            ok = None if ratio is None else (ratio >= 1.0 and (delta or 0) <= 0)
+            lines.append(f"| {c} | {proto.upper()} | {fmt(ratio, 2)} | {fmt(delta, 2)} | {_verdict(ok)} |")
+    return lines
+
+
 def classifier_lines(r: dict[str, Any]) -> list[str]:
     clf = r["classifier"]["results"]
     s = r["settings"]
     floor = r["classifier"]["in_process"]
     lines = ["", "## Classifier: aprendiz against KServe's ModelServer and in-process onnxruntime", "",
-             "The same ONNX model (the default breast-cancer logistic regression) behind aprendiz's KServe V1 and V2 "
+             "The same ONNX model (breast-cancer, as the training job's shipped defaults train it) behind aprendiz's KServe V1 and V2 "
              "routes, behind KServe 0.21's own `ModelServer` (a `kserve.Model` subclass in "
              "`benchmarks/kserve_server.py`, onnxruntime in its process, its default logging, one worker) and called "
              "in-process. One row a request. Closed loop: "
@@ -184,17 +200,7 @@ def classifier_lines(r: dict[str, Any]) -> list[str]:
     for c, x in ({} if "skipped" in alone else alone).items():
         lines.append(f"| {c} | aprendiz ingress alone (GET /v2/health/live, no model call) | {spread(x['rps'], 0)} | "
                      f"{spread(x['p50_ms'], 2)} | {spread(x['p99_ms'], 2)} | {x['errors']} |")
-    lines += ["", "Target: aprendiz at least KServe's requests/s at equal or lower p99 (same protocol):", "",
-              "| C | protocol | requests/s ratio aprendiz/KServe | p99 aprendiz − KServe ms | target |", "|---|---|---|---|---|"]
-    for proto in ("v1", "v2"):
-        a, k = clf.get(f"aprendiz-{proto}"), clf.get(f"kserve-{proto}")
-        if not a or not k:
-            continue
-        for c in a:
-            ratio = _div(a[c]["rps"]["median"], k[c]["rps"]["median"])
-            delta = _sub(a[c]["p99_ms"]["median"], k[c]["p99_ms"]["median"])
-            ok = None if ratio is None else (ratio >= 1.0 and (delta or 0) <= 0)
-            lines.append(f"| {c} | {proto.upper()} | {fmt(ratio, 2)} | {fmt(delta, 2)} | {_verdict(ok)} |")
+    lines += _classifier_targets(clf)
     a1, k1 = clf.get("aprendiz-v1"), clf.get("kserve-v1")
     if a1 and k1:
         c = min(a1, key=int)

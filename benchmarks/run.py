@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -300,7 +301,9 @@ def model_swap(aprendiz, store_url: str, url: str, body: bytes) -> dict[str, Any
 
     from aprendiz.registry import ModelRegistry
     from aprendiz.store import ObjectStore
-    from aprendiz.training.default_classifier import train_default_classifier
+    from aprendiz.training.config import TrainingConfig
+    from aprendiz.training.dataset import seed_builtin
+    from aprendiz.training.job import run_training
     from benchmarks.loadgen import http_load
 
     def version() -> str:
@@ -310,10 +313,13 @@ def model_swap(aprendiz, store_url: str, url: str, body: bytes) -> dict[str, Any
     old = version()
     registry = ModelRegistry(ObjectStore(store_url))
 
-    def promote() -> None:
+    def promote() -> None:  # a new version from the training job (another seed), swapped in by hand
         time.sleep(1.0)
-        card, onnx = train_default_classifier(seed=1, name="breast-cancer")
-        registry.promote("breast-cancer", registry.publish(card, onnx), reason="benchmark swap")
+        scratch = ModelRegistry(ObjectStore(tempfile.mkdtemp(prefix="swap-store-", dir=WORK)))
+        seed_builtin(scratch.store, "breast-cancer")
+        trained = run_training(scratch, "breast-cancer", TrainingConfig(labels=("benign", "malignant"), seed=1))
+        version = registry.import_version(scratch, "breast-cancer", trained.version)
+        registry.promote("breast-cancer", version, reason="benchmark swap")
 
     thread = threading.Thread(target=promote)
     thread.start()

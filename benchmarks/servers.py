@@ -50,19 +50,19 @@ def engine_settings() -> dict[str, Any]:
 
 
 def prepare_store(root: Path = WORK / "store", *, text: bool = False) -> tuple[str, bytes]:
-    """A scratch store with the default breast-cancer classifier as champion (and the es-or-en text
-    classifier with ``text``); returns (url, the breast-cancer ONNX bytes)."""
+    """A scratch store with breast-cancer (and es-or-en with ``text``) trained by the training job
+    with its shipped defaults, as `make run` trains them; returns (url, the breast-cancer ONNX bytes)."""
     from aprendiz.registry import ModelRegistry
     from aprendiz.store import ObjectStore
-    from aprendiz.training.default_classifier import publish_default_classifier
+    from aprendiz.training.dataset import seed_builtin
+    from aprendiz.training.job import run_training
 
     root.mkdir(parents=True, exist_ok=True)
     registry = ModelRegistry(ObjectStore(str(root)))
-    publish_default_classifier(registry, CLASSIFIER)
-    if text:
-        from aprendiz.training.text_classifier import publish_text_classifier
-
-        publish_text_classifier(registry, TEXT_CLASSIFIER)
+    for name in (CLASSIFIER, TEXT_CLASSIFIER) if text else (CLASSIFIER,):
+        if registry.champion(name) is None:
+            seed_builtin(registry.store, name)
+            run_training(registry, name)
     champion = registry.champion(CLASSIFIER)
     return str(root), registry.load(CLASSIFIER, champion.version).onnx_bytes
 

@@ -26,6 +26,64 @@ def default_model() -> Path:
     return DEFAULT_MODEL
 
 
+# -- classifiers: trained by the training job itself, with one candidate so it takes seconds ---------
+
+# The job's configs for the shipped datasets with one quick candidate each (production runs the
+# defaults: several candidates, MiniLM for text). The labels are those the seeded training.yaml names.
+QUICK_TRAINING = {
+    "breast-cancer": {"labels": ["benign", "malignant"],
+                      "candidates": [{"name": "logistic_regression", "algorithm": "logistic_regression"}]},
+    "es-or-en": {"labels": ["english", "spanish"],
+                 "candidates": [{"name": "tfidf_logreg", "algorithm": "tfidf_logreg", "params": {"C": 10.0}}]},
+}
+
+
+def train_builtin(registry, name: str, builtin: str = "breast-cancer", *, seed: int = 0) -> str:
+    """Seed ``datasets/<name>/`` with a shipped dataset and train it through the job (one candidate);
+    returns the promoted version. A registry that already has a champion of ``name`` gets a new
+    version only when it beats it."""
+    from aprendiz.training.config import TrainingConfig
+    from aprendiz.training.dataset import seed_builtin
+    from aprendiz.training.job import run_training
+
+    seed_builtin(registry.store, name, builtin)
+    result = run_training(registry, name, TrainingConfig.model_validate(QUICK_TRAINING[builtin] | {"seed": seed}))
+    assert result.promoted, result.reason
+    return result.version
+
+
+def train_version(registry, name: str, *, seed: int, scratch) -> str:
+    """A new version of ``name`` in ``registry``, unpromoted: trained through the job (seed ``seed``)
+    in a scratch registry at the folder ``scratch``, then imported."""
+    from aprendiz.registry import ModelRegistry
+    from aprendiz.store import ObjectStore
+
+    source = ModelRegistry(ObjectStore(str(scratch)))
+    return registry.import_version(source, name, train_builtin(source, name, seed=seed))
+
+
+class JobTraining:
+    """The two helpers above, as a fixture (test modules cannot import conftest)."""
+
+    train_builtin = staticmethod(train_builtin)
+    train_version = staticmethod(train_version)
+
+
+@pytest.fixture(scope="session")
+def job_training() -> type[JobTraining]:
+    return JobTraining
+
+
+@pytest.fixture(scope="session")
+def trained_classifier(tmp_path_factory):
+    """breast-cancer trained by the job into a local store: (registry, name, version)."""
+    from aprendiz.registry import ModelRegistry
+    from aprendiz.store import ObjectStore
+
+    registry = ModelRegistry(ObjectStore(str(tmp_path_factory.mktemp("trained"))))
+    return registry, "breast-cancer", train_builtin(registry, "breast-cancer")
+
+
 # -- object store: a real S3-protocol server on loopback (moto), never AWS -------------------
 
 S3_REGION = "us-east-1"

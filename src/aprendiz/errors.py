@@ -118,8 +118,9 @@ def unwrap(exc: BaseException) -> BaseException:
     return cause if isinstance(cause, AprendizError) else exc
 
 
-def to_response(exc: AprendizError) -> JSONResponse:
-    exc = unwrap(exc)
+def to_response(error: AprendizError) -> JSONResponse:
+    cause = unwrap(error)
+    exc = cause if isinstance(cause, AprendizError) else error
     for cls in type(exc).__mro__:
         if cls in ERROR_TABLE:
             status, type_, code = ERROR_TABLE[cls]

@@ -169,7 +169,7 @@ class KeyRing:
                 return record if record.active else None
         match = KEY_PATTERN.match(presented)
         record = self._by_id.get(match.group(1)) if match else None
-        if record is None or not verify_secret(match.group(2), record.hash):
+        if match is None or record is None or not verify_secret(match.group(2), record.hash):
             return None
         self._verified[fingerprint] = (record.id, record.hash)
         return record if record.active else None

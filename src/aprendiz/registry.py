@@ -337,6 +337,12 @@ class ModelRegistry:
                 files[relative] = self.store.read_bytes(key)
         return LoadedArtifact(card=card, onnx_bytes=self.store.read_bytes(prefix + MODEL_FILE), files=files)
 
+    def import_version(self, source: "ModelRegistry", name: str, version: str) -> str:
+        """Copy a complete version from another registry (a staging store, a scratch training run)
+        into this one, unpromoted; returns its version."""
+        artifact = source.load(name, version)
+        return self.publish(artifact.card, artifact.onnx_bytes, artifact.files)
+
     def versions(self, name: str) -> list[str]:
         """The complete versions of ``name``, oldest first."""
         found = set()

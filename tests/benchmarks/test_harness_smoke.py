@@ -45,13 +45,12 @@ def test_closed_loop_counts_errors():
     assert result["requests"] == 0 and result["errors"] > 0
 
 
-def test_in_process_onnx_measurement():
-    """The classifier floor: the default model's ONNX, run in-process for a fraction of a second."""
-    from aprendiz.training.default_classifier import train_default_classifier
+def test_in_process_onnx_measurement(trained_classifier):
+    """The classifier floor: the trained model's ONNX, run in-process for a fraction of a second."""
     from benchmarks import classifier
 
-    _, onnx_bytes = train_default_classifier()
-    floor = classifier.in_process(onnx_bytes, classifier.sample_row(), duration_s=0.2, rounds=2)
+    registry, name, version = trained_classifier
+    floor = classifier.in_process(registry.load(name, version).onnx_bytes, classifier.sample_row(), duration_s=0.2, rounds=2)
     assert floor["rps"]["n"] == 2 and floor["rps"]["median"] > 100
     assert floor["p50_ms"]["median"] < 50
     body = json.loads(classifier.v2_body(classifier.sample_row()))

@@ -126,16 +126,15 @@ class RayHead:
 
 
 @pytest.fixture
-def local_values(tmp_path) -> tuple[Path, str | None]:
+def local_values(tmp_path, job_training) -> tuple[Path, str | None]:
     """Values that point the CPU scenario at this machine: a local-folder store with a published
     breast-cancer champion, the tiny model from var/models (when built), a keys file with one key."""
     from aprendiz.config import PlatformConfig
     from aprendiz.registry import ModelRegistry
     from aprendiz.store import ObjectStore
-    from aprendiz.training.default_classifier import publish_default_classifier
 
     store = tmp_path / "store"
-    publish_default_classifier(ModelRegistry(ObjectStore(str(store))), "breast-cancer")
+    job_training.train_builtin(ModelRegistry(ObjectStore(str(store))), "breast-cancer")
     scenario = yaml.safe_load((CHART / "ci" / "cpu-values.yaml").read_text())
     generators = []
     if (DEFAULT_MODEL / "aprendiz_build.json").exists():

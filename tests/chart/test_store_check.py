@@ -26,17 +26,16 @@ def _config(tmp_path, store: dict, classifiers=("breast-cancer",)):
     return path
 
 
-def test_waits_for_champions_then_passes(tmp_path):
+def test_waits_for_champions_then_passes(tmp_path, job_training):
     from aprendiz.registry import ModelRegistry
     from aprendiz.store import ObjectStore
-    from aprendiz.training.default_classifier import publish_default_classifier
 
     store = tmp_path / "store"
     config = _config(tmp_path, {"url": str(store)})
     waiting = _run(config, "--wait-for-champions")
     assert waiting.returncode == 1
     assert "no champion yet for breast-cancer" in waiting.stdout and "gave up after 1 s" in waiting.stderr
-    publish_default_classifier(ModelRegistry(ObjectStore(str(store))), "breast-cancer")
+    job_training.train_builtin(ModelRegistry(ObjectStore(str(store))), "breast-cancer")
     ready = _run(config, "--wait-for-champions")
     assert ready.returncode == 0, ready.stderr
     assert "store_check: ready" in ready.stdout

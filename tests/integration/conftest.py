@@ -127,7 +127,9 @@ class Stores:
 
 
 @pytest.fixture(scope="session")
-def stores(moto_server, tmp_path_factory) -> Stores:
+def stores(moto_server, tmp_path_factory, job_training) -> Stores:
+    """Every classifier's first champion comes from the training job itself (one quick candidate),
+    so the platform is shown serving what `aprendiz train` publishes."""
     import logging
 
     import boto3
@@ -136,10 +138,6 @@ def stores(moto_server, tmp_path_factory) -> Stores:
 
     from aprendiz.registry import ModelRegistry
     from aprendiz.store import ObjectStore
-    from aprendiz.training.dataset import seed_breast_cancer_dataset
-    from aprendiz.training.default_classifier import publish_default_classifier
-    from aprendiz.training.job import run_training
-    from aprendiz.training.text_classifier import publish_text_classifier
 
     boto3.client(
         "s3", endpoint_url=moto_server, region_name="us-east-1",
@@ -148,12 +146,9 @@ def stores(moto_server, tmp_path_factory) -> Stores:
     options = {"endpoint_url": moto_server, "key": "testing", "secret": "testing"}
     s3 = ModelRegistry(ObjectStore("s3://aprendiz-test/store", storage_options=options))
     local = ModelRegistry(ObjectStore(str(tmp_path_factory.mktemp("store"))))
-    publish_default_classifier(s3, "breast-cancer")
-    # The local classifier's first champion comes from the training job itself, so the platform
-    # is shown serving what `aprendiz train` publishes.
-    seed_breast_cancer_dataset(local.store, "breast-cancer-local")
-    assert run_training(local, "breast-cancer-local").promoted
-    publish_text_classifier(s3, "es-or-en")
+    job_training.train_builtin(s3, "breast-cancer")
+    job_training.train_builtin(local, "breast-cancer-local")
+    job_training.train_builtin(s3, "es-or-en", "es-or-en")
     return Stores(s3, local, options)
 
 

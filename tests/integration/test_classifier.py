@@ -103,7 +103,8 @@ def test_v2_raw_answer_names_the_version(http, stores, data):
     body = {"id": "x1", "inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32", "data": data.data[0].tolist()}]}
     answer = http.post(f"/v2/models/{S3_MODEL}/infer", json=body).json()
     assert answer["model_version"] == stores.s3.champion(S3_MODEL).version
-    assert answer["id"] == "x1" and answer["parameters"] == {"threshold": 0.5}
+    threshold = stores.s3.card(S3_MODEL, answer["model_version"]).threshold
+    assert answer["id"] == "x1" and answer["parameters"] == {"threshold": threshold}
 
 
 def test_v2_model_metadata(http, stores, data):

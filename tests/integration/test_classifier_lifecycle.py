@@ -41,9 +41,7 @@ async def steady_load(platform, name: str, rows, stop: asyncio.Event, results: l
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
 
 
-def test_champion_changes_twice_under_load_with_zero_failed_requests(platform, stores, rows):
-    from aprendiz.training.default_classifier import train_default_classifier
-
+def test_champion_changes_twice_under_load_with_zero_failed_requests(platform, stores, rows, job_training, tmp_path):
     registry = stores.local
     first = registry.champion(LOCAL_MODEL).version
     results: list = []
@@ -55,8 +53,9 @@ def test_champion_changes_twice_under_load_with_zero_failed_requests(platform, s
         try:
             await asyncio.sleep(2)
             for seed in (1, 2):
-                card, onnx = await asyncio.to_thread(train_default_classifier, seed, name=LOCAL_MODEL)
-                version = await asyncio.to_thread(registry.publish, card, onnx)
+                version = await asyncio.to_thread(
+                    job_training.train_version, registry, LOCAL_MODEL, seed=seed, scratch=tmp_path / f"scratch-{seed}"
+                )
                 await asyncio.to_thread(registry.promote, LOCAL_MODEL, version, f"test swap {seed}")
                 promoted.append(version)
                 deadline = time.monotonic() + 60
@@ -85,7 +84,7 @@ def _broken_schema_version(name: str):
     from sklearn.linear_model import LogisticRegression
 
     from aprendiz.registry import Feature, ModelCard, new_version
-    from aprendiz.training.default_classifier import export_onnx
+    from aprendiz.training.onnx_export import export_onnx
 
     data = load_breast_cancer()
     x, y = data.data[:, :10].astype(np.float32), (data.target == 0).astype(int)

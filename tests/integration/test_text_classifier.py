@@ -16,10 +16,10 @@ TEXTS = ["Hola, ¿cómo estás? Me llamo Ana.", "Hello, how are you? My name is 
 
 @pytest.fixture(scope="module")
 def expected(stores) -> np.ndarray:
-    from aprendiz.training.text_classifier import text_probabilities
+    from aprendiz.training.text_candidates import text_onnx_probabilities
 
     artifact = stores.s3.load(NAME, stores.s3.champion(NAME).version)
-    return text_probabilities(artifact.onnx_bytes, artifact.files["tokenizer.json"], TEXTS)[:, 1]
+    return text_onnx_probabilities(artifact.onnx_bytes, artifact.files["tokenizer.json"], TEXTS)[:, 1]
 
 
 def test_v1_texts_as_strings_and_objects(platform, expected):

@@ -7,24 +7,22 @@ import pytest
 
 from aprendiz.registry import LoadedArtifact
 from aprendiz.services.classifier.model import ModelLoadError, OnnxClassifier
-from aprendiz.training.default_classifier import train_default_classifier
+from aprendiz.training.onnx_export import onnx_probabilities
 
 
 @pytest.fixture(scope="module")
-def artifact() -> LoadedArtifact:
-    card, onnx_bytes = train_default_classifier()
-    return LoadedArtifact(card=card, onnx_bytes=onnx_bytes)
+def artifact(trained_classifier) -> LoadedArtifact:
+    registry, name, version = trained_classifier
+    return registry.load(name, version)
 
 
 def test_loads_and_predicts_like_the_training_side(artifact):
     from sklearn.datasets import load_breast_cancer
 
-    from aprendiz.training.default_classifier import onnx_probabilities
-
     model = OnnxClassifier.load(artifact)
     rows = load_breast_cancer().data[:6].astype(np.float32)
     assert model.predict(rows) == pytest.approx(onnx_probabilities(artifact.onnx_bytes, rows)[:, 1])
-    assert model.ready() and model.version == artifact.card.version
+    assert model.version == artifact.card.version
     assert model.labels_for(np.array([0.2, 0.9])) == ["benign", "malignant"]
 
 

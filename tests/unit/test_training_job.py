@@ -18,8 +18,8 @@ from aprendiz.store import ObjectStore
 from aprendiz.training.candidates import train_candidate
 from aprendiz.training.config import CandidateConfig, TrainingConfig
 from aprendiz.training.dataset import DatasetError, load_dataset, seed_breast_cancer_dataset, split_dataset
-from aprendiz.training.default_classifier import onnx_probabilities
 from aprendiz.training.job import StoreUnavailableError, run_training
+from aprendiz.training.onnx_export import onnx_probabilities
 
 NAME = "breast-cancer"
 # Two cheap candidates keep each run near a second.

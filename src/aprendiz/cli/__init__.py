@@ -63,7 +63,7 @@ def serve(
         if _registry(platform.store_for(classifier)).champion(classifier.name) is None:
             problems.append(
                 f"classifier {classifier.name!r} has no champion in {platform.store_for(classifier).url}"
-                " (defaults are published by `aprendiz publish-default-classifiers`)"
+                f" (train it: `aprendiz train --model {classifier.name}`)"
             )
     for problem in problems:
         typer.echo(f"aprendiz: {problem}", err=True)
@@ -153,30 +153,6 @@ def check_config(config: Annotated[Path, typer.Argument(help="Platform config fi
     typer.echo(_platform(config).model_dump_json(indent=2))
 
 
-@app.command("publish-default-classifiers")
-def publish_defaults(
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Platform config file (its stores are used).")] = None,
-) -> None:
-    """Train and publish, as champion, each default classifier the config serves (breast-cancer:
-    scikit-learn's breast cancer data; es-or-en: Spanish or English, from the shipped corpus),
-    unless it already has a champion."""
-    from aprendiz.training.default_classifier import publish_default_classifier
-    from aprendiz.training.text_classifier import publish_text_classifier
-
-    publishers = {"breast-cancer": publish_default_classifier, "es-or-en": publish_text_classifier}
-    platform = _platform(config or _settings().config_file)
-    for classifier in platform.classifiers:
-        publish = publishers.get(classifier.name)
-        if publish is None:
-            continue  # not a default: the training job publishes it
-        store = platform.store_for(classifier)
-        version = publish(_registry(store), classifier.name)
-        if version is None:
-            typer.echo(f"aprendiz: {classifier.name} already has a champion in {store.url}")
-        else:
-            typer.echo(f"aprendiz: published {classifier.name} version {version} as champion in {store.url}")
-
-
 @app.command("train")
 def train(
     model: Annotated[str, typer.Option("--model", "-m", help="Model name: reads datasets/<name>/ and feedback/<name>/.")],
@@ -188,7 +164,7 @@ def train(
     """Train the candidates on the store's dataset and feedback, evaluate them against the champion,
     and publish and promote the best when it beats the champion by the configured margin."""
     from aprendiz.registry import check_name
-    from aprendiz.training.dataset import DatasetError
+    from aprendiz.training.dataset import DatasetError, seed_builtin
     from aprendiz.training.job import TrainingError, run_training
 
     try:
@@ -201,16 +177,9 @@ def train(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         registry = _registry(store)
-        if model == "breast-cancer":
-            from aprendiz.training.dataset import seed_breast_cancer_dataset
-
-            if seed_breast_cancer_dataset(registry.store, model):
-                typer.echo(f"aprendiz: wrote scikit-learn's breast cancer data to {store.url}/datasets/{model}/data.csv")
-        elif model == "es-or-en":
-            from aprendiz.training.dataset import seed_es_or_en_dataset
-
-            if seed_es_or_en_dataset(registry.store, model):
-                typer.echo(f"aprendiz: wrote the shipped Spanish/English texts to {store.url}/datasets/{model}/data.csv")
+        written = seed_builtin(registry.store, model)
+        if written:
+            typer.echo(f"aprendiz: wrote {written} to {store.url}/datasets/{model}/data.csv")
         result = run_training(registry, model, pushgateway=pushgateway)
     except (TrainingError, DatasetError, ValueError) as exc:
         typer.echo(f"aprendiz: training {model} failed: {exc}", err=True)
@@ -351,6 +320,7 @@ def cost(
         if prometheus:
             hosted, observed = costs.from_prometheus(costs.PrometheusReader(prometheus), window)
         else:
+            assert benchmark is not None  # exactly one of the two, checked above
             hosted, observed = costs.from_benchmark(benchmark), {}
     except costs.CostError as exc:
         typer.echo(f"aprendiz: {exc}", err=True)

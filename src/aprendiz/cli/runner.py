@@ -139,7 +139,7 @@ def start(settings: Settings, config: PlatformConfig) -> str:
         )
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build_platform(config), name=settings.app_name, route_prefix="/", blocking=False)
-    return context.address_info["gcs_address"]
+    return context.address_info["gcs_address"]  # type: ignore[attr-defined]  # ray.init gives a RayContext
 
 
 def stop(settings: Settings) -> None:

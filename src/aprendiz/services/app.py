@@ -24,7 +24,7 @@ from aprendiz.services.ingress.deployment import build_ingress
 
 def build_platform(config: PlatformConfig, *, engine_cls: type | None = None) -> Application:
     """The whole application: generator and classifier deployments behind the ingress."""
-    lora_stores = {g.id: config.lora_store_for(g) for g in config.generators if g.lora is not None}
+    lora_stores = {g.id: store for g in config.generators if (store := config.lora_store_for(g)) is not None}
     deployments, llm_configs = build_generator_deployments(
         config.generators, prices=config.gateway, lora_stores=lora_stores, engine_cls=engine_cls
     )

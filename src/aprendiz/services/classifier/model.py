@@ -88,9 +88,6 @@ class OnnxClassifier:
         if probability.shape != (1,) or not np.isfinite(probability).all() or not 0 <= probability[0] <= 1:
             raise ModelLoadError(f"{self.card.name} {self.version}: self-check gave {probability!r}")
 
-    def ready(self) -> bool:
-        return self._session is not None
-
     @staticmethod
     def stack(parts: list) -> Any:
         """Join several requests' inputs into one batch (arrays or lists of texts)."""

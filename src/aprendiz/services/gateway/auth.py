@@ -66,6 +66,7 @@ class Gatekeeper:
         return self._file is not None
 
     def _reload(self) -> None:
+        assert self._file is not None, "only a gatekeeper with a key file reloads"
         self._checked = self._clock()
         try:
             stat = Path(self._file.path).stat()

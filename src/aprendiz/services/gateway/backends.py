@@ -35,7 +35,9 @@ from aprendiz.services.raycompat import (
     sanitize_chat_request,
 )
 
-REQUESTS = {"chat": ChatCompletionRequest, "completions": CompletionRequest}
+REQUESTS: dict[str, type[ChatCompletionRequest] | type[CompletionRequest]] = {
+    "chat": ChatCompletionRequest, "completions": CompletionRequest,
+}
 # Headers that stay at the entrance: the caller's key is the gateway's, not the engine's.
 PRIVATE_HEADERS = frozenset({"authorization", "cookie"})
 
@@ -136,7 +138,7 @@ class HostedGenerator:
         except ValidationError as exc:
             raise RequestValidationError(exc.errors()) from None
         if route == "chat":
-            body = sanitize_chat_request(body)
+            body = sanitize_chat_request(body)  # type: ignore[arg-type, assignment]  # Ray's base class
         info = RawRequestInfo(headers={k: v for k, v in headers.items() if k.lower() not in PRIVATE_HEADERS})
         with ray_errors(model):  # Serve raises back-pressure at the call or at the first item
             stream = getattr(self._handle_for(model), route).remote(body, info)

@@ -72,7 +72,7 @@ class Gateway:
             if kind == "none":
                 return Admission(principal)
             if kind == "classifier":
-                route, name = self.routes.classifier(model or ""), model
+                route, name = self.routes.classifier(model or ""), model or ""
             else:
                 route, name = await self.routes.generator(model)
             request.state.model = name
@@ -161,6 +161,7 @@ class Gateway:
                     usage = rec.usage or counter.usage(payload, "".join(rec.text))
                     return await self._finish(principal, route, answer, usage, started, rec.first_token_at, in_flight)
 
+                assert answer.events is not None, "a stream"
                 async for event in metered(answer.events, StreamRecord(started=started), keep_usage=keep_usage,
                                            collect_text=answer.backend == "rented", finish=finish):
                     yield event

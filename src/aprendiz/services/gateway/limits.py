@@ -139,7 +139,7 @@ class Limiter:
 
 
 def build_rate_limiter() -> Application:
-    return serve.deployment(
+    return serve.deployment(  # type: ignore[attr-defined]  # Serve's overloads hide .bind
         RateLimiter, name="RateLimiter", num_replicas=1, max_ongoing_requests=4096,
         ray_actor_options={"num_cpus": 0},
     ).bind()

@@ -34,7 +34,7 @@ Backend = Union[HostedGenerator, RentedUpstream, ClassifierBackend]
 class ModelRoute:
     id: str
     backend: Backend
-    card: ModelCard | None = None  # generators' (hosted and rented)
+    card: ModelCard | None = None  # generators' (hosted and rented); None for classifiers
     hourly_usd: float = 0.0  # hosted replicas'
     fallback: str | None = None
     fallback_after_s: float | None = None
@@ -58,6 +58,9 @@ class RouteTable:
 
     def classifiers(self) -> list[ModelRoute]:
         return list(self._classifiers.values())
+
+    def classifier_backends(self) -> list[ClassifierBackend]:
+        return [r.backend for r in self._classifiers.values() if isinstance(r.backend, ClassifierBackend)]
 
     def fallback_of(self, route: ModelRoute) -> ModelRoute | None:
         return self._generators.get(route.fallback) if route.fallback else None
@@ -89,15 +92,18 @@ class RouteTable:
 
     async def card(self, model: str) -> ModelCard:
         route, name = await self.generator(model)
-        if name == route.id or not isinstance(route.backend, HostedGenerator):
+        base, adapter = split_model_id(name)
+        if name == route.id or adapter is None or not isinstance(route.backend, HostedGenerator):
+            assert route.card is not None, "every generator route has a card"
             return route.card
-        return route.backend.adapter_card(split_model_id(name)[1])
+        return route.backend.adapter_card(adapter)
 
     async def cards(self) -> list[ModelCard]:
         """Every generator's card: hosted, then their adapters, then rented."""
         hosted = [r.backend for r in self.generators("hosted") if isinstance(r.backend, HostedGenerator)]
         adapters = [b.adapter_card(a) for b in hosted for a in await b.adapter_names()]
-        return [*(b.card for b in hosted), *adapters, *(r.card for r in self.generators("rented"))]
+        rented = [r.card for r in self.generators("rented") if r.card is not None]
+        return [*(b.card for b in hosted), *adapters, *rented]
 
 
 def _rented_card(upstream: RentedUpstream) -> ModelCard:

@@ -23,7 +23,7 @@ from aprendiz.services.raycompat import lora_loader_kwargs
 class GeneratorServer(LLMServer):
     """Ray Serve LLM's server, metering what its replica costs from the moment it starts."""
 
-    async def __init__(
+    async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
         self,
         llm_config: LLMConfig,
         *,

@@ -37,7 +37,9 @@ class StoreLoraLoader(LoraModelLoader):
         if lora_model_id in self.disk_cache:
             return self.disk_cache[lora_model_id]
         base, adapter = split_model_id(lora_model_id)
-        target = Path(self.lora_root) / base / adapter
+        if adapter is None:
+            raise ModelNotFoundError(f"`{lora_model_id}` names no adapter (`<model>:<adapter>`)", param="model")
+        target = Path(str(self.lora_root)) / base / adapter
         try:
             await asyncio.wait_for(asyncio.to_thread(self._copy, base, adapter, target), self.download_timeout_s)
         except AdapterNotFoundError as exc:

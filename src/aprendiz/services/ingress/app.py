@@ -55,6 +55,7 @@ class RequestMetricsMiddleware:
     def _record(self, scope: dict, status: int, seconds: float) -> None:
         route = getattr(scope.get("route"), "path", None) or "unmatched"
         model = (scope.get("state") or {}).get("model") or "none"
+        assert self._metrics is not None, "created on the first request"
         self._metrics.answered(route, model, status, seconds)
 
 

@@ -149,7 +149,7 @@ class AprendizIngress:
         return {"live": True}
 
     async def v2_ready(self) -> JSONResponse:
-        ready = all([await r.backend.call("ready") for r in self._gateway.routes.classifiers()])
+        ready = all([await backend.call("ready") for backend in self._gateway.routes.classifier_backends()])
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     # -- probes ---------------------------------------------------------------------------
@@ -197,7 +197,7 @@ def build_ingress(
 ) -> Application:
     """Bind the ingress deployment to the model deployments it routes to (and the rate limiter)."""
     ingress_cls = make_fastapi_ingress(AprendizIngress, endpoint_map=ENDPOINTS, app=create_app())
-    options = {
+    options: dict[str, Any] = {
         "name": "Ingress",
         "max_ongoing_requests": config.ingress.max_ongoing_requests,
         "autoscaling_config": config.ingress.autoscaling.serve_options(),
@@ -205,7 +205,7 @@ def build_ingress(
         "logging_config": {"enable_access_log": config.ingress.access_log},
     }
     model_cards = {model_id: to_model_metadata(model_id, c) for model_id, c in llm_configs.items()}
-    return serve.deployment(ingress_cls, **options).bind(
+    return serve.deployment(ingress_cls, **options).bind(  # type: ignore[attr-defined]
         llm_deployments=llm_deployments,
         model_cards=model_cards,
         classifiers=classifiers,

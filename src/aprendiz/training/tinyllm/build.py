@@ -118,52 +118,10 @@ def _batches(sequences: list[list[int]], spec: TinyLlmSpec, pad_id: int, rng: ra
             yield ids, labels, mask
 
 
-def build(output_dir: Path, spec: TinyLlmSpec = TinyLlmSpec(), corpus: Path | None = None) -> dict:
-    """Train the tokenizer and the model and write a Hugging Face checkpoint to ``output_dir``.
-
-    Returns the build report (also written as ``aprendiz_build.json``).
-    """
+def _train(model, sequences: list[list[int]], spec: TinyLlmSpec, pad_id: int, rng: random.Random) -> list[float]:
+    """AdamW with warm-up and a cosine schedule, until ``max_steps`` or ``max_seconds``; the losses."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    output_dir = Path(output_dir)
-    started = time.monotonic()
-    rng = random.Random(spec.seed)
-    torch.manual_seed(spec.seed)
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
-
-    conversations = load_corpus(corpus)
-    texts = [render(c) for c in conversations]
-    raw_tokenizer = train_tokenizer(texts, spec.vocab_size)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=raw_tokenizer,
-        eos_token=END,
-        pad_token=PAD,
-        model_max_length=spec.max_position_embeddings,
-    )
-    tokenizer.chat_template = CHAT_TEMPLATE
-    pad_id = tokenizer.convert_tokens_to_ids(PAD)
-    end_id = tokenizer.convert_tokens_to_ids(END)
-
-    sequences = [raw_tokenizer.encode(t).ids for t in texts]
-    config = LlamaConfig(
-        vocab_size=raw_tokenizer.get_vocab_size(),
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_layers,
-        num_attention_heads=spec.num_heads,
-        num_key_value_heads=spec.num_heads,
-        head_dim=spec.head_dim,
-        max_position_embeddings=spec.max_position_embeddings,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=end_id,
-        pad_token_id=pad_id,
-        dtype="float32",
-    )
-    model = LlamaForCausalLM(config)
-    model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.01)
     warmup = 30
 
@@ -190,6 +148,65 @@ def build(output_dir: Path, spec: TinyLlmSpec = TinyLlmSpec(), corpus: Path | No
         if step % 50 == 0:
             log.info("step %d loss %.3f", step, losses[-1])
         step += 1
+    return losses
+
+
+def _llama_config(spec: TinyLlmSpec, vocab_size: int, *, end_id: int, pad_id: int):
+    """The tiny Llama's shape: ``head_dim`` 64 (vLLM's CPU attention rejects 16), tied embeddings."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_heads,
+        head_dim=spec.head_dim,
+        max_position_embeddings=spec.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=end_id,
+        pad_token_id=pad_id,
+        dtype="float32",
+    )
+
+
+def build(output_dir: Path, spec: TinyLlmSpec = TinyLlmSpec(), corpus: Path | None = None) -> dict:
+    """Train the tokenizer and the model and write a Hugging Face checkpoint to ``output_dir``.
+
+    Returns the build report (also written as ``aprendiz_build.json``).
+    """
+    import torch
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+    output_dir = Path(output_dir)
+    started = time.monotonic()
+    rng = random.Random(spec.seed)
+    torch.manual_seed(spec.seed)
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+
+    conversations = load_corpus(corpus)
+    texts = [render(c) for c in conversations]
+    raw_tokenizer = train_tokenizer(texts, spec.vocab_size)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=raw_tokenizer,
+        eos_token=END,
+        pad_token=PAD,
+        model_max_length=spec.max_position_embeddings,
+    )
+    tokenizer.chat_template = CHAT_TEMPLATE
+    pad_id = int(tokenizer.convert_tokens_to_ids(PAD))  # type: ignore[arg-type]  # one token, one id
+    end_id = int(tokenizer.convert_tokens_to_ids(END))  # type: ignore[arg-type]
+
+    sequences = [raw_tokenizer.encode(t).ids for t in texts]
+    config = _llama_config(spec, raw_tokenizer.get_vocab_size(), end_id=end_id, pad_id=pad_id)
+    model = LlamaForCausalLM(config)
+    model.train()
+    train_started = time.monotonic()
+    losses = _train(model, sequences, spec, pad_id, rng)
+    step = len(losses)
 
     model.eval()
     model.generation_config.eos_token_id = end_id

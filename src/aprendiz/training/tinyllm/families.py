@@ -66,17 +66,17 @@ def _model(family: str, tokenizer, shape: TinyShape):
     if family == "flor":
         from transformers import BloomConfig, BloomForCausalLM
 
-        config = BloomConfig(hidden_size=shape.hidden_size, n_head=shape.num_heads, n_layer=shape.num_layers, **common)
-        return BloomForCausalLM(config)
+        bloom = BloomConfig(hidden_size=shape.hidden_size, n_head=shape.num_heads, n_layer=shape.num_layers, **common)
+        return BloomForCausalLM(bloom)
     if family == "gpt-neox":
         from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
-        config = GPTNeoXConfig(
+        neox = GPTNeoXConfig(  # type: ignore[call-arg]  # rotary_pct is read from **kwargs
             hidden_size=shape.hidden_size, num_attention_heads=shape.num_heads, num_hidden_layers=shape.num_layers,
             intermediate_size=4 * shape.hidden_size, max_position_embeddings=shape.max_positions, rotary_pct=0.25,
             **common,
         )
-        return GPTNeoXForCausalLM(config)
+        return GPTNeoXForCausalLM(neox)
     raise ValueError(f"no tiny builder for family {family!r}; tiny families: {sorted(TOKENS)}")
 
 

@@ -27,7 +27,7 @@ def build_tiny_adapter(base_dir: Path, output_dir: Path, *, seed: int, rank: int
             if "lora_" in name:
                 param.copy_(torch.randn_like(param) * scale)
     output_dir = Path(output_dir)
-    model.save_pretrained(output_dir)
+    model.save_pretrained(str(output_dir))
     report = {"base": str(base_dir), "seed": seed, "rank": rank, "target_modules": ["q_proj", "v_proj"],
               "trainable_parameters": sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)}
     (output_dir / "aprendiz_build.json").write_text(json.dumps(report, indent=2))
