@@ -15,25 +15,10 @@ K8S_VERSION = "1.35.0"
 CUSTOM_GROUPS = ("ray.io/", "monitoring.coreos.com/", "gateway.networking.k8s.io/")
 
 
-def _needs_rented(scenario) -> None:
-    """The rented-only scenario needs the gateway's `rented` models in PlatformConfig (issue #4)."""
-    from aprendiz.config import PlatformConfig
-
-    if scenario is not None and "rented" in scenario.name and "rented" not in PlatformConfig.model_fields:
-        pytest.skip("PlatformConfig has no `rented` models yet (gateway issue #4): the rented-only scenario waits for it")
-
-
-@pytest.fixture
-def rendered(helm, scenario):  # noqa: F811 (the conftest fixture, with the rented check first)
-    _needs_rented(scenario)
-    return render(helm, values=scenario)
-
-
 # -- helm itself ---------------------------------------------------------------------------------
 
 
 def test_helm_lint_strict(helm, scenario):
-    _needs_rented(scenario)
     args = ["lint", "--strict", str(CHART), *REQUIRED] + (["-f", str(scenario)] if scenario else [])
     result = run_helm(helm, *args)
     assert "[WARNING]" not in result.stdout and "[ERROR]" not in result.stdout, result.stdout
@@ -205,7 +190,6 @@ def test_render_fails_readably(helm, args, message):
 
 
 def test_rented_key_must_come_from_a_secret(helm):
-    _needs_rented(CHART / "ci" / "rented-only-values.yaml")
     result = run_helm(
         helm, "template", "aprendiz", str(CHART), *REQUIRED, "-f", str(CHART / "ci" / "rented-only-values.yaml"),
         "--set-json", "secretEnv={}", check=False,
@@ -424,7 +408,6 @@ def test_train_on_install_is_a_post_install_hook(helm):
 
 def test_secrets_come_from_secret_refs(helm):
     rented = CHART / "ci" / "rented-only-values.yaml"
-    _needs_rented(rented)
     rendered = render(helm, values=rented)
     assert not rendered.of_kind("Secret"), "the chart renders a Secret only for its own MinIO"
     for where, spec in rendered.pod_specs():

@@ -1,0 +1,154 @@
+"""The classifier server in-process (fast tier): ClassifierServer built as Serve builds it (its async
+constructor awaited), over a real local registry whose versions the training job trained, with real
+onnxruntime and Serve's real ``@serve.batch``. No Ray cluster: the ingress's handle calls become
+method calls, and the one thing a replica would give, ``serve.get_replica_context()`` (which
+``@serve.batch`` reads its deployment's ``max_ongoing_requests`` from), is stood in for."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from aprendiz.errors import InvalidRequestError
+from aprendiz.registry import ModelRegistry
+from aprendiz.services.classifier.deployment import ClassifierServer
+from aprendiz.store import ObjectStore
+
+NAME = "breast-cancer"
+
+
+@pytest.fixture(autouse=True)
+def replica_context(monkeypatch):
+    from ray import serve
+
+    context = SimpleNamespace(_deployment_config=SimpleNamespace(max_ongoing_requests=128),
+                              replica_id=SimpleNamespace(unique_id="in-process"))
+    monkeypatch.setattr(serve, "get_replica_context", lambda: context)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, job_training):
+    """A store with a first champion, and a second version (another seed) not yet promoted."""
+    root = tmp_path_factory.mktemp("classifier-store")
+    registry = ModelRegistry(ObjectStore(str(root)))
+    first = job_training.train_builtin(registry, NAME)
+    second = job_training.train_version(registry, NAME, seed=7, scratch=tmp_path_factory.mktemp("scratch"))
+    return root, first, second
+
+
+@pytest.fixture(scope="module")
+def run():
+    """One event loop for the module, as a replica has: ``@serve.batch`` keeps its queue (and that
+    queue's loop) on the decorated method, not per server."""
+    loop = asyncio.new_event_loop()
+    yield loop.run_until_complete
+    pending = asyncio.all_tasks(loop)  # the servers' pollers, cost meters and batch loops
+    for task in pending:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.close()
+
+
+@pytest.fixture
+def rows():
+    from sklearn.datasets import load_breast_cancer
+
+    return load_breast_cancer().data[:4].astype(np.float32)
+
+
+async def _server(root, **model) -> ClassifierServer:
+    server = ClassifierServer.__new__(ClassifierServer)
+    await server.__init__(model={"name": NAME, "poll_interval_s": 0.05, **model}, store={"url": str(root)})
+    return server
+
+
+async def _until(predicate, timeout_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await predicate():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def test_v1_and_v2_answer_from_the_champion(trained, rows, run):
+    root, first, _ = trained
+
+    async def go():
+        server = await _server(root)
+        v1 = await server.predict_v1({"instances": rows.tolist()})
+        body = {"inputs": [{"name": "input", "shape": list(rows.shape), "datatype": "FP32", "data": rows.ravel().tolist()}]}
+        v2 = await server.infer_v2(json.dumps(body).encode(), None)
+        return v1, v2, await server.ready(), await server.metadata_v2()
+
+    v1, v2, ready, metadata = run(go())
+    assert ready and {p["model_version"] for p in v1["predictions"]} == {first}
+    outputs = {o["name"]: o for o in v2["outputs"]}
+    assert outputs["probability"]["data"] == pytest.approx([p["probability"] for p in v1["predictions"]], abs=1e-6)
+    assert [p["label"] for p in v1["predictions"]] == outputs["label"]["data"]
+    assert len(metadata["inputs"]) >= 1
+
+
+def test_bad_instances_are_a_typed_client_error(trained, run):
+    root, _, _ = trained
+
+    async def go():
+        server = await _server(root)
+        with pytest.raises(InvalidRequestError) as raised:
+            await server.predict_v1({"instances": [["x"] * 30]})
+        return raised.value
+
+    error = run(go())
+    assert "instances[0][0]" in error.message and "must be a number" in error.message
+
+
+def test_a_promoted_version_takes_over_and_a_schema_change_is_refused(trained, rows, tmp_path, run):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from aprendiz.registry import Feature, ModelCard, new_version
+    from aprendiz.training.onnx_export import export_onnx
+
+    root, first, second = trained
+    registry = ModelRegistry(ObjectStore(str(root)))
+    x = rows[:, :10]
+    narrow = ModelCard(name=NAME, version=new_version(), kind="tabular", features=[Feature(name=f"f{i}") for i in range(10)],
+                       labels=("benign", "malignant"), data_fingerprint="test", algorithm="logistic_regression")
+    registry.publish(narrow, export_onnx(make_pipeline(LogisticRegression()).fit(np.vstack([x, x]), [0, 1] * 4), 10))
+
+    async def version_served(server) -> str:
+        return (await server.predict_v1({"instances": rows[:1].tolist()}))["predictions"][0]["model_version"]
+
+    async def go():
+        server = await _server(root)
+        assert await version_served(server) == first
+        registry.promote(NAME, second, "a better seed")
+        await _until(lambda: _is(version_served(server), second))
+        registry.promote(NAME, narrow.version, "takes 10 features")
+        await asyncio.sleep(0.5)  # several polls
+        return await version_served(server)
+
+    try:
+        assert run(go()) == second  # the 30-feature version keeps serving
+    finally:
+        registry.promote(NAME, first, "back to the first champion")
+
+
+async def _is(awaitable, expected) -> bool:
+    return (await awaitable) == expected
+
+
+def test_feedback_is_in_the_store_before_the_answer(trained, rows, run):
+    root, _, _ = trained
+    registry = ModelRegistry(ObjectStore(str(root)))
+
+    async def go():
+        server = await _server(root)
+        return await server.feedback({"instances": rows[:2].tolist(), "labels": ["malignant", 0]})
+
+    answer = run(go())
+    assert answer["accepted"] == 2
+    records = [json.loads(line) for line in registry.store.read_bytes(answer["key"]).decode().splitlines()]
+    assert [r["label"] for r in records] == [1, 0]
