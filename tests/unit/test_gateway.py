@@ -42,27 +42,6 @@ class Clock:
         return self.now
 
 
-class FakeCounter:
-    def __init__(self):
-        self.calls = []
-
-    def inc(self, value=1, tags=None):
-        self.calls.append((value, tags))
-
-    observe = inc
-
-
-class FakeMetrics:
-    """Records what the gateway counts (Ray's metrics need a Ray worker)."""
-
-    def __init__(self):
-        self.refusals, self.cost_usd, self.fallbacks, self.upstream_errors = (FakeCounter() for _ in range(4))
-        self.generations = []
-
-    def generated(self, **kwargs):
-        self.generations.append(kwargs)
-
-
 # -- admission ---------------------------------------------------------------------------
 def test_without_a_key_file_everyone_is_anonymous():
     gate = Gatekeeper(None)
@@ -309,14 +288,13 @@ class FakeHosted:
         return Answer(model, "hosted", body=self.body)
 
 
-def _gateway(upstream_handler, *, hosted=None, fallbacks=True):
+def _gateway(upstream_handler, metrics, *, hosted=None, fallbacks=True):
     hosted = hosted or FakeHosted(error=AssertionError("the hosted model must not be called"))
     routes = RouteTable([
         ModelRoute("hosted", hosted, hourly_usd=3.6, fallback="rented" if fallbacks else None, fallback_after_s=1.0),
         ModelRoute("rented", _upstream(upstream_handler), fallback="hosted" if fallbacks else None,
                    counter=TokenCounter()),
     ])
-    metrics = FakeMetrics()
     gateway = Gateway(routes=routes, gatekeeper=Gatekeeper(None), limiter=Limiter(None), metrics=metrics)
     return gateway, metrics, routes
 
@@ -331,8 +309,8 @@ def _provider_ok(request):
                                      "usage": {"prompt_tokens": 1000, "completion_tokens": 500}})
 
 
-def test_rented_answers_carry_their_billed_cost():
-    gateway, metrics, routes = _gateway(_provider_ok)
+def test_rented_answers_carry_their_billed_cost(recording_metrics):
+    gateway, metrics, routes = _gateway(_provider_ok, recording_metrics())
     response = _generate(gateway, routes, "rented")
     assert response.headers[SERVED_BY] == "rented"
     assert float(response.headers[COST]) == pytest.approx((1000 * 2.0 + 500 * 8.0) / 1e6)
@@ -340,21 +318,21 @@ def test_rented_answers_carry_their_billed_cost():
     assert metrics.generations[0]["prompt_tokens"] == 1000
 
 
-def test_a_full_hosted_queue_hands_the_request_to_its_rented_fallback():
+def test_a_full_hosted_queue_hands_the_request_to_its_rented_fallback(recording_metrics):
     hosted = FakeHosted(error=BackendUnavailableError("queue full", "queue_full"))
-    gateway, metrics, routes = _gateway(_provider_ok, hosted=hosted)
+    gateway, metrics, routes = _gateway(_provider_ok, recording_metrics(), hosted=hosted)
     response = _generate(gateway, routes, "hosted")
     assert hosted.calls[0]["first_chunk_s"] == 1.0
     assert response.headers[SERVED_BY] == "rented" and response.headers["x-aprendiz-backend"] == "rented"
     assert metrics.fallbacks.calls == [(1, {"model": "hosted", "fallback": "rented", "reason": "queue_full"})]
 
 
-def test_a_failed_provider_hands_the_request_to_the_hosted_fallback():
+def test_a_failed_provider_hands_the_request_to_the_hosted_fallback(recording_metrics):
     def down(request):
         raise httpx.ConnectError("refused")
 
     hosted = FakeHosted(body={"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3}})
-    gateway, metrics, routes = _gateway(down, hosted=hosted)
+    gateway, metrics, routes = _gateway(down, recording_metrics(), hosted=hosted)
     response = _generate(gateway, routes, "rented")
     assert response.headers[SERVED_BY] == "hosted"
     assert hosted.calls[0]["model"] == "hosted" and hosted.calls[0]["payload"]["model"] == "hosted"
@@ -362,10 +340,10 @@ def test_a_failed_provider_hands_the_request_to_the_hosted_fallback():
     assert metrics.upstream_errors.calls[0][1] == {"model": "rented", "reason": "unreachable_or_failed"}
 
 
-def test_without_a_fallback_the_provider_error_reaches_the_client():
+def test_without_a_fallback_the_provider_error_reaches_the_client(recording_metrics):
     def down(request):
         raise httpx.ConnectError("refused")
 
-    gateway, _, routes = _gateway(down, fallbacks=False)
+    gateway, _, routes = _gateway(down, recording_metrics(), fallbacks=False)
     with pytest.raises(UpstreamError):
         _generate(gateway, routes, "rented")

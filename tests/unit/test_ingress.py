@@ -164,23 +164,6 @@ class FakeClassifier:
         return {"name": "cancer"}
 
 
-class Counter:
-    def __init__(self):
-        self.calls = []
-
-    def inc(self, value=1, tags=None):
-        self.calls.append((value, tags))
-
-
-class Metrics:
-    def __init__(self):
-        self.refusals, self.cost_usd, self.fallbacks, self.upstream_errors = (Counter() for _ in range(4))
-        self.generations = []
-
-    def generated(self, **kwargs):
-        self.generations.append(kwargs)
-
-
 class Answered:
     """The ingress's request metrics: one (route template, model, status) per answer."""
 
@@ -199,9 +182,9 @@ CONFIG = {
 
 
 class InProcessPlatform:
-    def __init__(self, config: dict, *, generator_fail: Exception | None = None):
+    def __init__(self, config: dict, metrics, *, generator_fail: Exception | None = None):
         self.config = PlatformConfig.model_validate(config)
-        self.metrics = Metrics()
+        self.metrics = metrics
         self.answered = Answered()
         self.classifier = FakeClassifier()
         self.generator_fail = generator_fail
@@ -231,9 +214,9 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def test_a_chat_request_reaches_the_engine_and_comes_back_metered():
+def test_a_chat_request_reaches_the_engine_and_comes_back_metered(recording_metrics):
     async def go():
-        platform = InProcessPlatform(CONFIG)
+        platform = InProcessPlatform(CONFIG, recording_metrics())
         async with platform as client:
             response = await client.post("/v1/chat/completions", json={
                 "model": MODEL, "messages": [{"role": "user", "content": "hola mundo"}], "max_tokens": 8})
@@ -248,9 +231,9 @@ def test_a_chat_request_reaches_the_engine_and_comes_back_metered():
     assert (generation["prompt_tokens"], generation["completion_tokens"]) == (2, 3)
 
 
-def test_a_stream_comes_event_by_event_with_usage_only_when_asked():
+def test_a_stream_comes_event_by_event_with_usage_only_when_asked(recording_metrics):
     async def go(include_usage: bool):
-        async with InProcessPlatform(CONFIG) as client:
+        async with InProcessPlatform(CONFIG, recording_metrics()) as client:
             body = {"model": MODEL, "messages": [{"role": "user", "content": "uno dos"}], "stream": True}
             if include_usage:
                 body["stream_options"] = {"include_usage": True}
@@ -268,9 +251,9 @@ def test_a_stream_comes_event_by_event_with_usage_only_when_asked():
     assert with_usage.count('"usage"') == 1
 
 
-def test_the_official_client_sees_models_and_typed_errors():
+def test_the_official_client_sees_models_and_typed_errors(recording_metrics):
     async def go():
-        async with InProcessPlatform(CONFIG) as http:
+        async with InProcessPlatform(CONFIG, recording_metrics()) as http:
             client = openai.AsyncOpenAI(base_url="http://ingress/v1", api_key="none", http_client=http)
             listed = [m.id for m in (await client.models.list()).data]
             completion = await client.completions.create(model=MODEL, prompt="buenos días", max_tokens=4)
@@ -287,9 +270,9 @@ def test_the_official_client_sees_models_and_typed_errors():
     assert bad.status_code == 400 and "messages" in bad.body["message"]
 
 
-def test_a_full_generator_queue_is_a_503():
+def test_a_full_generator_queue_is_a_503(recording_metrics):
     async def go():
-        async with InProcessPlatform(CONFIG, generator_fail=BackPressureError(num_queued_requests=1,
+        async with InProcessPlatform(CONFIG, recording_metrics(), generator_fail=BackPressureError(num_queued_requests=1,
                                                                               max_queued_requests=1)) as client:
             return await client.post("/v1/chat/completions", json={
                 "model": MODEL, "messages": [{"role": "user", "content": "hola"}]})
@@ -298,9 +281,9 @@ def test_a_full_generator_queue_is_a_503():
     assert response.status_code == 503 and "queue of `tiny` is full" in response.json()["error"]["message"]
 
 
-def test_classifier_routes_go_through_the_gateway_with_their_cost():
+def test_classifier_routes_go_through_the_gateway_with_their_cost(recording_metrics):
     async def go():
-        platform = InProcessPlatform(CONFIG)
+        platform = InProcessPlatform(CONFIG, recording_metrics())
         async with platform as client:
             ok = await client.post("/v1/models/cancer:predict", json={"instances": [[1.0, 2.0]]})
             missing = await client.post("/v1/models/other:predict", json={"instances": [[1.0]]})
@@ -322,12 +305,12 @@ def test_classifier_routes_go_through_the_gateway_with_their_cost():
     ]
 
 
-def test_keys_are_checked_before_the_body_is_read(tmp_path):
+def test_keys_are_checked_before_the_body_is_read(tmp_path, recording_metrics):
     keys = KeyFile(tmp_path / "keys.yaml")
     secret, _ = keys.create("team", models=["cancer"])
 
     async def go():
-        platform = InProcessPlatform(CONFIG | {"gateway": {"keys_file": str(tmp_path / "keys.yaml")}})
+        platform = InProcessPlatform(CONFIG | {"gateway": {"keys_file": str(tmp_path / "keys.yaml")}}, recording_metrics())
         async with platform as client:
             anonymous = await client.post("/v1/chat/completions", content=b"{not json")
             denied = await client.post("/v1/chat/completions", headers={"Authorization": f"Bearer {secret}"},
@@ -342,9 +325,9 @@ def test_keys_are_checked_before_the_body_is_read(tmp_path):
     assert [c[1]["reason"] for c in platform.metrics.refusals.calls] == ["missing_key", "model_not_allowed"]
 
 
-def test_probes_name_what_the_entrance_routes_to():
+def test_probes_name_what_the_entrance_routes_to(recording_metrics):
     async def go():
-        async with InProcessPlatform(CONFIG) as client:
+        async with InProcessPlatform(CONFIG, recording_metrics()) as client:
             return (await client.get("/readyz")).json(), (await client.get("/healthz")).json()
 
     ready, live = run(go())

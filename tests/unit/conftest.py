@@ -1,0 +1,33 @@
+"""Shared stand-ins of the fast tier."""
+
+from __future__ import annotations
+
+import pytest
+
+
+class RecordingCounter:
+    """A Ray metric's inc/observe, recorded (Ray's metrics need a Ray worker to export)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def inc(self, value=1, tags=None):
+        self.calls.append((value, tags))
+
+    observe = inc
+
+
+class RecordingGatewayMetrics:
+    """What the gateway counts: refusals, cost, fallbacks, provider errors and every generation."""
+
+    def __init__(self):
+        self.refusals, self.cost_usd, self.fallbacks, self.upstream_errors = (RecordingCounter() for _ in range(4))
+        self.generations = []
+
+    def generated(self, **kwargs):
+        self.generations.append(kwargs)
+
+
+@pytest.fixture
+def recording_metrics() -> type[RecordingGatewayMetrics]:
+    return RecordingGatewayMetrics
