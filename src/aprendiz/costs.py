@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from aprendiz.config import PlatformConfig
+from aprendiz.metrics import GATEWAY_COST_USD, GATEWAY_TOKENS, REPLICA_COST_USD, REPLICA_HOURLY_USD
 
 SECONDS_PER_DAY = 86400.0
 
@@ -128,17 +129,19 @@ class PrometheusReader:
 
 
 def queries(window: str) -> dict[str, str]:
-    """The PromQL behind ``aprendiz cost`` (metric names as Ray exports them)."""
-    tokens = 'ray_aprendiz_gateway_tokens_total{backend="hosted"}'
+    """The PromQL behind ``aprendiz cost`` (series names from the metric catalogue, as Prometheus stores them)."""
+    tokens, cost = GATEWAY_TOKENS.series, GATEWAY_COST_USD.series
+    hourly, accrued = REPLICA_HOURLY_USD.series, REPLICA_COST_USD.series
+    hosted_tokens = f'{tokens}{{backend="hosted"}}'
     return {
-        "replica_hourly_usd": 'avg by (model) (ray_aprendiz_replica_hourly_usd{kind="generator"})',
-        "replicas": 'count by (model) (ray_aprendiz_replica_hourly_usd{kind="generator"})',
-        "peak_tokens_per_s": f"max_over_time((sum by (model) (rate({tokens}[1m])))[{window}:15s])",
-        "prompt_tokens": f'sum by (model) (increase({tokens[:-1]},kind="prompt"}}[{window}]))',
-        "all_tokens": f"sum by (model) (increase({tokens}[{window}]))",
-        "replica_cost": f'sum by (model) (increase(ray_aprendiz_replica_cost_usd_total{{kind="generator"}}[{window}]))',
-        "rented_cost": f'sum by (model) (increase(ray_aprendiz_gateway_cost_usd_total{{backend="rented"}}[{window}]))',
-        "rented_tokens": f'sum by (model) (increase(ray_aprendiz_gateway_tokens_total{{backend="rented"}}[{window}]))',
+        "replica_hourly_usd": f'avg by (model) ({hourly}{{kind="generator"}})',
+        "replicas": f'count by (model) ({hourly}{{kind="generator"}})',
+        "peak_tokens_per_s": f"max_over_time((sum by (model) (rate({hosted_tokens}[1m])))[{window}:15s])",
+        "prompt_tokens": f'sum by (model) (increase({tokens}{{backend="hosted",kind="prompt"}}[{window}]))',
+        "all_tokens": f"sum by (model) (increase({hosted_tokens}[{window}]))",
+        "replica_cost": f'sum by (model) (increase({accrued}{{kind="generator"}}[{window}]))',
+        "rented_cost": f'sum by (model) (increase({cost}{{backend="rented"}}[{window}]))',
+        "rented_tokens": f'sum by (model) (increase({tokens}{{backend="rented"}}[{window}]))',
     }
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -39,6 +39,8 @@ COST = "x-aprendiz-cost-usd"
 # What makes a model hand a request to its fallback: a full queue, a model that is down
 # or too slow to start answering, a provider that fails or cannot be reached.
 FALLBACK_ON = (ServiceUnavailableError, UpstreamError)
+# What a request is admitted to: a generator, a classifier, or no model (listing, probes of keys).
+Kind = Literal["generator", "classifier", "none"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class Gateway:
 
     # -- 1. admission -------------------------------------------------------------------
     async def admit(
-        self, request: Request, model: str | None, *, kind: str = "generator", caller: Principal | None = None
+        self, request: Request, model: str | None, *, kind: Kind = "generator", caller: Principal | None = None
     ) -> Admission:
         """Admit a request to ``model`` (a generator, or a classifier with ``kind="classifier"``);
         ``None`` for a generator: the only one; no model at all for ``kind="none"``.
