@@ -112,15 +112,9 @@ def error_body(message: str, type_: str, *, param: str | None = None, code: str 
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def unwrap(exc: BaseException) -> BaseException:
-    """The domain error behind an error that crossed a Ray deployment handle (RayTaskError.cause)."""
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, AprendizError) else exc
-
-
-def to_response(error: AprendizError) -> JSONResponse:
-    cause = unwrap(error)
-    exc = cause if isinstance(cause, AprendizError) else error
+def to_response(exc: AprendizError) -> JSONResponse:
+    """The answer for a domain error (Ray's wrappers are taken off where handles are called:
+    services/gateway/backends.py)."""
     for cls in type(exc).__mro__:
         if cls in ERROR_TABLE:
             status, type_, code = ERROR_TABLE[cls]

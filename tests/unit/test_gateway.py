@@ -347,3 +347,34 @@ def test_without_a_fallback_the_provider_error_reaches_the_client(recording_metr
     gateway, _, routes = _gateway(down, recording_metrics(), fallbacks=False)
     with pytest.raises(UpstreamError):
         _generate(gateway, routes, "rented")
+
+
+# -- Ray's errors, mapped in one place --------------------------------------------------------
+@pytest.mark.parametrize("kind", ["plain", "as_instanceof_cause"])
+def test_a_domain_error_raised_behind_a_handle_reaches_the_client_as_itself(kind):
+    from ray.exceptions import RayTaskError
+
+    from aprendiz.services.gateway.backends import ray_errors
+
+    cause = InvalidRequestError("instances[0][1] must be a number", param="instances")
+    wrapped = RayTaskError("predict_v1", "Traceback ...", cause)
+    if kind == "as_instanceof_cause":  # how Ray raises it: a RayTaskError that is also an InvalidRequestError
+        wrapped = wrapped.as_instanceof_cause()
+    with pytest.raises(InvalidRequestError) as raised:
+        with ray_errors("cancer"):
+            raise wrapped
+    assert raised.value is cause and to_response(raised.value).status_code == 400
+
+
+def test_back_pressure_and_a_dead_replica_are_503s_with_their_reason():
+    from ray.exceptions import RayActorError
+    from ray.serve.exceptions import BackPressureError
+
+    from aprendiz.services.gateway.backends import ray_errors
+
+    for exc, reason in ((BackPressureError(num_queued_requests=9, max_queued_requests=9), "queue_full"),
+                        (RayActorError(), "down")):
+        with pytest.raises(BackendUnavailableError) as raised:
+            with ray_errors("tiny"):
+                raise exc
+        assert raised.value.reason == reason and to_response(raised.value).status_code == 503
