@@ -99,6 +99,18 @@ def test_one_text_column_loads_as_a_text_dataset(local_store):
         infer_schema(read_sources(local_store, "bc")[0], "label")
 
 
+def test_text_feedback_joins_a_text_dataset_and_tabular_feedback_is_quarantined(local_store):
+    local_store.write_bytes("datasets/bc/d.csv", b"text,label\nhola amigo,0\nhello friend,0\n")
+    ModelRegistry(local_store).write_feedback(
+        "bc", [FeedbackRecord(text="hola amigo", label=1), FeedbackRecord(features={"a": 1.0}, label=0)]
+    )
+    dataset = _load(local_store)
+    assert dict(zip(dataset.x, dataset.y)) == {"hello friend": 0, "hola amigo": 1}
+    assert dataset.labels_corrected == 1 and dataset.from_feedback.tolist() == [False, True]
+    assert [q["reason"] for q in dataset.quarantine] == ["tabular feedback for a text model"]
+    assert dataset.quarantine[0]["source"] == "feedback" and dataset.quarantine[0]["line"] == 2
+
+
 def test_too_few_rows_and_one_class(local_store):
     local_store.write_bytes("datasets/bc/d.csv", ("a,label\n" + "".join(f"{i},{i % 2}\n" for i in range(20))).encode())
     with pytest.raises(DatasetError, match="only 20 valid rows.*min_rows=50"):

@@ -422,17 +422,24 @@ def load_dataset(
     )
 
 
-def _tabular_feedback(feedback, features: list[Feature], label_column: str, labels, quarantine: list):
-    """The feedback records as validated rows (x, y, bad); text feedback is quarantined."""
+def _feedback_rows(feedback, label_column: str, quarantine: list, *, text_column: str | None = None) -> list[dict]:
+    """The feedback records that fit the dataset (texts for a text dataset, features for a tabular one)
+    as rows with their label; the others are quarantined."""
     rows = []
     for number, record in enumerate(feedback, start=1):
-        if record.features is None:
-            quarantine.append(
-                {"source": "feedback", "line": number, "row": record.model_dump(mode="json"),
-                 "reason": "text feedback for a tabular model"}
-            )
+        if (record.text if text_column else record.features) is None:
+            reason = "tabular feedback for a text model" if text_column else "text feedback for a tabular model"
+            quarantine.append({"source": "feedback", "line": number, "row": record.model_dump(mode="json"),
+                               "reason": reason})
             continue
-        rows.append(dict(record.features) | {label_column: record.label})
+        fields = {text_column: record.text} if text_column else dict(record.features or {})
+        rows.append(fields | {label_column: record.label})
+    return rows
+
+
+def _tabular_feedback(feedback, features: list[Feature], label_column: str, labels, quarantine: list):
+    """The feedback records as validated rows (x, y, bad); text feedback is quarantined."""
+    rows = _feedback_rows(feedback, label_column, quarantine)
     if not rows:
         return np.zeros((0, len(features)), dtype=np.float32), np.zeros(0, dtype=np.int64), []
     frame = pd.DataFrame.from_records(rows).astype(object)
@@ -486,13 +493,7 @@ def _load_text_dataset(sources, ignored, feedback, feedback_bad, column: str, la
         quarantine.extend(source.bad)
         add(source.frame, source.lines, source.key, False)
     quarantine.extend(feedback_bad)
-    rows = []
-    for number, record in enumerate(feedback, start=1):
-        if record.text is None:
-            quarantine.append({"source": "feedback", "line": number, "row": record.model_dump(mode="json"),
-                               "reason": "tabular feedback for a text model"})
-            continue
-        rows.append({column: record.text, label_column: record.label})
+    rows = _feedback_rows(feedback, label_column, quarantine, text_column=column)
     rows_read += len(feedback) + len(feedback_bad)
     if rows:
         add(pd.DataFrame.from_records(rows).astype(object), np.arange(1, len(rows) + 1), "feedback", True)

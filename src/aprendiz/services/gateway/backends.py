@@ -38,6 +38,7 @@ from aprendiz.services.raycompat import (
 REQUESTS: dict[str, type[ChatCompletionRequest] | type[CompletionRequest]] = {
     "chat": ChatCompletionRequest, "completions": CompletionRequest,
 }
+_END = object()  # the end of a handle's stream
 # Headers that stay at the entrance: the caller's key is the gateway's, not the engine's.
 PRIVATE_HEADERS = frozenset({"authorization", "cookie"})
 
@@ -158,17 +159,14 @@ class HostedGenerator:
 
     @staticmethod
     async def _events(model: str, first: Any, stream: Any) -> AsyncIterator[str]:
-        async def packets() -> AsyncIterator[Any]:
-            yield first
-            async for packet in stream:
-                yield packet
-
-        done = False
+        """The stream's data fields, the first packet (already awaited) first; ``[DONE]`` last."""
+        done, packet = False, first
         with ray_errors(model):
-            async for packet in packets():
+            while packet is not _END:
                 for data in sse_data(packet):
                     done = done or data == DONE
                     yield data
+                packet = await anext(stream, _END)
         if not done:
             yield DONE
 

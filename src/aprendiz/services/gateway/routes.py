@@ -92,7 +92,7 @@ class RouteTable:
 
     async def card(self, model: str) -> ModelCard:
         route, name = await self.generator(model)
-        base, adapter = split_model_id(name)
+        _, adapter = split_model_id(name)
         if name == route.id or adapter is None or not isinstance(route.backend, HostedGenerator):
             assert route.card is not None, "every generator route has a card"
             return route.card
