@@ -209,7 +209,17 @@ class ClassifierModel(Strict):
     version: str | None = Field(
         None, description="Pin a version; unset follows champion.json. Changing it reconfigures replicas in place."
     )
-    poll_interval_s: float = Field(5.0, gt=0, description="How often replicas check champion.json.")
+    placement: Literal["auto", "ingress", "replica"] = Field(
+        "auto",
+        description=(
+            "Where the model runs. ingress: inside the ingress replicas' process, with no call to another "
+            "process (light models: tabular and TF-IDF graphs); replica: a deployment of its own, with the "
+            "autoscaling, batching and num_cpus below (heavy models: transformer encoders, image networks). "
+            "auto: ingress when the serving version's card records under 1 ms a row and 32 MiB, else replica "
+            "(services/classifier/placement.py)."
+        ),
+    )
+    poll_interval_s: float = Field(5.0, gt=0, description="How often each replica holding the model checks champion.json.")
     max_batch_size: int = Field(64, ge=1, description="Requests grouped into one onnxruntime call.")
     batch_wait_timeout_s: float = Field(
         0.0,

@@ -10,6 +10,7 @@ so the official clients raise their typed exceptions (``openai.NotFoundError``,
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -17,6 +18,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("aprendiz.errors")
 
 
 class AprendizError(Exception):
@@ -72,6 +75,15 @@ class RateLimitedError(AprendizError):
         return {"Retry-After": str(max(1, math.ceil(self.retry_after_s)))}
 
 
+class ModelRejectedError(AprendizError):
+    """A model's engine refused the request with a client error of its own (``status``: 4xx), for
+    example a prompt longer than the model's context."""
+
+    def __init__(self, message: str, *, status: int = 400, param: str | None = None):
+        super().__init__(message, param=param)
+        self.status = status if 400 <= status < 500 else 400
+
+
 class UpstreamError(AprendizError):
     """A rented model's provider could not be reached or failed."""
 
@@ -83,6 +95,7 @@ class UpstreamTimeoutError(UpstreamError):
 # error class -> (HTTP status, OpenAI error type, OpenAI error code)
 ERROR_TABLE: dict[type[AprendizError], tuple[int, str, str]] = {
     InvalidRequestError: (400, "invalid_request_error", "invalid_parameter"),
+    ModelRejectedError: (400, "invalid_request_error", "invalid_parameter"),  # or the engine's own 4xx
     ModelNotFoundError: (404, "invalid_request_error", "model_not_found"),
     PayloadTooLargeError: (413, "invalid_request_error", "payload_too_large"),
     ServiceUnavailableError: (503, "server_error", "service_unavailable"),
@@ -121,6 +134,8 @@ def to_response(exc: AprendizError) -> JSONResponse:
             break
     else:  # an AprendizError subclass missing from the table is a server bug
         status, type_, code = 500, "server_error", "internal_error"
+    if isinstance(exc, ModelRejectedError):
+        status, type_ = exc.status, STATUS_TYPES.get(exc.status, type_)
     return JSONResponse(
         status_code=status, content=error_body(exc.message, type_, param=exc.param, code=code), headers=exc.headers
     )
@@ -152,6 +167,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
         message, param = _describe_validation(exc)
         return JSONResponse(status_code=400, content=error_body(message, "invalid_request_error", param=param, code="invalid_parameter"))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """The last resort: a 500 that says nothing internal (the log has the traceback)."""
+        request_id = request.headers.get("x-request-id", "")
+        log.error("unexpected error answering %s %s (request id %s)", request.method, request.url.path, request_id,
+                  exc_info=exc)
+        message = f"internal error; the platform's log has the details (request id: {request_id or 'none'})"
+        return JSONResponse(status_code=500, content=error_body(message, "server_error", code="internal_error"))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -247,6 +247,11 @@ class ClassifierMetrics:
         for p in probabilities:
             self.probability.observe(float(p), tags={"model": self.model, "version": version})
 
+    def inferred(self, seconds: float, rows: int) -> None:
+        """One onnxruntime call: its time and its rows (a batch of requests in a replica)."""
+        self.inference_seconds.observe(seconds, tags={"model": self.model})
+        self.batch_size.observe(rows, tags={"model": self.model})
+
     def switched(self, old: str | None, new: str) -> None:
         if old:
             self._versions[old] = 0

@@ -51,6 +51,7 @@ def test_classifiers_join_the_ingress_with_their_serve_options():
             classifiers=[
                 {
                     "name": "cancer",
+                    "placement": "replica",
                     "version": "20260101T000000Z-abcd",
                     "autoscaling": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 3},
                     "max_queued_requests": 99,
@@ -71,8 +72,37 @@ def test_classifiers_join_the_ingress_with_their_serve_options():
 def test_the_request_path_access_log_follows_the_config(access_log):
     """Off by default (it cost ~10% of classifier throughput); `ingress.access_log: true` brings it back."""
     extra = {"ingress": {"access_log": True}} if access_log else {}
-    app = build_app(args(classifiers=[{"name": "cancer"}], **extra))
+    app = build_app(args(classifiers=[{"name": "cancer", "placement": "replica"}], **extra))
     ingress = bound_deployment(app)
     classifier = bound_deployment(ingress.init_kwargs["classifiers"]["cancer"])
     for deployment in (ingress, classifier):
         assert deployment.logging_config["enable_access_log"] is access_log, deployment.name
+
+
+def test_a_light_champion_is_served_by_the_ingress_and_a_heavy_one_by_its_own_replicas(tmp_path, job_training):
+    """``auto`` reads the serving version's card when the application is built: the trained
+    breast-cancer logistic regression (microseconds a row) goes into the ingress, so no deployment
+    is made for it; the same model marked heavy (a MiniLM-sized card) gets its own."""
+    from aprendiz.registry import ModelRegistry
+    from aprendiz.store import ObjectStore
+
+    registry = ModelRegistry(ObjectStore(str(tmp_path / "store")))
+    job_training.train_builtin(registry, "light")
+    job_training.train_builtin(registry, "heavy")
+    heavy = registry.champion("heavy").version
+    card = registry.card("heavy", heavy)
+    registry.store.write_json(  # the card of a transformer encoder: 5 ms a row, 90 MB
+        f"models/heavy/{heavy}/card.json",
+        card.model_copy(update={"metrics": {**card.metrics, "latency_ms": 5.0, "size_bytes": 9e7}}).model_dump(mode="json"),
+    )
+    app = build_app(args(classifiers=[{"name": "light"}, {"name": "heavy"}, {"name": "pinned", "placement": "ingress"}],
+                         store={"url": str(tmp_path / "store")}))
+    ingress = bound_deployment(app)
+    assert set(ingress.init_kwargs["classifiers"]) == {"heavy"}
+    assert bound_deployment(ingress.init_kwargs["classifiers"]["heavy"]).name == "Classifier:heavy"
+    placements = ingress.init_kwargs["placements"]
+    assert {name: p["placement"] for name, p in placements.items()} == {
+        "light": "ingress", "heavy": "replica", "pinned": "ingress"}
+    assert "light enough" in placements["light"]["placement_reason"]
+    assert "over 1 ms a row" in placements["heavy"]["placement_reason"]
+    assert placements["pinned"]["placement_reason"] == "placement: ingress in the config"

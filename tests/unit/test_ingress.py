@@ -21,6 +21,9 @@ from ray.serve.llm.openai_api_models import ChatCompletionResponse, CompletionRe
 from aprendiz.config import PlatformConfig
 from aprendiz.errors import InvalidRequestError
 from aprendiz.keys import KeyFile
+from aprendiz.services.classifier.deployment import registry_for
+from aprendiz.services.classifier.placement import place
+from aprendiz.services.gateway.backends import IngressClassifier
 from aprendiz.services.generator.deployment import GeneratorServer, llm_config
 from aprendiz.services.ingress.app import create_app
 from aprendiz.services.ingress.deployment import ENDPOINTS, AprendizIngress
@@ -176,7 +179,7 @@ class Answered:
 
 CONFIG = {
     "generators": [{"id": MODEL, "source": "/models/tiny", "engine_kwargs": {"max_model_len": 128}}],
-    "classifiers": [{"name": "cancer"}],
+    "classifiers": [{"name": "cancer", "placement": "replica"}],
     "gateway": {"hourly_prices_usd": {"cpu": 36.0}},
 }
 
@@ -195,12 +198,15 @@ class InProcessPlatform:
         llm = llm_config(model)
         server = GeneratorServer.sync_init(llm, engine_cls=EchoEngine)
         await server.start()
-        self.ingress = AprendizIngress(
+        # Built as Serve builds it: the async constructor awaited; placements decided as build_app does.
+        placements = {c.name: place(c, registry_for(self.config.store_for(c))).as_dict() for c in self.config.classifiers}
+        self.ingress = AprendizIngress.__new__(AprendizIngress)
+        await self.ingress.__init__(
             {model.id: InProcessHandle(server, fail=self.generator_fail)}, {model.id: to_model_metadata(model.id, llm)},
-            classifiers={"cancer": InProcessHandle(self.classifier)}, limiter=None,
-            config=self.config.model_dump(mode="json"), metrics=self.metrics,
+            classifiers={c.name: InProcessHandle(self.classifier) for c in self.config.classifiers},
+            placements=placements, limiter=None, config=self.config.model_dump(mode="json"), metrics=self.metrics,
         )
-        app = create_app(ray_metrics=False, request_metrics=lambda: self.answered)
+        app = create_app(request_metrics=lambda: self.answered)
         for name, route in ENDPOINTS.items():
             route(app)(getattr(self.ingress, name))
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingress")
@@ -208,6 +214,9 @@ class InProcessPlatform:
 
     async def __aexit__(self, *exc):
         await self.client.aclose()
+        for route in self.ingress._gateway.routes.classifiers():
+            if isinstance(route.backend, IngressClassifier):
+                await route.backend.service.stop()
 
 
 def run(coro):
@@ -334,3 +343,120 @@ def test_probes_name_what_the_entrance_routes_to(recording_metrics):
     assert ready == {"status": "ready", "models": [MODEL], "rented": [], "classifiers": ["cancer"],
                      "authentication": False}
     assert live == {"status": "ok"}
+
+
+# -- classifiers held in the ingress (placement: ingress) --------------------------------------
+@pytest.fixture(scope="module")
+def light_store(tmp_path_factory, job_training):
+    """A store whose breast-cancer champion the training job trained, and a second version (another
+    seed) published but not promoted."""
+    from aprendiz.registry import ModelRegistry
+    from aprendiz.store import ObjectStore
+
+    root = tmp_path_factory.mktemp("light-store")
+    registry = ModelRegistry(ObjectStore(str(root)))
+    first = job_training.train_builtin(registry, "breast-cancer")
+    second = job_training.train_version(registry, "breast-cancer", seed=3, scratch=tmp_path_factory.mktemp("scratch"))
+    return registry, first, second
+
+
+def _light(registry, **extra) -> dict:
+    classifier = {"name": "breast-cancer", "store": {"url": registry.store.url}, "poll_interval_s": 0.05, **extra}
+    return CONFIG | {"classifiers": [*CONFIG["classifiers"], classifier]}
+
+
+def _row() -> list[float]:
+    from sklearn.datasets import load_breast_cancer
+
+    return load_breast_cancer().data[0].tolist()
+
+
+def test_a_light_classifier_is_answered_by_the_ingress_itself(light_store, recording_metrics):
+    registry, first, _ = light_store
+
+    async def go():
+        platform = InProcessPlatform(_light(registry), recording_metrics())
+        async with platform as client:
+            v1 = await client.post("/v1/models/breast-cancer:predict", json={"instances": [_row()]})
+            v2 = await client.post("/v2/models/breast-cancer/infer", json={
+                "inputs": [{"name": "input", "shape": [1, 30], "datatype": "FP32", "data": _row()}]})
+            metadata = await client.get("/v2/models/breast-cancer")
+            replica_metadata = await client.get("/v2/models/cancer")
+            bad = await client.post("/v1/models/breast-cancer:predict", json={"instances": [[1.0]]})
+            ready = await client.get("/v2/models/breast-cancer/ready")
+            return platform, v1, v2, metadata, replica_metadata, bad, ready
+
+    platform, v1, v2, metadata, replica_metadata, bad, ready = run(go())
+    assert v1.status_code == 200 and v1.json()["predictions"][0]["label"] == "malignant"
+    assert v1.json()["model_version"] == first and float(v1.headers["x-aprendiz-cost-usd"]) > 0
+    assert v2.status_code == 200 and v2.json()["model_version"] == first
+    parameters = metadata.json()["parameters"]
+    assert parameters["placement"] == "ingress" and "light enough" in parameters["placement_reason"]
+    assert replica_metadata.json()["parameters"]["placement"] == "replica"
+    assert bad.status_code == 400 and "30 features" in bad.json()["error"]["message"]
+    assert ready.json() == {"name": "breast-cancer", "ready": True}
+    assert platform.classifier.bodies == []  # the replica-placed classifier was not called
+
+
+def test_a_swap_in_the_ingress_under_concurrent_requests_fails_none(light_store, recording_metrics):
+    registry, first, second = light_store
+    results: list[tuple[int, str]] = []
+
+    async def go():
+        async with InProcessPlatform(_light(registry), recording_metrics()) as client:
+            stop = asyncio.Event()
+
+            async def client_loop():
+                while not stop.is_set():
+                    r = await client.post("/v1/models/breast-cancer:predict", json={"instances": [_row()] * 3})
+                    results.append((r.status_code, r.json().get("model_version", r.text)))
+                    await asyncio.sleep(0)  # in-process calls never wait on a socket: let the poller run
+
+            loops = [asyncio.create_task(client_loop()) for _ in range(8)]
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(registry.promote, "breast-cancer", second, "test swap")
+            deadline = time.monotonic() + 20
+            while not any(v == second for _, v in results[-8:]):
+                assert time.monotonic() < deadline, "the new champion was never served"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+            stop.set()
+            await asyncio.gather(*loops)
+
+    try:
+        run(go())
+    finally:
+        registry.promote("breast-cancer", first, "back")
+    assert [r for r in results if r[0] != 200] == []
+    versions = [v for _, v in results]
+    assert versions[0] == first and versions[-1] == second
+    assert versions.index(second) > versions.count(first) - 1  # once the new one serves, the old one never again
+
+
+def test_a_classifier_with_no_champion_yet_is_a_503_and_the_entrance_serves_on(tmp_path, light_store, recording_metrics):
+    from aprendiz.registry import ModelRegistry
+    from aprendiz.store import ObjectStore
+
+    registry, first, _ = light_store
+    empty = ModelRegistry(ObjectStore(str(tmp_path / "empty")))
+    config = _light(empty, placement="ingress")
+
+    async def go():
+        async with InProcessPlatform(config, recording_metrics()) as client:
+            before = await client.post("/v1/models/breast-cancer:predict", json={"instances": [_row()]})
+            chat = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hola"}]})
+            ready = await client.get("/v2/health/ready")
+            await asyncio.to_thread(empty.import_version, registry, "breast-cancer", first)
+            await asyncio.to_thread(empty.promote, "breast-cancer", first, "first champion")
+            deadline = time.monotonic() + 20
+            while (after := await client.post("/v1/models/breast-cancer:predict",
+                                              json={"instances": [_row()]})).status_code != 200:
+                assert time.monotonic() < deadline, after.text
+                await asyncio.sleep(0.05)
+            return before, chat, ready, after
+
+    before, chat, ready, after = run(go())
+    assert before.status_code == 503 and "not loaded" in before.json()["error"]["message"]
+    assert chat.status_code == 200
+    assert ready.status_code == 503
+    assert after.json()["model_version"] == first

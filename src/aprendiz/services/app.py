@@ -17,24 +17,28 @@ from typing import Any
 from ray.serve.deployment import Application
 
 from aprendiz.config import PlatformConfig
-from aprendiz.services.classifier.deployment import build_classifier_deployment
+from aprendiz.services.classifier.deployment import build_classifier_deployment, registry_for
+from aprendiz.services.classifier.placement import place
 from aprendiz.services.generator.deployment import build_generator_deployments
 from aprendiz.services.ingress.deployment import build_ingress
 
 
 def build_platform(config: PlatformConfig, *, engine_cls: type | None = None) -> Application:
-    """The whole application: generator and classifier deployments behind the ingress."""
+    """The whole application: generator and classifier deployments behind the ingress (light
+    classifiers in the ingress itself: services/classifier/placement.py)."""
     lora_stores = {g.id: store for g in config.generators if (store := config.lora_store_for(g)) is not None}
     deployments, llm_configs = build_generator_deployments(
         config.generators, prices=config.gateway, lora_stores=lora_stores, engine_cls=engine_cls
     )
+    placements = {c.name: place(c, registry_for(config.store_for(c))) for c in config.classifiers}
     classifiers = {
         c.name: build_classifier_deployment(
             c, config.store_for(c), hourly_usd=config.gateway.classifier_hourly_usd(c), access_log=config.ingress.access_log
         )
         for c in config.classifiers
+        if placements[c.name].where == "replica"
     }
-    return build_ingress(deployments, llm_configs, classifiers, config)
+    return build_ingress(deployments, llm_configs, classifiers, placements, config)
 
 
 def build_app(args: dict[str, Any]) -> Application:

@@ -2,7 +2,8 @@
 
 - ``HostedGenerator``: a ray.serve.llm LLMServer deployment (vLLM), through its handle;
 - ``RentedUpstream`` (``rented.py``): an OpenAI-compatible provider over HTTP;
-- ``ClassifierBackend``: a classifier deployment, through its handle.
+- ``ReplicaClassifier``: a classifier deployment, through its handle; ``IngressClassifier``: a
+  light classifier held in the ingress's own process (services/classifier/placement.py).
 
 A generator backend answers ``generate(model, route, payload, ...)`` with an ``Answer``: a
 JSON body, or a stream as the ``data`` fields of its server-sent events. Whatever Ray
@@ -24,8 +25,9 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, CompletionRequest
 
-from aprendiz.errors import AprendizError, ModelNotFoundError, ServiceUnavailableError
+from aprendiz.errors import AprendizError, ModelNotFoundError, ModelRejectedError, ServiceUnavailableError
 from aprendiz.loras import AdapterStore
+from aprendiz.services.classifier.placement import Placement
 from aprendiz.services.gateway.metering import DONE
 from aprendiz.services.raycompat import (
     ErrorResponse,
@@ -73,6 +75,8 @@ def ray_errors(model: str) -> Iterator[None]:
     except RayTaskError as exc:
         if isinstance(exc.cause, AprendizError):
             raise exc.cause from None
+        if isinstance(exc.cause, OpenAIHTTPException) and 400 <= exc.cause.status_code < 500:
+            raise ModelRejectedError(exc.cause.message, status=exc.cause.status_code) from None
         raise
 
 
@@ -152,7 +156,7 @@ class HostedGenerator:
         if isinstance(chunk, ErrorResponse):
             if chunk.error.code >= 500:
                 raise BackendUnavailableError(f"`{model}` failed: {chunk.error.message}", "error")
-            raise OpenAIHTTPException(message=chunk.error.message, status_code=chunk.error.code, type=chunk.error.type)
+            raise ModelRejectedError(chunk.error.message, status=chunk.error.code)
         if not payload.get("stream"):
             return Answer(model, self.kind, body=chunk.model_dump())
         return Answer(model, self.kind, events=self._events(model, first, stream))
@@ -172,14 +176,38 @@ class HostedGenerator:
 
 
 class ClassifierBackend:
-    """A classifier deployment, called by method name through its handle."""
+    """A classifier, called by method name (``predict_v1``, ``infer_v2``, ``metadata_v2``, ``ready``,
+    ``feedback``), wherever it runs; ``placement`` says where, and why."""
 
     kind = "classifier"
 
-    def __init__(self, name: str, handle: DeploymentHandle):
+    def __init__(self, name: str, placement: Placement):
         self.name = name
+        self.placement = placement
+
+    async def call(self, method: str, *args: Any) -> Any:
+        raise NotImplementedError
+
+
+class ReplicaClassifier(ClassifierBackend):
+    """A classifier deployment of its own, through its handle."""
+
+    def __init__(self, name: str, handle: DeploymentHandle, placement: Placement):
+        super().__init__(name, placement)
         self._handle = handle
 
     async def call(self, method: str, *args: Any) -> Any:
         with ray_errors(self.name):
             return await getattr(self._handle, method).remote(*args)
+
+
+class IngressClassifier(ClassifierBackend):
+    """A classifier held in this process (``placement: ingress``): its service is called directly."""
+
+    def __init__(self, name: str, service: Any, placement: Placement, *, cost_meter: Any = None):
+        super().__init__(name, placement)
+        self.service = service
+        self._cost_meter = cost_meter  # held: its accrual task lives as long as the backend
+
+    async def call(self, method: str, *args: Any) -> Any:
+        return await getattr(self.service, method)(*args)

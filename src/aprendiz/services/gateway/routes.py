@@ -119,10 +119,11 @@ def build_routes(
     *,
     llm_handles: dict[str, DeploymentHandle],
     model_cards: dict[str, ModelCard],
-    classifier_handles: dict[str, DeploymentHandle],
+    classifiers: dict[str, ClassifierBackend],
     client: httpx.AsyncClient,
 ) -> RouteTable:
-    """The route table: the configured generators, rented models and classifiers, with their handles."""
+    """The route table: the configured generators and rented models, with their handles, and the
+    classifiers' backends (in the ingress or in replicas of their own)."""
     routes = []
     prices = platform.gateway
     for g in platform.generators:
@@ -142,6 +143,5 @@ def build_routes(
         routes.append(ModelRoute(r.id, upstream, _rented_card(upstream), fallback=r.fallback,
                                  counter=TokenCounter(r.tokenizer)))
     for c in platform.classifiers:
-        routes.append(ModelRoute(c.name, ClassifierBackend(c.name, classifier_handles[c.name]),
-                                 hourly_usd=prices.classifier_hourly_usd(c)))
+        routes.append(ModelRoute(c.name, classifiers[c.name], hourly_usd=prices.classifier_hourly_usd(c)))
     return RouteTable(routes)

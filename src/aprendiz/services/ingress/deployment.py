@@ -8,8 +8,9 @@ Every model route does the same three things:
    the model's backend answers, metered, with its fallback if it has one.
 
 The backends are reached through deployment handles (Ray Serve model composition): the
-generators' LLMServer deployments, the classifier deployments and the rate limiter; rented
-models over HTTP. Probes (/healthz, /readyz, /v2/health/*) need no key.
+generators' LLMServer deployments, the heavy classifiers' deployments and the rate limiter;
+rented models over HTTP. Light classifiers are held in this process (placement: ingress) and
+called directly. Probes (/healthz, /readyz, /v2/health/*) need no key.
 """
 
 from __future__ import annotations
@@ -28,9 +29,14 @@ from ray.serve.llm.ingress import make_fastapi_ingress
 
 from aprendiz.config import PlatformConfig
 from aprendiz.errors import InvalidRequestError, PayloadTooLargeError
-from aprendiz.metrics import GatewayMetrics
+from aprendiz.metrics import ClassifierMetrics, GatewayMetrics
+from aprendiz.services.classifier.deployment import registry_for
+from aprendiz.services.classifier.placement import Placement
+from aprendiz.services.classifier.service import ClassifierService
+from aprendiz.services.gateway.accrual import ReplicaCostMeter
 from aprendiz.services.gateway.auth import Gatekeeper
-from aprendiz.services.gateway.gateway import Gateway
+from aprendiz.services.gateway.backends import ClassifierBackend, IngressClassifier, ReplicaClassifier
+from aprendiz.services.gateway.gateway import Admission, Gateway
 from aprendiz.services.gateway.limits import Limiter, build_rate_limiter
 from aprendiz.services.gateway.routes import build_routes
 from aprendiz.services.ingress.app import create_app
@@ -46,12 +52,13 @@ class AprendizIngress:
     (for the fast test tier) the gateway's metrics and HTTP client.
     """
 
-    def __init__(
+    async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
         self,
         llm_deployments: dict[str, DeploymentHandle],
         model_cards: dict[str, ModelCard],
         *,
         classifiers: dict[str, DeploymentHandle],
+        placements: dict[str, dict[str, str]],
         limiter: DeploymentHandle | None,
         config: dict[str, Any],
         metrics: GatewayMetrics | None = None,
@@ -61,8 +68,8 @@ class AprendizIngress:
         self._max_body_bytes = platform.ingress.max_body_bytes
         client = client or httpx.AsyncClient(limits=httpx.Limits(max_connections=512, max_keepalive_connections=64))
         routes = build_routes(
-            platform, llm_handles=llm_deployments, model_cards=model_cards, classifier_handles=classifiers,
-            client=client,
+            platform, llm_handles=llm_deployments, model_cards=model_cards,
+            classifiers=await classifier_backends(platform, classifiers, placements), client=client,
         )
         keys = platform.gateway
         self._gateway = Gateway(
@@ -138,7 +145,7 @@ class AprendizIngress:
     async def v2_model_metadata(self, name: str, request: Request) -> JSONResponse:
         admission = await self._gateway.admit(request, name, kind="classifier")
         result, _ = await self._gateway.classify(admission, "metadata_v2")
-        return JSONResponse(result)
+        return JSONResponse(with_placement(result, admission))
 
     async def v2_model_ready(self, name: str, request: Request) -> JSONResponse:
         admission = await self._gateway.admit(request, name, kind="classifier")
@@ -169,6 +176,33 @@ class AprendizIngress:
         }
 
 
+async def classifier_backends(
+    platform: PlatformConfig, handles: dict[str, DeploymentHandle], placements: dict[str, dict[str, str]]
+) -> dict[str, ClassifierBackend]:
+    """Each classifier's backend: its deployment's handle, or (``placement: ingress``) its model
+    held here. Each ingress replica loads and follows the champion on its own; one that cannot
+    load yet answers 503 for that model and keeps trying, while the rest of the entrance serves."""
+    backends: dict[str, ClassifierBackend] = {}
+    for c in platform.classifiers:
+        placement = Placement(placements[c.name]["placement"], placements[c.name]["placement_reason"])  # type: ignore[arg-type]
+        if placement.where == "replica":
+            backends[c.name] = ReplicaClassifier(c.name, handles[c.name], placement)
+            continue
+        service = ClassifierService(c, registry_for(platform.store_for(c)), ClassifierMetrics(c.name))
+        await service.start(required=False)
+        cost = ReplicaCostMeter(model=c.name, kind="classifier", accelerator="cpu",
+                                hourly_usd=platform.gateway.classifier_hourly_usd(c))
+        backends[c.name] = IngressClassifier(c.name, service, placement, cost_meter=cost)
+    return backends
+
+
+def with_placement(metadata: dict[str, Any], admission: Admission) -> dict[str, Any]:
+    """V2 model metadata with where the model runs (``parameters.placement``) and why."""
+    assert admission.route is not None and isinstance(admission.route.backend, ClassifierBackend)
+    parameters = {**metadata.get("parameters", {}), **admission.route.backend.placement.as_dict()}
+    return {**metadata, "parameters": parameters}
+
+
 # The OpenAI routes this platform serves (Ray's ingress also has embeddings, score,
 # transcriptions and tokenize, which a chat generator does not offer), KServe's V1 and
 # V2 routes, and the probes. Classifier routes come before the catch-all model route.
@@ -193,9 +227,11 @@ def build_ingress(
     llm_deployments: dict[str, Application],
     llm_configs: dict[str, LLMConfig],
     classifiers: dict[str, Application],
+    placements: dict[str, Placement],
     config: PlatformConfig,
 ) -> Application:
-    """Bind the ingress deployment to the model deployments it routes to (and the rate limiter)."""
+    """Bind the ingress deployment to the model deployments it routes to (and the rate limiter);
+    ``classifiers`` has the deployments of those placed in replicas, ``placements`` every one's."""
     ingress_cls = make_fastapi_ingress(AprendizIngress, endpoint_map=ENDPOINTS, app=create_app())
     options: dict[str, Any] = {
         "name": "Ingress",
@@ -209,6 +245,7 @@ def build_ingress(
         llm_deployments=llm_deployments,
         model_cards=model_cards,
         classifiers=classifiers,
+        placements={name: p.as_dict() for name, p in placements.items()},
         limiter=build_rate_limiter() if config.gateway.keys_file else None,
         config=config.model_dump(mode="json"),
     )
