@@ -66,11 +66,12 @@ def closed_loop(url: str, body: bytes | None, *, concurrency: int, rounds: int, 
 
 
 def alternated(targets: dict[str, tuple[str, dict[str, str]]], concurrencies: list[int], rounds: int, *,
-               duration_s: float, warmup_s: float, log=print) -> dict[str, Any]:
+               duration_s: float, warmup_s: float, log=print, body: bytes | None = None) -> dict[str, Any]:
     """``targets``: name -> (URL, headers), e.g. "aprendiz-v1". Each round runs every target at
-    every concurrency; the order is reversed every other round."""
+    every concurrency; the order is reversed every other round. ``body``: the same body for every
+    target (default: the sample row as V1 or V2, by URL)."""
     row = sample_row()
-    bodies = {"v1": v1_body(row), "v2": v2_body(row)}
+    bodies = {"v1": body or v1_body(row), "v2": body or v2_body(row)}
     raw: dict[str, dict[int, list]] = {t: {c: [] for c in concurrencies} for t in targets}
     names = list(targets)
     for r in range(rounds):
@@ -84,6 +85,14 @@ def alternated(targets: dict[str, tuple[str, dict[str, str]]], concurrencies: li
                 log(f"bench: classifier {name} c={c} round {r + 1}/{rounds}: {result['rps']:.0f} req/s, "
                     f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, errors {result['errors']}")
     return {name: {str(c): summarize_runs(raw[name][c]) for c in concurrencies} for name in names}
+
+
+def placement_of(base_url: str, model: str, headers: dict[str, str] | None = None) -> str | None:
+    """Where the platform says ``model`` runs (V2 metadata's ``parameters.placement``)."""
+    import httpx
+
+    response = httpx.get(f"{base_url}/v2/models/{model}", headers=headers or {}, timeout=30)
+    return response.json().get("parameters", {}).get("placement") if response.status_code == 200 else None
 
 
 def check_answers(base_url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:

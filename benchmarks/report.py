@@ -370,16 +370,64 @@ def cold_start_section(r: dict[str, Any]) -> list[str]:
 
 def replicas_section(r: dict[str, Any]) -> list[str]:
     lines = ["", "## Classifier replicas and a model swap under load", ""] + provenance(r)
-    lines += [f"V1 at concurrency {r['concurrency']}, classifier-only platform, replicas fixed.", "",
+    lines += [f"V1 at concurrency {r['concurrency']}, classifier-only platform, the classifier in replicas of its own "
+              "(placement: replica), replicas fixed.", "",
               "| replicas | requests/s | p50 ms | p99 ms | cold start s |", "|---|---|---|---|---|"]
     for n, x in r["replicas"].items():
         lines.append(f"| {n} | {spread(x['rps'], 0)} | {spread(x['p50_ms'], 2)} | {spread(x['p99_ms'], 2)} | {fmt(x['ready_s'])} |")
     s = r.get("swap") or {}
-    if s:
+    if s:  # results from before the swap moved to the classifier-paths section
         lines += ["", f"Model swap under load (1 replica, concurrency 8, a new champion promoted while loaded): "
                   f"p50 {fmt(s['before']['p50_ms'], 2)} ms / p99 {fmt(s['before']['p99_ms'], 2)} ms before, "
                   f"p50 {fmt(s['during']['p50_ms'], 2)} ms / p99 {fmt(s['during']['p99_ms'], 2)} ms during; "
                   f"swapped: {s['swapped']}; failed requests: {s['failed_requests']}."]
+    return lines
+
+
+def classifier_paths_section(r: dict[str, Any]) -> list[str]:
+    s = r["settings"]
+    lines = ["", "## Classifier paths: in the ingress, with API keys, 2 ingress replicas, a replica of its own", ""]
+    lines += provenance(r)
+    lines += ["Classifier-only platforms (no generator), one at a time, each against KServe's ModelServer taking "
+              f"turns in the same run. One row a request; {s['classifier_rounds']} rounds of "
+              f"{s['classifier_duration_s']:g} s after a {s['classifier_warmup_s']:g} s warm-up. Median (min–max).", "",
+              "| variant | placement | C | protocol | aprendiz requests/s | KServe requests/s | ratio | aprendiz p50 / p99 ms "
+              "| KServe p50 / p99 ms | p99 target | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name, v in r["variants"].items():
+        if "error" in v:
+            lines.append(f"| {name} | – | – | – | failed: {v['error'][-200:]} | | | | | | |")
+            continue
+        clf = v["classifier"]
+        for proto in ("v1", "v2"):
+            a, k = clf.get(f"aprendiz-{proto}"), clf.get(f"kserve-{proto}")
+            if not a or not k:
+                continue
+            for c in a:
+                ratio = _div(a[c]["rps"]["median"], k[c]["rps"]["median"])
+                p99_ok = (a[c]["p99_ms"]["median"] or 0) <= (k[c]["p99_ms"]["median"] or 0)
+                lines.append(
+                    f"| {name} | {v.get('placement')} | {c} | {proto.upper()} | {spread(a[c]['rps'], 0)} | "
+                    f"{spread(k[c]['rps'], 0)} | {fmt(ratio, 2)} | {fmt(a[c]['p50_ms']['median'], 2)} / "
+                    f"{fmt(a[c]['p99_ms']['median'], 2)} | {fmt(k[c]['p50_ms']['median'], 2)} / "
+                    f"{fmt(k[c]['p99_ms']['median'], 2)} | {_verdict(p99_ok)} | {a[c]['errors']} |")
+    swap = (r["variants"].get("ingress") or {}).get("swap")
+    if swap:
+        lines += ["", f"Model swap under load with the model in the ingress (concurrency 8, a new champion promoted "
+                  f"while loaded, the ingress polling every 5 s): p50 {fmt(swap['before']['p50_ms'], 2)} ms / p99 "
+                  f"{fmt(swap['before']['p99_ms'], 2)} ms before, p50 {fmt(swap['during']['p50_ms'], 2)} ms / p99 "
+                  f"{fmt(swap['during']['p99_ms'], 2)} ms during; swapped: {swap['swapped']}; failed requests: "
+                  f"{swap['failed_requests']}."]
+    text = r.get("text") or {}
+    if "results" in text:
+        lines += ["", "Text classifiers, es-or-en trained as each kind by the training job, one text a V1 request, "
+                  "the two models taking turns on one platform:", "",
+                  "| model | placement | C | requests/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|---|"]
+        for model, per_c in text["results"].items():
+            for c, x in per_c.items():
+                lines.append(f"| {model} | {text.get(model, {}).get('placement')} | {c} | {spread(x['rps'], 0)} | "
+                             f"{spread(x['p50_ms'], 2)} | {spread(x['p99_ms'], 2)} | {x['errors']} |")
+    elif "error" in text:
+        lines += ["", f"Text classifiers: failed: {text['error'][-300:]}"]
     return lines
 
 
@@ -433,6 +481,8 @@ def write_report(results: dict[str, dict[str, Any]] | None = None, path: Path = 
     ]
     if "head" in results:
         lines += [""] + head_section(results["head"])
+    if "classifier-paths" in results:
+        lines += classifier_paths_section(results["classifier-paths"])
     if "serve-modes" in results:
         lines += serve_modes_section(results["serve-modes"])
     if "replicas" in results:
@@ -443,7 +493,8 @@ def write_report(results: dict[str, dict[str, Any]] | None = None, path: Path = 
         lines += cold_start_section(results["cold-start"])
     if "training" in results:
         lines += training_section(results["training"])
-    missing = [name for name in ("head", "serve-modes", "replicas", "batching", "cold-start", "training")
+    missing = [name for name in ("head", "classifier-paths", "serve-modes", "replicas", "batching", "cold-start",
+                                 "training")
                if name not in results]
     lines += ["", "## Not measured yet", ""]
     lines += [f"- Section `{m}`: no result file yet (`python -m benchmarks.run --only {m}`)." for m in missing]

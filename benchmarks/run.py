@@ -12,7 +12,10 @@ Sections and their result files (benchmarks/results/):
 - serve-modes (serve-modes.json, full only): aprendiz as shipped (HAProxy ingress), with API keys, with
   Serve's Python proxy, and with that proxy plus RAY_SERVE_THROUGHPUT_OPTIMIZED, each against plain vLLM
   and KServe up in the same run;
-- replicas (replicas.json, full only): classifier requests/s with 1, 2, 4 replicas; a model swap under load;
+- classifier-paths (classifier-paths.json): classifier-only platforms against KServe: the model in the
+  ingress with and without API keys, with 2 ingress replicas, in a replica of its own; a model swap
+  under load in the ingress; a TF-IDF text model in the ingress against MiniLM in its own replica;
+- replicas (replicas.json, full only): classifier requests/s with 1, 2, 4 replicas (placement: replica);
 - batching (batching.json, full only): classifier requests/s and latency per @serve.batch setting;
 - cold-start (cold-start.json, full only): from `aprendiz serve` to the first answer, per model kind;
 - training (training.json): training job wall time and peak memory against rows.
@@ -33,14 +36,17 @@ from typing import Any
 from benchmarks import classifier, generator
 from benchmarks.common import WORK, recheck_idle, summary, wait_until_idle, write_result
 from benchmarks.servers import (
+    MINILM_CLASSIFIER,
     MODEL_ID,
     SERVE_MODES,
+    TEXT_CLASSIFIER,
     Aprendiz,
     KServeServer,
     PlainVllm,
     create_key,
     platform_config,
     prepare_store,
+    prepare_text_store,
     shipped_generator,
 )
 
@@ -270,13 +276,12 @@ def replicas(quick: bool, started: float) -> None:
     row = classifier.sample_row()
     body = classifier.v1_body(row)
     results: dict[str, Any] = {}
-    swap: dict[str, Any] = {}
     for n in (1, 2, 4):
         store_root = WORK / f"store-replicas-{n}"
         shutil.rmtree(store_root, ignore_errors=True)
         store_url, _ = prepare_store(store_root)
         config = platform_config(WORK / f"replicas-{n}.yaml", store_url=store_url, generator=False,
-                                 classifier_replicas=n)
+                                 classifier_replicas=n, classifier_options={"placement": "replica"})
         aprendiz = None
         try:
             aprendiz = Aprendiz(config, name=f"aprendiz-replicas-{n}").start()
@@ -285,12 +290,11 @@ def replicas(quick: bool, started: float) -> None:
                 url, body, concurrency=32, rounds=p["classifier_rounds"], duration_s=p["classifier_duration_s"],
                 warmup_s=1.0)}
             log(f"bench: {n} classifier replicas: {results[str(n)]['rps']['median']:.0f} req/s")
-            if n == 1:
-                swap = model_swap(aprendiz, store_url, url, body)
         finally:
             stop_all(aprendiz)
     write_result("replicas", {"settings": p, "machine_state": recheck_idle(idle), "replicas": results,
-                              "swap": swap, "concurrency": 32}, mode="quick" if quick else "full", started=started)
+                              "placement": "replica", "concurrency": 32}, mode="quick" if quick else "full",
+                 started=started)
 
 
 def model_swap(aprendiz, store_url: str, url: str, body: bytes) -> dict[str, Any]:
@@ -330,6 +334,78 @@ def model_swap(aprendiz, store_url: str, url: str, body: bytes) -> dict[str, Any
             "failed_requests": during["errors"]}
 
 
+# -- where a classifier runs, keys, ingress replicas, text models ----------------------------
+TEXT_ROWS = ["Hola, ¿cómo estás? Me llamo Ana.", "Hello, how are you? My name is Ana."]
+
+
+def classifier_paths(quick: bool, started: float) -> None:
+    """Classifier-only platforms against KServe's ModelServer, which stays up and takes turns with each:
+    the model in the ingress (as placement auto puts it) with and without API keys, with 2 ingress
+    replicas, and in a replica of its own; a model swap under load with the model in the ingress;
+    a text model in the ingress (TF-IDF) against one in its own replica (MiniLM)."""
+    p = plan(quick)
+    idle = wait_until_idle(log=log)
+    store_url, onnx_bytes = prepare_store(WORK / "store-paths")
+    text_store = prepare_text_store()
+    model_file = WORK / "breast-cancer-paths.onnx"
+    model_file.write_bytes(onnx_bytes)
+    keys_file = WORK / "keys-paths.yaml"
+    key = create_key(keys_file)
+    concurrencies = p["classifier_concurrency"]
+    variants: dict[str, dict[str, Any]] = {
+        "ingress": {},
+        "ingress, API keys": {"keys_file": keys_file},
+        "2 ingress replicas": {"ingress_replicas": 2},
+        "own replica": {"classifier_options": {"placement": "replica"}},
+    }
+    results: dict[str, Any] = {}
+    kserve = None
+    try:
+        kserve = KServeServer(model_file).start()
+        for name, options in variants.items():
+            config = platform_config(WORK / f"paths-{len(results)}.yaml", store_url=store_url, generator=False, **options)
+            entry: dict[str, Any] = {"options": {k: str(v) for k, v in options.items()}}
+            headers = {"Authorization": f"Bearer {key}"} if "keys_file" in options else {}
+
+            def measure(aprendiz, entry=entry, headers=headers, name=name) -> None:
+                entry["ready_s"] = aprendiz.ready_s
+                entry["checks"] = classifier.check_answers(aprendiz.url, headers)
+                entry["placement"] = classifier.placement_of(aprendiz.url, classifier.CLASSIFIER, headers)
+                targets = {"aprendiz-v1": (classifier.endpoints(aprendiz.url)["v1"], headers),
+                           "aprendiz-v2": (classifier.endpoints(aprendiz.url)["v2"], headers),
+                           "kserve-v1": (classifier.endpoints(kserve.url)["v1"], {}),
+                           "kserve-v2": (classifier.endpoints(kserve.url)["v2"], {})}
+                entry["classifier"] = classifier.alternated(
+                    targets, concurrencies, p["classifier_rounds"], duration_s=p["classifier_duration_s"],
+                    warmup_s=p["classifier_warmup_s"], log=lambda m, name=name: log(f"{m} [{name}]"))
+                if name == "ingress":
+                    url = classifier.endpoints(aprendiz.url)["v1"]
+                    entry["swap"] = model_swap(aprendiz, store_url, url, classifier.v1_body(classifier.sample_row()))
+                    log(f"bench: swap in the ingress: {entry['swap']['failed_requests']} failed requests")
+
+            on_platform(entry, f"classifier path {name}", config, measure, name="aprendiz-paths")
+            results[name] = entry
+    finally:
+        stop_all(kserve)
+    text: dict[str, Any] = {}
+    config = platform_config(WORK / "paths-text.yaml", store_url=text_store, generator=False,
+                             classifiers=(TEXT_CLASSIFIER, MINILM_CLASSIFIER))
+
+    def measure_text(aprendiz) -> None:
+        body = json.dumps({"instances": TEXT_ROWS[:1]}).encode()
+        for model in (TEXT_CLASSIFIER, MINILM_CLASSIFIER):
+            text[model] = {"placement": classifier.placement_of(aprendiz.url, model)}
+        targets = {model: (f"{aprendiz.url}/v1/models/{model}:predict", {}) for model in (TEXT_CLASSIFIER, MINILM_CLASSIFIER)}
+        text["results"] = classifier.alternated(targets, [1, 8], p["classifier_rounds"], body=body,
+                                                duration_s=p["classifier_duration_s"], warmup_s=p["classifier_warmup_s"],
+                                                log=log)
+
+    on_platform(text, "text classifiers", config, measure_text, name="aprendiz-text")
+    write_result("classifier-paths", {"settings": {**p, "concurrency": concurrencies}, "machine_state": recheck_idle(idle),
+                                      "variants": results, "text": text},
+                 mode="quick" if quick else "full", started=started)
+
+
 # -- @serve.batch settings --------------------------------------------------------------------
 BATCH_SETTINGS = [  # (max_batch_size, batch_wait_timeout_s); the shipped default is (64, 0): no wait
     (1, 0.0),
@@ -351,7 +427,8 @@ def batching(quick: bool, started: float) -> None:
     for size, wait_s in BATCH_SETTINGS:
         name = f"{size}/{wait_s * 1000:g}ms"
         config = platform_config(WORK / f"batch-{size}-{wait_s}.yaml", store_url=store_url, generator=False,
-                                 classifier_options={"max_batch_size": size, "batch_wait_timeout_s": wait_s})
+                                 classifier_options={"max_batch_size": size, "batch_wait_timeout_s": wait_s,
+                                                     "placement": "replica"})
         entry: dict[str, Any] = {"max_batch_size": size, "batch_wait_timeout_s": wait_s}
 
         def measure(aprendiz, entry=entry, name=name) -> None:
@@ -372,7 +449,7 @@ def first_answer(kind: str, url: str, deadline_s: float = 300) -> float:
     """Seconds until the model answers its first request (200), polled every 0.2 s."""
     import httpx
 
-    from benchmarks.servers import TEXT_CLASSIFIER
+
 
     if kind == "generator":
         method = ("/v1/chat/completions", {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hola"}],
@@ -394,7 +471,7 @@ def first_answer(kind: str, url: str, deadline_s: float = 300) -> float:
 
 def cold_start(quick: bool, started: float) -> None:
     """From `aprendiz serve` to the first answer, one platform per model kind, each started twice."""
-    from benchmarks.servers import TEXT_CLASSIFIER
+
 
     idle = wait_until_idle(log=log)
     store_url, _ = prepare_store(WORK / "store-cold", text=True)
@@ -439,9 +516,9 @@ def training(quick: bool, started: float) -> None:
                  mode="quick" if quick else "full", started=started)
 
 
-SECTIONS = {"head": head, "serve-modes": serve_modes, "replicas": replicas, "batching": batching,
-            "cold-start": cold_start, "training": training}
-QUICK = ("head", "training")
+SECTIONS = {"head": head, "classifier-paths": classifier_paths, "serve-modes": serve_modes, "replicas": replicas,
+            "batching": batching, "cold-start": cold_start, "training": training}
+QUICK = ("head", "classifier-paths", "training")
 
 
 def main(argv: list[str] | None = None) -> None:

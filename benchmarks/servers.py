@@ -20,6 +20,7 @@ from benchmarks.common import PYTHON, ROOT, VENV_BIN, WORK, Server, free_port
 MODEL_ID = "aprendiz-tiny-chat"
 CLASSIFIER = "breast-cancer"
 TEXT_CLASSIFIER = "es-or-en"
+MINILM_CLASSIFIER = "es-or-en-minilm"
 SHIPPED_CONFIG = ROOT / "config" / "aprendiz.yaml"
 START_TIMEOUT_S = 900
 
@@ -67,12 +68,32 @@ def prepare_store(root: Path = WORK / "store", *, text: bool = False) -> tuple[s
     return str(root), registry.load(CLASSIFIER, champion.version).onnx_bytes
 
 
+def prepare_text_store(root: Path = WORK / "store-text") -> str:
+    """A scratch store with the two kinds of text model for es-or-en: ``es-or-en`` the TF-IDF graph
+    (light: placement auto puts it in the ingress) and ``es-or-en-minilm`` MiniLM embeddings (heavy:
+    replicas of its own), each trained by the training job with that one candidate."""
+    from aprendiz.registry import ModelRegistry
+    from aprendiz.store import ObjectStore
+    from aprendiz.training.config import TrainingConfig
+    from aprendiz.training.dataset import seed_builtin
+    from aprendiz.training.job import run_training
+
+    registry = ModelRegistry(ObjectStore(str(root)))
+    for name, algorithm in ((TEXT_CLASSIFIER, "tfidf_logreg"), (MINILM_CLASSIFIER, "minilm_logreg")):
+        if registry.champion(name) is None:
+            seed_builtin(registry.store, name, TEXT_CLASSIFIER)
+            config = {"labels": ["english", "spanish"], "candidates": [{"name": algorithm, "algorithm": algorithm}]}
+            run_training(registry, name, TrainingConfig.model_validate(config))
+    return str(root)
+
+
 def platform_config(
     path: Path, *, store_url: str, generator: bool = True, classifier_replicas: int = 1,
     keys_file: Path | None = None, classifiers: tuple[str, ...] = (CLASSIFIER,),
-    classifier_options: dict[str, Any] | None = None,
+    classifier_options: dict[str, Any] | None = None, ingress_replicas: int = 1,
 ) -> Path:
-    """A platform config: fixed replica counts (1 ingress, 1 engine) so runs compare like with like."""
+    """A platform config: fixed replica counts (1 ingress, 1 engine) so runs compare like with like.
+    Classifiers are placed as ``auto`` decides unless ``classifier_options`` says ``placement``."""
     config: dict[str, Any] = {
         "generators": [],
         "classifiers": [
@@ -88,7 +109,8 @@ def platform_config(
             for name in classifiers
         ],
         "store": {"url": store_url},
-        "ingress": {"autoscaling": {"min_replicas": 1, "max_replicas": 1}, "max_ongoing_requests": 256},
+        "ingress": {"autoscaling": {"min_replicas": ingress_replicas, "max_replicas": ingress_replicas},
+                    "max_ongoing_requests": 256},
     }
     if generator:
         g = shipped_generator()

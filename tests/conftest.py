@@ -38,16 +38,18 @@ QUICK_TRAINING = {
 }
 
 
-def train_builtin(registry, name: str, builtin: str = "breast-cancer", *, seed: int = 0) -> str:
-    """Seed ``datasets/<name>/`` with a shipped dataset and train it through the job (one candidate);
-    returns the promoted version. A registry that already has a champion of ``name`` gets a new
-    version only when it beats it."""
+def train_builtin(registry, name: str, builtin: str = "breast-cancer", *, seed: int = 0,
+                  training: dict | None = None) -> str:
+    """Seed ``datasets/<name>/`` with a shipped dataset and train it through the job (one candidate,
+    or ``training``'s); returns the promoted version. A registry that already has a champion of
+    ``name`` gets a new version only when it beats it."""
     from aprendiz.training.config import TrainingConfig
     from aprendiz.training.dataset import seed_builtin
     from aprendiz.training.job import run_training
 
     seed_builtin(registry.store, name, builtin)
-    result = run_training(registry, name, TrainingConfig.model_validate(QUICK_TRAINING[builtin] | {"seed": seed}))
+    config = (training or QUICK_TRAINING[builtin]) | {"seed": seed}
+    result = run_training(registry, name, TrainingConfig.model_validate(config))
     assert result.promoted, result.reason
     return result.version
 

@@ -16,8 +16,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from aprendiz.responses import FastJSONResponse
 
 log = logging.getLogger("aprendiz.errors")
 
@@ -125,7 +126,7 @@ def error_body(message: str, type_: str, *, param: str | None = None, code: str 
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-def to_response(exc: AprendizError) -> JSONResponse:
+def to_response(exc: AprendizError) -> FastJSONResponse:
     """The answer for a domain error (Ray's wrappers are taken off where handles are called:
     services/gateway/backends.py)."""
     for cls in type(exc).__mro__:
@@ -136,7 +137,7 @@ def to_response(exc: AprendizError) -> JSONResponse:
         status, type_, code = 500, "server_error", "internal_error"
     if isinstance(exc, ModelRejectedError):
         status, type_ = exc.status, STATUS_TYPES.get(exc.status, type_)
-    return JSONResponse(
+    return FastJSONResponse(
         status_code=status, content=error_body(exc.message, type_, param=exc.param, code=code), headers=exc.headers
     )
 
@@ -160,27 +161,27 @@ def install_error_handlers(app: FastAPI) -> None:
     validation failures as 400 with the field and reason, other HTTP errors with their status."""
 
     @app.exception_handler(AprendizError)
-    async def _domain(_request: Request, exc: AprendizError) -> JSONResponse:
+    async def _domain(_request: Request, exc: AprendizError) -> FastJSONResponse:
         return to_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(_request: Request, exc: RequestValidationError) -> FastJSONResponse:
         message, param = _describe_validation(exc)
-        return JSONResponse(status_code=400, content=error_body(message, "invalid_request_error", param=param, code="invalid_parameter"))
+        return FastJSONResponse(status_code=400, content=error_body(message, "invalid_request_error", param=param, code="invalid_parameter"))
 
     @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def _unexpected(request: Request, exc: Exception) -> FastJSONResponse:
         """The last resort: a 500 that says nothing internal (the log has the traceback)."""
         request_id = request.headers.get("x-request-id", "")
         log.error("unexpected error answering %s %s (request id %s)", request.method, request.url.path, request_id,
                   exc_info=exc)
         message = f"internal error; the platform's log has the details (request id: {request_id or 'none'})"
-        return JSONResponse(status_code=500, content=error_body(message, "server_error", code="internal_error"))
+        return FastJSONResponse(status_code=500, content=error_body(message, "server_error", code="internal_error"))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(_request: Request, exc: StarletteHTTPException) -> FastJSONResponse:
         type_ = STATUS_TYPES.get(exc.status_code, "server_error" if exc.status_code >= 500 else "invalid_request_error")
-        return JSONResponse(
+        return FastJSONResponse(
             status_code=exc.status_code,
             content=error_body(str(exc.detail), type_, code=exc.status_code),
             headers=getattr(exc, "headers", None),

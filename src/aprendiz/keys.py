@@ -159,14 +159,22 @@ class KeyRing:
     def get(self, key_id: str) -> ApiKey | None:
         return self._by_id.get(key_id)
 
-    def authenticate(self, presented: str) -> ApiKey | None:
-        """The active key record for a presented key, or None."""
-        fingerprint = hashlib.sha256(presented.encode()).digest()
-        seen = self._verified.get(fingerprint)
+    def known(self, presented: str) -> tuple[bool, ApiKey | None]:
+        """(True, the active key record or None) for a key verified before: a SHA-256 and a lookup,
+        cheap enough for the event loop. (False, None) when only ``authenticate``'s scrypt can tell."""
+        seen = self._verified.get(hashlib.sha256(presented.encode()).digest())
         if seen is not None:
             record = self._by_id.get(seen[0])
             if record is not None and record.hash == seen[1]:
-                return record if record.active else None
+                return True, record if record.active else None
+        return False, None
+
+    def authenticate(self, presented: str) -> ApiKey | None:
+        """The active key record for a presented key, or None."""
+        hit, record = self.known(presented)
+        if hit:
+            return record
+        fingerprint = hashlib.sha256(presented.encode()).digest()
         match = KEY_PATTERN.match(presented)
         record = self._by_id.get(match.group(1)) if match else None
         if match is None or record is None or not verify_secret(match.group(2), record.hash):

@@ -113,11 +113,23 @@ def test_report_renders_from_result_files(tmp_path):
         "64/0ms": {"1": clf_entry, "32": clf_entry}, "64/2ms": {"error": "RuntimeError: did not start"}}}
     cold = {**provenance, "settings": {"repeats": 2}, "kinds": {
         "classifier": {"ready_s": _s([20.0, 22.0]), "first_answer_s": _s([20.5, 22.4]), "runs": [{}, {}]}}}
-    out = report.write_report({"head": head, "batching": batching, "cold-start": cold}, tmp_path / "benchmarks.md")
+    swap = {"before": clf_entry | {"p50_ms": 1.0, "p99_ms": 2.0}, "during": clf_entry | {"p50_ms": 1.2, "p99_ms": 3.0},
+            "swapped": True, "failed_requests": 0}
+    paths = {**provenance, "settings": {"classifier_rounds": 2, "classifier_duration_s": 3.0, "classifier_warmup_s": 1.0},
+             "variants": {
+                 "ingress": {"placement": "ingress", "swap": swap,
+                             "classifier": {"aprendiz-v1": {"1": clf_entry}, "kserve-v1": {"1": clf_entry}}},
+                 "own replica": {"error": "RuntimeError: did not start"}},
+             "text": {"es-or-en": {"placement": "ingress"}, "results": {"es-or-en": {"1": clf_entry}}}}
+    out = report.write_report({"head": head, "batching": batching, "cold-start": cold, "classifier-paths": paths},
+                              tmp_path / "benchmarks.md")
     text = out.read_text()
     assert "| 1 | aprendiz | 95 (90–99) |" in text
     assert "0.95" in text  # the ratio of the medians
     assert "aprendiz ingress alone" in text and "Split of the path at concurrency 1" in text
     assert "| 64/0ms | 105 (100–110) |" in text and "| 64/2ms | failed: RuntimeError: did not start |" in text
     assert "| tabular classifier (breast-cancer, ONNX) | 21.0 (20.0–22.0) | 21.4 (20.5–22.4) | 0 |" in text
+    assert "| ingress | ingress | 1 | V1 | 105 (100–110) | 105 (100–110) | 1.00 | 1.05 / 2.25 | 1.05 / 2.25 | met |" in text
+    assert "| own replica | – | – | – | failed: RuntimeError: did not start |" in text
+    assert "swapped: True; failed requests: 0" in text and "| es-or-en | ingress | 1 | 105 (100–110) |" in text
     assert "## Not measured yet" in text and "serve-modes" in text

@@ -117,6 +117,12 @@ def silent_provider():
     server.close()
 
 
+# es-or-en on the platform is the heavy kind of text model: MiniLM embeddings and a logistic
+# regression (about 5 ms a text and 90 MB), which placement auto keeps out of the ingress.
+MINILM_TRAINING = {"labels": ["english", "spanish"],
+                   "candidates": [{"name": "minilm_logreg", "algorithm": "minilm_logreg", "params": {"C": 10.0}}]}
+
+
 class Stores:
     """The registries the test platform serves from: S3 (moto on loopback) and a local folder."""
 
@@ -148,7 +154,7 @@ def stores(moto_server, tmp_path_factory, job_training) -> Stores:
     local = ModelRegistry(ObjectStore(str(tmp_path_factory.mktemp("store"))))
     job_training.train_builtin(s3, "breast-cancer")
     job_training.train_builtin(local, "breast-cancer-local")
-    job_training.train_builtin(s3, "es-or-en", "es-or-en")
+    job_training.train_builtin(s3, "es-or-en", "es-or-en", training=MINILM_TRAINING)
     return Stores(s3, local, options)
 
 
@@ -213,7 +219,8 @@ def platform_config(
         ],
         "classifiers": [
             {
-                "name": "breast-cancer",
+                "name": "breast-cancer",  # a light model kept in replicas of its own, for the autoscaling test
+                "placement": "replica",
                 "poll_interval_s": 0.5,
                 "max_instances": 50,
                 "autoscaling": {
@@ -221,15 +228,17 @@ def platform_config(
                     "upscale_delay_s": 0, "downscale_delay_s": 2,
                 },
             },
-            {
+            {  # placement auto: a logistic regression, so the ingress replicas hold it
                 "name": "breast-cancer-local",
                 "poll_interval_s": 0.5,
                 "store": {"url": stores.local.store.url},
             },
+            # placement auto: MiniLM embeddings (a transformer encoder), so replicas of its own
             {"name": "es-or-en", "poll_interval_s": 0.5, "num_cpus": 0.25},
         ],
         "store": {"url": "s3://aprendiz-test/store", "endpoint_url": moto_server},
-        "ingress": {"max_body_bytes": 256 * 1024},
+        # Two ingress replicas: each holds the light classifiers and follows their champions on its own.
+        "ingress": {"max_body_bytes": 256 * 1024, "autoscaling": {"min_replicas": 2, "max_replicas": 2}},
         "rented": [
             {
                 "id": "rented-tiny", "base_url": f"http://127.0.0.1:{provider_port}/v1",

@@ -215,7 +215,7 @@ def _kill_replicas(deployment: str) -> int:
 
 def test_acknowledged_feedback_survives_the_replica_being_killed(platform, stores, data):
     """Post N examples concurrently, SIGKILL the classifier's replicas, find all N in the store."""
-    before = len(stores.local.read_feedback(LOCAL_MODEL))
+    before = len(stores.s3.read_feedback(S3_MODEL))
     n_requests, per_request = 20, 3
 
     async def post_all():
@@ -223,20 +223,20 @@ def test_acknowledged_feedback_survives_the_replica_being_killed(platform, store
             async def one(i):
                 rows = data.data[i * per_request : (i + 1) * per_request].tolist()
                 body = {"instances": rows, "labels": [int(t) for t in data.target[i * per_request : (i + 1) * per_request]]}
-                return await client.post(f"/v1/models/{LOCAL_MODEL}/feedback", json=body)
+                return await client.post(f"/v1/models/{S3_MODEL}/feedback", json=body)
 
             return await asyncio.gather(*(one(i) for i in range(n_requests)))
 
     responses = asyncio.run(post_all())
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
-    assert _kill_replicas(f"Classifier:{LOCAL_MODEL}") >= 1
-    records = stores.local.read_feedback(LOCAL_MODEL)
+    assert _kill_replicas(f"Classifier:{S3_MODEL}") >= 1
+    records = stores.s3.read_feedback(S3_MODEL)
     assert len(records) - before == n_requests * per_request
     # Serve replaces the killed replica and the model serves again.
     deadline = time.monotonic() + 120
     with httpx.Client(base_url=platform.base_url, headers=platform.headers, timeout=30) as client:
         while True:
-            response = client.post(f"/v1/models/{LOCAL_MODEL}:predict", json={"instances": [data.data[0].tolist()]})
+            response = client.post(f"/v1/models/{S3_MODEL}:predict", json={"instances": [data.data[0].tolist()]})
             if response.status_code == 200:
                 break
             assert time.monotonic() < deadline, response.text

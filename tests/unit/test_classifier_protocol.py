@@ -33,6 +33,10 @@ def test_v1_lists_and_objects_become_one_float32_matrix():
         ({"instances": [[1, "2"]]}, ["instances[0][1] (b)", "number"]),
         ({"instances": [[1, True]]}, ["instances[0][1]", "bool"]),
         ({"instances": [[1, float("nan")]]}, ["finite"]),
+        ({"instances": [[1, 1e39]]}, ["instances[0][1] (b)", "float32"]),  # finite, but infinity as float32
+        ({"instances": [[-1e39, 1e39]]}, ["instances[0][0] (a)", "float32"]),
+        ({"instances": [[1, 10**400]]}, ["instances[0][1] (b)", "float32"]),  # too big even for a float
+        ({"instances": [{"a": 1, "b": 1e39}]}, ["instances[0].b", "float32"]),
         ({"instances": [{"a": 1}]}, ["missing features ['b']"]),
         ({"instances": [{"a": 1, "b": 2, "c": 3}]}, ["unknown features ['c']"]),
         ({"instances": ["text"]}, ["instances[0]", "list of 2 numbers"]),
@@ -46,6 +50,16 @@ def test_v1_errors_say_what_and_where(body, words):
         protocol.decode_instances(body, TABULAR, 10)
     for word in words:
         assert word in raised.value.message
+
+
+def test_v1_fast_and_careful_paths_agree():
+    """Rows of plain numbers take a vectorised path; anything else is checked value by value: both
+    give the same matrix."""
+    rows = [[1, 2.5], [-3.25, 4], [0, 1e30]]
+    fast = protocol.decode_instances({"instances": rows}, TABULAR, 10)
+    careful = protocol.decode_instances({"instances": [{"a": a, "b": b} for a, b in rows]}, TABULAR, 10)
+    assert fast.dtype == careful.dtype == np.float32
+    assert fast.tolist() == careful.tolist()
 
 
 def test_v1_answer_carries_probability_label_threshold_version():

@@ -85,6 +85,31 @@ def test_keys_are_checked_reloaded_on_change_and_fail_closed(tmp_path):
     assert refusal(f"Bearer {fresh}").reason == "invalid_key"  # no file: every key refused
 
 
+def test_a_key_seen_before_is_checked_on_the_event_loop_without_scrypt(tmp_path, monkeypatch):
+    """scrypt (tens of milliseconds) runs on a thread once per key; after that the check is a
+    dictionary lookup on the event loop, with no thread hop."""
+    from aprendiz.services.gateway import auth
+
+    keys = KeyFile(tmp_path / "keys.yaml")
+    key, _ = keys.create("team-a")
+    gate = Gatekeeper(str(tmp_path / "keys.yaml"))
+    hops = []
+    real_to_thread = asyncio.to_thread
+
+    async def counted(fn, *args):
+        hops.append(fn.__name__)
+        return await real_to_thread(fn, *args)
+
+    monkeypatch.setattr(auth.asyncio, "to_thread", counted)
+    for _ in range(3):
+        assert asyncio.run(gate.authenticate(f"Bearer {key}")).name == "team-a"
+    assert hops == ["authenticate"]
+    keys.revoke("team-a")
+    gate._reload()
+    with pytest.raises(Refusal):
+        asyncio.run(gate.authenticate(f"Bearer {key}"))  # a revoked key is refused, cache or not
+
+
 def test_refusals_answer_401_403_429_with_their_headers():
     from aprendiz.errors import RateLimitedError
 

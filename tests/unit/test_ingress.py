@@ -25,8 +25,7 @@ from aprendiz.services.classifier.deployment import registry_for
 from aprendiz.services.classifier.placement import place
 from aprendiz.services.gateway.backends import IngressClassifier
 from aprendiz.services.generator.deployment import GeneratorServer, llm_config
-from aprendiz.services.ingress.app import create_app
-from aprendiz.services.ingress.deployment import ENDPOINTS, AprendizIngress
+from aprendiz.services.ingress.deployment import AprendizIngress, build_asgi_app
 from aprendiz.services.raycompat import LLMEngine, to_model_metadata
 
 MODEL = "tiny"
@@ -206,9 +205,7 @@ class InProcessPlatform:
             classifiers={c.name: InProcessHandle(self.classifier) for c in self.config.classifiers},
             placements=placements, limiter=None, config=self.config.model_dump(mode="json"), metrics=self.metrics,
         )
-        app = create_app(request_metrics=lambda: self.answered)
-        for name, route in ENDPOINTS.items():
-            route(app)(getattr(self.ingress, name))
+        app = build_asgi_app(self.ingress, request_metrics=lambda: self.answered)
         self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingress")
         return self.client
 
@@ -460,3 +457,20 @@ def test_a_classifier_with_no_champion_yet_is_a_503_and_the_entrance_serves_on(t
     assert chat.status_code == 200
     assert ready.status_code == 503
     assert after.json()["model_version"] == first
+
+
+def test_the_hot_routes_skip_fastapis_dependency_resolution_and_stay_documented(recording_metrics):
+    """Predictions are served by plain Starlette routes placed first; FastAPI's routes for the same
+    paths stay behind them, in the OpenAPI schema."""
+    from aprendiz.services.ingress.app import PlainRoute
+
+    async def go():
+        platform = InProcessPlatform(CONFIG, recording_metrics())
+        async with platform as client:
+            schema = (await client.get("/openapi.json")).json()
+            return platform, schema
+
+    platform, schema = run(go())
+    assert {"/v1/models/{name}:predict", "/v2/models/{name}/infer"} <= set(schema["paths"])
+    app = build_asgi_app(platform.ingress)
+    assert [type(r) for r in app.router.routes[:2]] == [PlainRoute, PlainRoute]

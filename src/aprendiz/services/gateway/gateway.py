@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from aprendiz.errors import ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
 from aprendiz.metrics import GatewayMetrics
+from aprendiz.responses import FastJSONResponse
 from aprendiz.services.gateway.accrual import InFlight, hosted_share_usd
 from aprendiz.services.gateway.auth import Gatekeeper, Principal, Refusal
 from aprendiz.services.gateway.backends import Answer, ClassifierBackend
@@ -94,7 +95,7 @@ class Gateway:
     # -- 2. serving ---------------------------------------------------------------------
     async def generate(
         self, admission: Admission, route_name: str, payload: dict[str, Any], headers: Mapping[str, str]
-    ) -> JSONResponse | StreamingResponse:
+    ) -> FastJSONResponse | StreamingResponse:
         """Serve a chat or completion from the admitted model's backend (or its fallback), metered."""
         started = time.perf_counter()
         route, model = admission.route, admission.model
@@ -145,7 +146,7 @@ class Gateway:
     # -- 3. metering --------------------------------------------------------------------
     async def _respond(
         self, principal: Principal, route: ModelRoute, answer: Answer, payload: dict[str, Any], started: float
-    ) -> JSONResponse | StreamingResponse:
+    ) -> FastJSONResponse | StreamingResponse:
         headers = {SERVED_BY: answer.model, BACKEND: answer.backend}
         counter = route.counter or self._default_counter
         if answer.body is not None:
@@ -153,7 +154,7 @@ class Gateway:
                 usage = Usage.of(answer.body.get("usage")) or counter.usage(payload, completion_text(answer.body))
                 cost = await self._finish(principal, route, answer, usage, started, None, in_flight)
             headers[COST] = f"{cost:.10f}"
-            return JSONResponse(answer.body, headers=headers)
+            return FastJSONResponse(answer.body, headers=headers)
 
         keep_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
 

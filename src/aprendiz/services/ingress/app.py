@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, MutableMapping
 
-import orjson
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from starlette.responses import Response
+from starlette.routing import Match, Route
 
 import aprendiz
 from aprendiz.errors import install_error_handlers
 from aprendiz.metrics import IngressMetrics
+from aprendiz.responses import FastJSONResponse
 
 
 class RequestMetricsMiddleware:
@@ -55,11 +56,23 @@ class RequestMetricsMiddleware:
         self._metrics.answered(route, model, status, seconds)
 
 
-class FastJSONResponse(JSONResponse):
-    """JSON answers serialised by orjson (several times faster than the standard library's)."""
+class PlainRoute(Route):
+    """A Starlette route for a hot path: the handler gets the request, with no dependency resolution
+    (FastAPI's costs about 30 µs a request, a tenth of a classifier prediction's time in the
+    ingress). It names itself in the scope, as FastAPI's routes do, for the request metrics' route
+    label. FastAPI's route for the same path stays behind it, for the OpenAPI schema."""
 
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+    def __init__(self, path: str, method: str, handler: Callable[..., Awaitable[Response]]):
+        async def endpoint(request: Request) -> Response:
+            return await handler(request.path_params["name"], request)
+
+        super().__init__(path, endpoint, methods=[method], include_in_schema=False)
+
+    def matches(self, scope: MutableMapping[str, Any]) -> tuple[Match, MutableMapping[str, Any]]:
+        match, child = super().matches(scope)
+        if match != Match.NONE:
+            child["route"] = self
+        return match, child
 
 
 def create_app(*, request_metrics: Callable[[], Any] = IngressMetrics) -> FastAPI:

@@ -16,20 +16,20 @@ called directly. Probes (/healthz, /readyz, /v2/health/*) need no key.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 import httpx
-from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
 from ray import serve
 from ray.serve.deployment import Application
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm import LLMConfig
-from ray.serve.llm.ingress import make_fastapi_ingress
 
 from aprendiz.config import PlatformConfig
 from aprendiz.errors import InvalidRequestError, PayloadTooLargeError
-from aprendiz.metrics import ClassifierMetrics, GatewayMetrics
+from aprendiz.metrics import ClassifierMetrics, GatewayMetrics, IngressMetrics
+from aprendiz.responses import FastJSONResponse
 from aprendiz.services.classifier.deployment import registry_for
 from aprendiz.services.classifier.placement import Placement
 from aprendiz.services.classifier.service import ClassifierService
@@ -39,7 +39,7 @@ from aprendiz.services.gateway.backends import ClassifierBackend, IngressClassif
 from aprendiz.services.gateway.gateway import Admission, Gateway
 from aprendiz.services.gateway.limits import Limiter, build_rate_limiter
 from aprendiz.services.gateway.routes import build_routes
-from aprendiz.services.ingress.app import create_app
+from aprendiz.services.ingress.app import PlainRoute, create_app
 from aprendiz.services.raycompat import ModelCard, ModelList, to_model_metadata
 
 V2_BINARY_HEADER = "inference-header-content-length"
@@ -78,6 +78,12 @@ class AprendizIngress:
             limiter=Limiter(limiter),
             metrics=metrics or GatewayMetrics(),
         )
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        """The ASGI app, built in the replica once this object exists: its routes are this
+        object's bound methods (Serve's public late-bound ``serve.ingress()``), so a request
+        solves no dependency to find them."""
+        return build_asgi_app(self)
 
     # -- reading a body -------------------------------------------------------------------
     async def _body(self, request: Request) -> bytes:
@@ -124,40 +130,40 @@ class AprendizIngress:
         return await self._gateway.generate(admission, route, payload, request.headers)
 
     # -- classifier routes (KServe V1 and Open Inference Protocol V2) ---------------------
-    async def classifier_predict_v1(self, name: str, request: Request) -> JSONResponse:
+    async def classifier_predict_v1(self, name: str, request: Request) -> FastJSONResponse:
         admission = await self._gateway.admit(request, name, kind="classifier")
         result, headers = await self._gateway.classify(admission, "predict_v1", await self._json(request))
-        return JSONResponse(result, headers=headers)
+        return FastJSONResponse(result, headers=headers)
 
-    async def classifier_feedback(self, name: str, request: Request) -> JSONResponse:
+    async def classifier_feedback(self, name: str, request: Request) -> FastJSONResponse:
         admission = await self._gateway.admit(request, name, kind="classifier")
         result, headers = await self._gateway.classify(admission, "feedback", await self._json(request))
-        return JSONResponse(result, headers=headers)
+        return FastJSONResponse(result, headers=headers)
 
-    async def v2_infer(self, name: str, request: Request) -> JSONResponse:
+    async def v2_infer(self, name: str, request: Request) -> FastJSONResponse:
         admission = await self._gateway.admit(request, name, kind="classifier")
         body = await self._body(request)
         header = request.headers.get(V2_BINARY_HEADER)
         header_length = int(header) if header and header.isdigit() else None
         result, headers = await self._gateway.classify(admission, "infer_v2", body, header_length)
-        return JSONResponse(result, headers=headers)
+        return FastJSONResponse(result, headers=headers)
 
-    async def v2_model_metadata(self, name: str, request: Request) -> JSONResponse:
+    async def v2_model_metadata(self, name: str, request: Request) -> FastJSONResponse:
         admission = await self._gateway.admit(request, name, kind="classifier")
         result, _ = await self._gateway.classify(admission, "metadata_v2")
-        return JSONResponse(with_placement(result, admission))
+        return FastJSONResponse(with_placement(result, admission))
 
-    async def v2_model_ready(self, name: str, request: Request) -> JSONResponse:
+    async def v2_model_ready(self, name: str, request: Request) -> FastJSONResponse:
         admission = await self._gateway.admit(request, name, kind="classifier")
         ready, _ = await self._gateway.classify(admission, "ready")
-        return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
+        return FastJSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
 
     async def v2_live(self) -> dict[str, bool]:
         return {"live": True}
 
-    async def v2_ready(self) -> JSONResponse:
+    async def v2_ready(self) -> FastJSONResponse:
         ready = all([await backend.call("ready") for backend in self._gateway.routes.classifier_backends()])
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+        return FastJSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     # -- probes ---------------------------------------------------------------------------
     async def healthz(self) -> dict[str, str]:
@@ -223,6 +229,23 @@ ENDPOINTS = {
 }
 
 
+# The hot paths, served by plain Starlette routes in front of their FastAPI ones (app.PlainRoute).
+PLAIN_ROUTES = {
+    "classifier_predict_v1": ("/v1/models/{name}:predict", "POST"),
+    "v2_infer": ("/v2/models/{name}/infer", "POST"),
+}
+
+
+def build_asgi_app(ingress: AprendizIngress, *, request_metrics: Callable[[], Any] = IngressMetrics) -> FastAPI:
+    """The entrance's app with ``ENDPOINTS`` bound to ``ingress``'s methods."""
+    app = create_app(request_metrics=request_metrics)
+    for name, route in ENDPOINTS.items():
+        route(app)(getattr(ingress, name))
+    for position, (name, (path, method)) in enumerate(PLAIN_ROUTES.items()):
+        app.router.routes.insert(position, PlainRoute(path, method, getattr(ingress, name)))
+    return app
+
+
 def build_ingress(
     llm_deployments: dict[str, Application],
     llm_configs: dict[str, LLMConfig],
@@ -232,7 +255,7 @@ def build_ingress(
 ) -> Application:
     """Bind the ingress deployment to the model deployments it routes to (and the rate limiter);
     ``classifiers`` has the deployments of those placed in replicas, ``placements`` every one's."""
-    ingress_cls = make_fastapi_ingress(AprendizIngress, endpoint_map=ENDPOINTS, app=create_app())
+    ingress_cls = serve.ingress()(AprendizIngress)
     options: dict[str, Any] = {
         "name": "Ingress",
         "max_ongoing_requests": config.ingress.max_ongoing_requests,
