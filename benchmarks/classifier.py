@@ -4,6 +4,7 @@ model), and onnxruntime called in-process (the floor), with a closed-loop load g
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import numpy as np
@@ -136,3 +137,58 @@ def profile_path(server, url: str, *, concurrency: int = 32, seconds: int = 8, l
         seconds=seconds, log=log,
     )
     return {**report, "concurrency": concurrency}
+
+
+def ingress_batching(store_url: str, *, requests: int = 6000, rounds: int = 3) -> dict[str, Any]:
+    """In the ingress a request's rows run inline; would ``@serve.batch`` pay there? The classifier
+    service in this process, called by 1 and 32 concurrent tasks, inline against batched, taking turns.
+    Microseconds of the service's own work a request (decode, onnxruntime, encode, metrics)."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from ray import serve
+
+    from aprendiz.config import ClassifierModel
+    from aprendiz.metrics import ClassifierMetrics
+    from aprendiz.registry import ModelRegistry
+    from aprendiz.services.classifier.service import ClassifierService
+    from aprendiz.store import ObjectStore
+
+    body = {"instances": [sample_row()]}
+    context = SimpleNamespace(_deployment_config=SimpleNamespace(max_ongoing_requests=256),
+                              replica_id=SimpleNamespace(unique_id="bench"))
+
+    async def measure() -> dict[str, Any]:
+        registry = ModelRegistry(ObjectStore(store_url))
+        config = ClassifierModel(name=CLASSIFIER)
+        services: dict[str, ClassifierService] = {}
+
+        @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
+        async def batched(models, rows):
+            return services["serve.batch"].run_batches(models, rows)
+
+        services["inline"] = ClassifierService(config, registry, ClassifierMetrics(CLASSIFIER))
+        services["serve.batch"] = ClassifierService(config, registry, ClassifierMetrics(CLASSIFIER), infer=batched)
+        for service in services.values():
+            await service.start()
+        figures: dict[str, dict[str, list[float]]] = {name: {"1": [], "32": []} for name in services}
+        for r in range(rounds):
+            for name in services if r % 2 == 0 else reversed(list(services)):
+                for concurrency in (1, 32):
+                    async def worker(n: int, service=services[name]) -> None:
+                        for _ in range(n):
+                            await service.predict_v1(body)
+
+                    started = time.perf_counter()
+                    await asyncio.gather(*(worker(requests // concurrency) for _ in range(concurrency)))
+                    figures[name][str(concurrency)].append(1e6 * (time.perf_counter() - started) / requests)
+        for service in services.values():
+            await service.stop()
+        return {name: {c: summary(v) for c, v in per_c.items()} for name, per_c in figures.items()}
+
+    original = serve.get_replica_context
+    serve.get_replica_context = lambda: context  # @serve.batch reads its deployment's limits from it
+    try:
+        return asyncio.run(measure())
+    finally:
+        serve.get_replica_context = original

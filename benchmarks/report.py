@@ -206,24 +206,21 @@ def classifier_lines(r: dict[str, Any]) -> list[str]:
         c = min(a1, key=int)
         lines += ["", f"The model is not the cost: in-process it answers in {fmt(floor['p50_ms']['median'], 3)} ms. At "
                   f"concurrency {c} aprendiz's V1 p50 is {fmt(a1[c]['p50_ms']['median'], 2)} ms against KServe's "
-                  f"{fmt(k1[c]['p50_ms']['median'], 2)} ms: the time is in the path. KServe is one uvicorn process "
-                  "that parses the request and calls onnxruntime. aprendiz's request goes HAProxy → the ingress "
-                  "replica's HTTP server (FastAPI, the gateway's auth, request metrics) → a deployment-handle call "
-                  "(gRPC under the throughput mode) to the classifier replica, which batches it (`@serve.batch`) "
-                  "with others for one onnxruntime call → back the same way: two Python processes and an "
-                  "inter-process call on 2 cores, where the serving work itself is microseconds. The profile "
-                  "below shows where those processes spend it; the batching section what `@serve.batch` changes; "
-                  "the serve-modes section what HAProxy removed against Serve's Python proxy."]
+                  f"{fmt(k1[c]['p50_ms']['median'], 2)} ms. KServe is one uvicorn process that parses the request and "
+                  "calls onnxruntime. aprendiz's request goes HAProxy (a process of its own) → the ingress replica's "
+                  "HTTP server (uvicorn, Ray Serve's per-request wrapper: request id, queue and ongoing-request "
+                  "accounting, a task watching for the client's disconnect, Serve's request metrics) → the app (plain "
+                  "Starlette routes for predictions, the gateway's key check and route table, request metrics) → "
+                  "onnxruntime in the same process (placement: ingress; a model in a replica of its own adds a "
+                  "deployment-handle call, see the classifier-paths section) → back the same way. The profile below "
+                  "shows where the ingress replica spends its time."]
     if a1 and alone and "skipped" not in alone:
         hi = max(alone, key=int)
         if hi in a1:
-            lines += ["", f"Split of the path at concurrency {hi}: the ingress alone answers "
-                      f"{fmt(alone[hi]['rps']['median'], 0)} req/s (KServe V1: {fmt(k1[hi]['rps']['median'], 0) if hi in k1 else '–'}), "
-                      f"a V1 prediction through it {fmt(a1[hi]['rps']['median'], 0)}: most of the gap to KServe is the "
-                      "handle call to the classifier's own replica and that replica's request handling, not the "
-                      "HTTP entrance or the gateway. The measured next step is to run light models (tabular ONNX, "
-                      "microseconds a call) inside the ingress process and keep their own replicas for heavy ones "
-                      "(transformers, image models on GPUs); it is not built yet."]
+            lines += ["", f"At concurrency {hi} the ingress alone (a GET answered by FastAPI, no model) answers "
+                      f"{fmt(alone[hi]['rps']['median'], 0)} req/s (KServe V1 with its model: "
+                      f"{fmt(k1[hi]['rps']['median'], 0) if hi in k1 else '–'}), a V1 prediction through it "
+                      f"{fmt(a1[hi]['rps']['median'], 0)}."]
     prof = r["classifier"].get("profile")
     if prof:
         lines += profile_lines(prof, title="Where the classifier path's time goes (py-spy)",
@@ -417,6 +414,13 @@ def classifier_paths_section(r: dict[str, Any]) -> list[str]:
                   f"{fmt(swap['before']['p99_ms'], 2)} ms before, p50 {fmt(swap['during']['p50_ms'], 2)} ms / p99 "
                   f"{fmt(swap['during']['p99_ms'], 2)} ms during; swapped: {swap['swapped']}; failed requests: "
                   f"{swap['failed_requests']}."]
+    batching = r.get("ingress_batching")
+    if batching:
+        lines += ["", "Batching in the ingress: the classifier service's own work a request (decode, onnxruntime, "
+                  "encode, metrics), in one process, inline against `@serve.batch` (64, no wait), µs a request:", "",
+                  "| concurrent requests | inline | @serve.batch |", "|---|---|---|"]
+        for c in ("1", "32"):
+            lines.append(f"| {c} | {spread(batching['inline'][c], 1)} | {spread(batching['serve.batch'][c], 1)} |")
     text = r.get("text") or {}
     if "results" in text:
         lines += ["", "Text classifiers, es-or-en trained as each kind by the training job, one text a V1 request, "

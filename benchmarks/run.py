@@ -387,6 +387,8 @@ def classifier_paths(quick: bool, started: float) -> None:
             results[name] = entry
     finally:
         stop_all(kserve)
+    batching_in_ingress = classifier.ingress_batching(store_url)
+    log(f"bench: in the ingress, inline against @serve.batch (µs a request): {batching_in_ingress}")
     text: dict[str, Any] = {}
     config = platform_config(WORK / "paths-text.yaml", store_url=text_store, generator=False,
                              classifiers=(TEXT_CLASSIFIER, MINILM_CLASSIFIER))
@@ -402,7 +404,7 @@ def classifier_paths(quick: bool, started: float) -> None:
 
     on_platform(text, "text classifiers", config, measure_text, name="aprendiz-text")
     write_result("classifier-paths", {"settings": {**p, "concurrency": concurrencies}, "machine_state": recheck_idle(idle),
-                                      "variants": results, "text": text},
+                                      "variants": results, "text": text, "ingress_batching": batching_in_ingress},
                  mode="quick" if quick else "full", started=started)
 
 

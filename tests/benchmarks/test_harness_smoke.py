@@ -126,7 +126,7 @@ def test_report_renders_from_result_files(tmp_path):
     text = out.read_text()
     assert "| 1 | aprendiz | 95 (90–99) |" in text
     assert "0.95" in text  # the ratio of the medians
-    assert "aprendiz ingress alone" in text and "Split of the path at concurrency 1" in text
+    assert "aprendiz ingress alone" in text and "At concurrency 1 the ingress alone" in text
     assert "| 64/0ms | 105 (100–110) |" in text and "| 64/2ms | failed: RuntimeError: did not start |" in text
     assert "| tabular classifier (breast-cancer, ONNX) | 21.0 (20.0–22.0) | 21.4 (20.5–22.4) | 0 |" in text
     assert "| ingress | ingress | 1 | V1 | 105 (100–110) | 105 (100–110) | 1.00 | 1.05 / 2.25 | 1.05 / 2.25 | met |" in text

@@ -12,6 +12,7 @@ from aprendiz.errors import (
     AprendizError,
     InvalidRequestError,
     ModelNotFoundError,
+    ModelRejectedError,
     ServiceUnavailableError,
     install_error_handlers,
 )
@@ -39,10 +40,12 @@ def client() -> TestClient:
             "busy": ServiceUnavailableError("queue full"),
             "http": HTTPException(status_code=429, detail="slow down", headers={"Retry-After": "3"}),
             "unmapped": type("Unmapped", (AprendizError,), {})("who knows"),
+            "engine": ModelRejectedError("prompt of 9000 tokens over the 8192 context", status=413),
+            "bug": KeyError("internal detail: /secret/path"),
         }
         raise errors[kind]
 
-    return TestClient(app)
+    return TestClient(app, raise_server_exceptions=False)
 
 
 @pytest.mark.parametrize(
@@ -86,3 +89,19 @@ def test_invalid_json_is_400_saying_so(client):
     response = client.post("/echo", content=b"{oops", headers={"Content-Type": "application/json"})
     assert response.status_code == 400
     assert "not valid JSON" in response.json()["error"]["message"]
+
+
+def test_an_engines_own_client_error_keeps_its_status_and_message(client):
+    response = client.get("/raise/engine")
+    assert response.status_code == 413
+    assert response.json()["error"] == {"message": "prompt of 9000 tokens over the 8192 context",
+                                        "type": "invalid_request_error", "param": None, "code": "invalid_parameter"}
+
+
+def test_an_unexpected_error_is_a_500_that_shows_nothing_internal(client, caplog):
+    response = client.get("/raise/bug", headers={"x-request-id": "req-7"})
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["type"] == "server_error" and "req-7" in error["message"]
+    assert "secret" not in response.text and "KeyError" not in response.text
+    assert "secret" in caplog.text  # the log has it
