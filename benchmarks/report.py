@@ -160,19 +160,24 @@ def profile_lines(profile: dict[str, Any], *, title: str = "Where the ingress's 
     return lines
 
 
+def _against_kserve(clf: dict[str, Any]):
+    """(protocol, concurrency, aprendiz's figures, KServe's) for each point both were measured at."""
+    for proto in ("v1", "v2"):
+        a, k = clf.get(f"aprendiz-{proto}"), clf.get(f"kserve-{proto}")
+        if a and k:
+            for c in a:
+                yield proto, c, a[c], k[c]
+
+
 def _classifier_targets(clf: dict[str, Any]) -> list[str]:
     """aprendiz against KServe per protocol and concurrency: the ratio, the p99 gap, the verdict."""
     lines = ["", "Target: aprendiz at least KServe's requests/s at equal or lower p99 (same protocol):", "",
               "| C | protocol | requests/s ratio aprendiz/KServe | p99 aprendiz − KServe ms | target |", "|---|---|---|---|---|"]
-    for proto in ("v1", "v2"):
-        a, k = clf.get(f"aprendiz-{proto}"), clf.get(f"kserve-{proto}")
-        if not a or not k:
-            continue
-        for c in a:
-            ratio = _div(a[c]["rps"]["median"], k[c]["rps"]["median"])
-            delta = _sub(a[c]["p99_ms"]["median"], k[c]["p99_ms"]["median"])
-            ok = None if ratio is None else (ratio >= 1.0 and (delta or 0) <= 0)
-            lines.append(f"| {c} | {proto.upper()} | {fmt(ratio, 2)} | {fmt(delta, 2)} | {_verdict(ok)} |")
+    for proto, c, a, k in _against_kserve(clf):
+        ratio = _div(a["rps"]["median"], k["rps"]["median"])
+        delta = _sub(a["p99_ms"]["median"], k["p99_ms"]["median"])
+        ok = None if ratio is None else (ratio >= 1.0 and (delta or 0) <= 0)
+        lines.append(f"| {c} | {proto.upper()} | {fmt(ratio, 2)} | {fmt(delta, 2)} | {_verdict(ok)} |")
     return lines
 
 
@@ -394,19 +399,14 @@ def classifier_paths_section(r: dict[str, Any]) -> list[str]:
         if "error" in v:
             lines.append(f"| {name} | – | – | – | failed: {v['error'][-200:]} | | | | | | |")
             continue
-        clf = v["classifier"]
-        for proto in ("v1", "v2"):
-            a, k = clf.get(f"aprendiz-{proto}"), clf.get(f"kserve-{proto}")
-            if not a or not k:
-                continue
-            for c in a:
-                ratio = _div(a[c]["rps"]["median"], k[c]["rps"]["median"])
-                p99_ok = (a[c]["p99_ms"]["median"] or 0) <= (k[c]["p99_ms"]["median"] or 0)
-                lines.append(
-                    f"| {name} | {v.get('placement')} | {c} | {proto.upper()} | {spread(a[c]['rps'], 0)} | "
-                    f"{spread(k[c]['rps'], 0)} | {fmt(ratio, 2)} | {fmt(a[c]['p50_ms']['median'], 2)} / "
-                    f"{fmt(a[c]['p99_ms']['median'], 2)} | {fmt(k[c]['p50_ms']['median'], 2)} / "
-                    f"{fmt(k[c]['p99_ms']['median'], 2)} | {_verdict(p99_ok)} | {a[c]['errors']} |")
+        for proto, c, a, k in _against_kserve(v["classifier"]):
+            ratio = _div(a["rps"]["median"], k["rps"]["median"])
+            p99_ok = (a["p99_ms"]["median"] or 0) <= (k["p99_ms"]["median"] or 0)
+            lines.append(
+                f"| {name} | {v.get('placement')} | {c} | {proto.upper()} | {spread(a['rps'], 0)} | "
+                f"{spread(k['rps'], 0)} | {fmt(ratio, 2)} | {fmt(a['p50_ms']['median'], 2)} / "
+                f"{fmt(a['p99_ms']['median'], 2)} | {fmt(k['p50_ms']['median'], 2)} / "
+                f"{fmt(k['p99_ms']['median'], 2)} | {_verdict(p99_ok)} | {a['errors']} |")
     swap = (r["variants"].get("ingress") or {}).get("swap")
     if swap:
         lines += ["", f"Model swap under load with the model in the ingress (concurrency 8, a new champion promoted "
