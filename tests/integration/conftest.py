@@ -219,24 +219,25 @@ def platform_config(
         ],
         "classifiers": [
             {
-                "name": "breast-cancer",  # a light model kept in replicas of its own, for the autoscaling test
+                "name": "breast-cancer",  # a light model kept in replicas of its own by the config
                 "placement": "replica",
                 "poll_interval_s": 0.5,
                 "max_instances": 50,
-                # A low target: its replica answers in well under a millisecond, so even 24 clients keep
-                # only about one request in it at a time.
-                "autoscaling": {
-                    "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 0.5,
-                    "upscale_delay_s": 0, "downscale_delay_s": 2,
-                },
             },
             {  # placement auto: a logistic regression, so the ingress replicas hold it
                 "name": "breast-cancer-local",
                 "poll_interval_s": 0.5,
                 "store": {"url": stores.local.store.url},
             },
-            # placement auto: MiniLM embeddings (a transformer encoder), so replicas of its own
-            {"name": "es-or-en", "poll_interval_s": 0.5, "num_cpus": 0.25},
+            # placement auto: MiniLM embeddings (a transformer encoder), so replicas of its own, which
+            # Serve's autoscaler adds under load (the autoscaling test) and removes soon after.
+            {
+                "name": "es-or-en", "poll_interval_s": 0.5, "num_cpus": 0.25,
+                "autoscaling": {
+                    "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 2,
+                    "upscale_delay_s": 0, "downscale_delay_s": 2,
+                },
+            },
         ],
         "store": {"url": "s3://aprendiz-test/store", "endpoint_url": moto_server},
         # Two ingress replicas: each holds the light classifiers and follows their champions on its own.
