@@ -328,6 +328,15 @@ class IngressConfig(Strict):
     max_ongoing_requests: int = Field(256, ge=1)
     num_cpus: float = Field(1, ge=0)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Larger bodies are refused with 413.")
+    gc_young_threshold: int | None = Field(
+        50_000,
+        ge=1,
+        description=(
+            "Python's young-generation GC threshold in the ingress and classifier replicas (Python's default is "
+            "700; null keeps it). With 700 a full collection ran about twice a second under load and stalled the "
+            "event loop about 90 ms each time, which was the classifier path's p99 (docs/benchmarks.md)."
+        ),
+    )
     access_log: bool = Field(
         False,
         description=(

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
+
+
+@pytest.fixture(autouse=True)
+def gc_thresholds():
+    """The ingress and classifier servers built here tune this process's collector as they would
+    their replica's (services/heap.py): each test gets Python's thresholds back."""
+    saved = gc.get_threshold()
+    yield
+    gc.set_threshold(*saved)
 
 
 class RecordingCounter:

@@ -91,6 +91,19 @@ def test_v1_and_v2_answer_from_the_champion(trained, rows, run):
     assert len(metadata["inputs"]) >= 1
 
 
+def test_the_replica_tunes_its_collector_as_configured(trained, run):
+    import gc
+
+    root, _, _ = trained
+
+    async def go():
+        server = ClassifierServer.__new__(ClassifierServer)
+        await server.__init__(model={"name": NAME}, store={"url": str(root)}, gc_young_threshold=23_456)
+        return gc.get_threshold()[0]
+
+    assert run(go()) == 23_456
+
+
 def test_bad_instances_are_a_typed_client_error(trained, run):
     root, _, _ = trained
 

@@ -342,6 +342,16 @@ def test_probes_name_what_the_entrance_routes_to(recording_metrics):
     assert live == {"status": "ok"}
 
 
+def test_the_ingress_tunes_its_collector_as_configured(recording_metrics):
+    import gc
+
+    async def go():
+        async with InProcessPlatform({**CONFIG, "ingress": {"gc_young_threshold": 12_345}}, recording_metrics()):
+            return gc.get_threshold()[0]
+
+    assert run(go()) == 12_345
+
+
 # -- classifiers held in the ingress (placement: ingress) --------------------------------------
 @pytest.fixture(scope="module")
 def light_store(tmp_path_factory, job_training):

@@ -33,7 +33,8 @@ def build_platform(config: PlatformConfig, *, engine_cls: type | None = None) ->
     placements = {c.name: place(c, registry_for(config.store_for(c))) for c in config.classifiers}
     classifiers = {
         c.name: build_classifier_deployment(
-            c, config.store_for(c), hourly_usd=config.gateway.classifier_hourly_usd(c), access_log=config.ingress.access_log
+            c, config.store_for(c), hourly_usd=config.gateway.classifier_hourly_usd(c),
+            access_log=config.ingress.access_log, gc_young_threshold=config.ingress.gc_young_threshold,
         )
         for c in config.classifiers
         if placements[c.name].where == "replica"

@@ -21,6 +21,7 @@ from aprendiz.registry import ModelRegistry
 from aprendiz.services.classifier.model import OnnxClassifier
 from aprendiz.services.classifier.service import ClassifierService
 from aprendiz.services.gateway.accrual import ReplicaCostMeter
+from aprendiz.services.heap import tune_gc
 from aprendiz.store import ObjectStore
 
 
@@ -32,9 +33,11 @@ class ClassifierServer:
     """One replica of a classifier deployment: a ``ClassifierService`` with batched inference."""
 
     async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
-        self, model: dict[str, Any], store: dict[str, Any], hourly_usd: float = 0.0
+        self, model: dict[str, Any], store: dict[str, Any], hourly_usd: float = 0.0,
+        gc_young_threshold: int | None = None,
     ) -> None:
         config = ClassifierModel.model_validate(model)
+        tune_gc(gc_young_threshold)
         self._cost = ReplicaCostMeter(model=config.name, kind="classifier", accelerator="cpu", hourly_usd=hourly_usd)
         self._service = ClassifierService(
             config, registry_for(StoreConfig.model_validate(store)), ClassifierMetrics(config.name),
@@ -74,7 +77,8 @@ class ClassifierServer:
 
 
 def build_classifier_deployment(
-    model: ClassifierModel, store: StoreConfig, *, hourly_usd: float = 0.0, access_log: bool = False
+    model: ClassifierModel, store: StoreConfig, *, hourly_usd: float = 0.0, access_log: bool = False,
+    gc_young_threshold: int | None = None,
 ) -> Application:
     options: dict[str, Any] = {
         "name": f"Classifier:{model.name}",
@@ -88,5 +92,6 @@ def build_classifier_deployment(
         "user_config": {"version": model.version, "poll_interval_s": model.poll_interval_s},
     }
     return serve.deployment(ClassifierServer, **options).bind(  # type: ignore[attr-defined]
-        model=model.model_dump(mode="json"), store=store.model_dump(mode="json"), hourly_usd=hourly_usd
+        model=model.model_dump(mode="json"), store=store.model_dump(mode="json"), hourly_usd=hourly_usd,
+        gc_young_threshold=gc_young_threshold,
     )

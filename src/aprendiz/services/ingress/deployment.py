@@ -39,6 +39,7 @@ from aprendiz.services.gateway.backends import ClassifierBackend, IngressClassif
 from aprendiz.services.gateway.gateway import Admission, Gateway
 from aprendiz.services.gateway.limits import Limiter, build_rate_limiter
 from aprendiz.services.gateway.routes import build_routes
+from aprendiz.services.heap import tune_gc
 from aprendiz.services.ingress.app import PlainRoute, create_app
 from aprendiz.services.raycompat import ModelCard, ModelList, to_model_metadata
 
@@ -78,6 +79,7 @@ class AprendizIngress:
             limiter=Limiter(limiter),
             metrics=metrics or GatewayMetrics(),
         )
+        tune_gc(platform.ingress.gc_young_threshold)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         """The ASGI app, built in the replica once this object exists: its routes are this
