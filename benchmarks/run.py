@@ -18,7 +18,9 @@ Sections and their result files (benchmarks/results/):
 - replicas (replicas.json, full only): classifier requests/s with 1, 2, 4 replicas (placement: replica);
 - batching (batching.json, full only): classifier requests/s and latency per @serve.batch setting;
 - cold-start (cold-start.json, full only): from `aprendiz serve` to the first answer, per model kind;
-- training (training.json): training job wall time and peak memory against rows.
+- training (training.json): training job wall time and peak memory against rows;
+- gc-threshold (gc-threshold.json, full only): the model in the ingress with the shipped young GC threshold
+  and with Python's default, against KServe; at concurrency 1 also with the Python client.
 Only one Ray cluster runs at a time; plain vLLM and KServe are idle while aprendiz is measured
 and the other way round (their idle CPU use is recorded).
 """
@@ -408,6 +410,54 @@ def classifier_paths(quick: bool, started: float) -> None:
                  mode="quick" if quick else "full", started=started)
 
 
+# -- the ingress's garbage collector ------------------------------------------------------------
+GC_VARIANTS = {"50000 (shipped)": {}, "700 (Python's default)": {"gc_young_threshold": None}}
+
+
+def gc_threshold(quick: bool, started: float) -> None:
+    """The model in the ingress with the shipped young GC threshold and with Python's, each against
+    KServe's ModelServer taking turns; at concurrency 1 also with the Python client, a second
+    opinion on wrk's tail there."""
+    from benchmarks.loadgen import http_post_factory, run_closed_loop
+
+    p = plan(quick)
+    idle = wait_until_idle(log=log)
+    store_url, onnx_bytes = prepare_store(WORK / "store-gc")
+    model_file = WORK / "breast-cancer-gc.onnx"
+    model_file.write_bytes(onnx_bytes)
+    concurrencies = [1, 32]
+    results: dict[str, Any] = {}
+    kserve = None
+    try:
+        kserve = KServeServer(model_file).start()
+        for name, options in GC_VARIANTS.items():
+            config = platform_config(WORK / f"gc-{len(results)}.yaml", store_url=store_url, generator=False,
+                                     ingress_options=options)
+            entry: dict[str, Any] = {"ingress_options": options}
+
+            def measure(aprendiz, entry=entry, name=name) -> None:
+                entry["checks"] = classifier.check_answers(aprendiz.url)
+                urls = {"aprendiz": classifier.endpoints(aprendiz.url), "kserve": classifier.endpoints(kserve.url)}
+                targets = {f"{server}-{proto}": (u[proto], {}) for server, u in urls.items() for proto in ("v1", "v2")}
+                entry["classifier"] = classifier.alternated(
+                    targets, concurrencies, p["classifier_rounds"], duration_s=p["classifier_duration_s"],
+                    warmup_s=p["classifier_warmup_s"], log=lambda m, name=name: log(f"{m} [gc {name}]"))
+                body = classifier.v1_body(classifier.sample_row())
+                entry["python_client_c1"] = {
+                    server: classifier.summarize_runs([
+                        run_closed_loop(http_post_factory(u["v1"], body), concurrency=1,
+                                        duration_s=p["classifier_duration_s"], warmup_s=p["classifier_warmup_s"])
+                        | {"tool": "python-httpx"} for _ in range(p["classifier_rounds"])])
+                    for server, u in urls.items()}
+
+            on_platform(entry, f"gc threshold {name}", config, measure, name="aprendiz-gc")
+            results[name] = entry
+    finally:
+        stop_all(kserve)
+    write_result("gc-threshold", {"settings": {**p, "concurrency": concurrencies}, "machine_state": recheck_idle(idle),
+                                  "variants": results}, mode="quick" if quick else "full", started=started)
+
+
 # -- @serve.batch settings --------------------------------------------------------------------
 BATCH_SETTINGS = [  # (max_batch_size, batch_wait_timeout_s); the shipped default is (64, 0): no wait
     (1, 0.0),
@@ -519,7 +569,7 @@ def training(quick: bool, started: float) -> None:
 
 
 SECTIONS = {"head": head, "classifier-paths": classifier_paths, "serve-modes": serve_modes, "replicas": replicas,
-            "batching": batching, "cold-start": cold_start, "training": training}
+            "batching": batching, "cold-start": cold_start, "training": training, "gc-threshold": gc_threshold}
 QUICK = ("head", "classifier-paths", "training")
 
 

@@ -91,6 +91,7 @@ def platform_config(
     path: Path, *, store_url: str, generator: bool = True, classifier_replicas: int = 1,
     keys_file: Path | None = None, classifiers: tuple[str, ...] = (CLASSIFIER,),
     classifier_options: dict[str, Any] | None = None, ingress_replicas: int = 1,
+    ingress_options: dict[str, Any] | None = None,
 ) -> Path:
     """A platform config: fixed replica counts (1 ingress, 1 engine) so runs compare like with like.
     Classifiers are placed as ``auto`` decides unless ``classifier_options`` says ``placement``."""
@@ -110,7 +111,7 @@ def platform_config(
         ],
         "store": {"url": store_url},
         "ingress": {"autoscaling": {"min_replicas": ingress_replicas, "max_replicas": ingress_replicas},
-                    "max_ongoing_requests": 256},
+                    "max_ongoing_requests": 256, **(ingress_options or {})},
     }
     if generator:
         g = shipped_generator()

@@ -121,8 +121,13 @@ def test_report_renders_from_result_files(tmp_path):
                              "classifier": {"aprendiz-v1": {"1": clf_entry}, "kserve-v1": {"1": clf_entry}}},
                  "own replica": {"error": "RuntimeError: did not start"}},
              "text": {"es-or-en": {"placement": "ingress"}, "results": {"es-or-en": {"1": clf_entry}}}}
-    out = report.write_report({"head": head, "batching": batching, "cold-start": cold, "classifier-paths": paths},
-                              tmp_path / "benchmarks.md")
+    gc = {**provenance, "settings": {"classifier_rounds": 2, "classifier_duration_s": 3.0, "classifier_warmup_s": 1.0},
+          "variants": {
+              "50000 (shipped)": {"classifier": {"aprendiz-v2": {"32": clf_entry}, "kserve-v2": {"32": clf_entry}},
+                                  "python_client_c1": {"aprendiz": clf_entry}},
+              "700 (Python's default)": {"error": "RuntimeError: did not start"}}}
+    out = report.write_report({"head": head, "batching": batching, "cold-start": cold, "classifier-paths": paths,
+                               "gc-threshold": gc}, tmp_path / "benchmarks.md")
     text = out.read_text()
     assert "| 1 | aprendiz | 95 (90–99) |" in text
     assert "0.95" in text  # the ratio of the medians
@@ -132,4 +137,7 @@ def test_report_renders_from_result_files(tmp_path):
     assert "| ingress | ingress | 1 | V1 | 105 (100–110) | 105 (100–110) | 1.00 | 1.05 / 2.25 | 1.05 / 2.25 | met |" in text
     assert "| own replica | – | – | – | failed: RuntimeError: did not start |" in text
     assert "swapped: True; failed requests: 0" in text and "| es-or-en | ingress | 1 | 105 (100–110) |" in text
+    assert "| 50000 (shipped) | 32 | V2 | 105 (100–110) | 105 (100–110) | 1.00 | 1.05 / 2.25 (2.00–2.50) |" in text
+    assert "| 50000 (shipped) | aprendiz | 105 (100–110) | 1.05 (1.00–1.10) |" in text
+    assert "| 700 (Python's default) | – | – | failed: RuntimeError: did not start |" in text
     assert "## Not measured yet" in text and "serve-modes" in text
