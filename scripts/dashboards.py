@@ -116,6 +116,10 @@ def overview() -> dict:
                  "{{deployment}}")]),
         panel("Gateway refusals per second by reason",
               [q(f"sum by (reason) (rate(ray_aprendiz_gateway_refusals_total[{RI}]))", "{{reason}}")], unit="reqps"),
+        panel("Key file errors per second by reason",
+              [q(f"sum by (reason) (rate(ray_aprendiz_gateway_key_file_errors_total[{RI}]))", "{{reason}}")],
+              unit="ops", description="Checks that found the key file unreadable or invalid: every key is refused "
+                                      "until it is fixed (AprendizKeyFileBroken)."),
         panel("Firing alerts", [q('sum by (alertname, severity) (ALERTS{alertstate="firing", alertname=~"Aprendiz.*"})',
                                   "{{alertname}} ({{severity}})", format="table", instant=True)], kind="table", w=24),
     ], REQUESTS)

@@ -43,7 +43,11 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 
 
 class KeyFileError(ValueError):
-    """The key file cannot be read or names no such key."""
+    """The key file is not valid or names no such key."""
+
+
+class KeyFileUnreadable(KeyFileError):
+    """The key file exists but cannot be read (permissions, a folder in its place, an I/O error)."""
 
 
 class ApiKey(BaseModel):
@@ -66,6 +70,15 @@ class ApiKey(BaseModel):
     @property
     def active(self) -> bool:
         return self.revoked is None
+
+
+class _KeyDocument(BaseModel):
+    """The key file's whole document: ``keys: null``, a list at the top, a record that is not a
+    mapping are all refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[ApiKey] = Field(default_factory=list)
 
 
 def hash_secret(secret: str, *, salt: bytes | None = None) -> str:
@@ -96,12 +109,17 @@ class KeyFile:
         self.path = Path(path)
 
     def read(self) -> list[ApiKey]:
+        """The file's keys ([] when there is no file): KeyFileUnreadable when it cannot be read,
+        KeyFileError when it is not a mapping with a list of valid key records under ``keys``."""
         if not self.path.exists():
             return []
         try:
-            data = yaml.safe_load(self.path.read_text("utf-8")) or {}
-            return [ApiKey.model_validate(k) for k in data.get("keys", [])]
-        except (yaml.YAMLError, ValueError, AttributeError) as exc:
+            text = self.path.read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KeyFileUnreadable(f"key file {self.path} cannot be read: {exc}") from None
+        try:
+            return _KeyDocument.model_validate(yaml.safe_load(text) or {}).keys
+        except (yaml.YAMLError, ValueError) as exc:
             raise KeyFileError(f"key file {self.path} is not valid: {exc}") from None
 
     def _write(self, keys: list[ApiKey]) -> None:

@@ -74,6 +74,12 @@ GATEWAY_REFUSALS = _spec(
     "requests_per_minute, tokens_per_minute) and key name.",
     ("reason", "key"),
 )
+GATEWAY_KEY_FILE_ERRORS = _spec(
+    "aprendiz_gateway_key_file_errors", "counter",
+    "Checks of the key file (one every keys_reload_s while requests come in) that found it unreadable or "
+    "invalid, by reason: every key is refused meanwhile.",
+    ("reason",),
+)
 GATEWAY_TOKENS = _spec(
     "aprendiz_gateway_tokens", "counter",
     "Tokens served, by model, backend (hosted or rented), key name and kind (prompt or completion).",
@@ -300,6 +306,7 @@ class GatewayMetrics:
 
     def __init__(self):
         self.refusals = _ray_metric(GATEWAY_REFUSALS)
+        self.key_file_errors = _ray_metric(GATEWAY_KEY_FILE_ERRORS)
         self.tokens = _ray_metric(GATEWAY_TOKENS)
         self.cost_usd = _ray_metric(GATEWAY_COST_USD)
         self.fallbacks = _ray_metric(GATEWAY_FALLBACKS)
@@ -307,6 +314,9 @@ class GatewayMetrics:
         self.time_to_first_token = _ray_metric(GENERATOR_TIME_TO_FIRST_TOKEN)
         self.time_per_output_token = _ray_metric(GENERATOR_TIME_PER_OUTPUT_TOKEN)
         self.generation_seconds = _ray_metric(GENERATOR_REQUEST_SECONDS)
+
+    def key_file_error(self, reason: str) -> None:
+        self.key_file_errors.inc(1, tags={"reason": reason})
 
     def generated(
         self, *, model: str, backend: str, key: str, prompt_tokens: int, completion_tokens: int, cost_usd: float,

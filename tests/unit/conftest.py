@@ -34,9 +34,13 @@ class RecordingGatewayMetrics:
     def __init__(self):
         self.refusals, self.cost_usd, self.fallbacks, self.upstream_errors = (RecordingCounter() for _ in range(4))
         self.generations = []
+        self.key_file_errors = []
 
     def generated(self, **kwargs):
         self.generations.append(kwargs)
+
+    def key_file_error(self, reason):
+        self.key_file_errors.append(reason)
 
 
 @pytest.fixture

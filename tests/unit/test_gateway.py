@@ -85,6 +85,46 @@ def test_keys_are_checked_reloaded_on_change_and_fail_closed(tmp_path):
     assert refusal(f"Bearer {fresh}").reason == "invalid_key"  # no file: every key refused
 
 
+def test_a_key_file_that_breaks_fails_closed_is_logged_once_and_counted_each_check(tmp_path, caplog):
+    """A rewrite that cannot be read or is not valid refuses every key (a revoked key must not live on
+    in the old ring); each check that finds the file broken is counted, the log says it once."""
+    path = tmp_path / "keys.yaml"
+    keys = KeyFile(path)
+    key, _ = keys.create("team-a")
+    good = path.read_text()
+    clock, errors = Clock(), []
+    gate = Gatekeeper(str(path), reload_s=5, clock=clock, on_error=errors.append)
+
+    def check(text: str | None = None, *, mkdir: bool = False):
+        if mkdir:
+            path.unlink()
+            path.mkdir()
+        elif text is not None:
+            if path.is_dir():
+                path.rmdir()
+            path.write_text(text)
+            os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9 * int(clock.now)))
+        clock.now += 6
+        try:
+            return asyncio.run(gate.authenticate(f"Bearer {key}")).name
+        except Refusal as refusal:
+            return refusal.reason
+
+    assert check() == "team-a"
+    with caplog.at_level("ERROR", logger="aprendiz.gateway"):
+        assert check("keys: null\n") == "invalid_key"
+        assert check() == "invalid_key"
+    assert errors == ["invalid", "invalid"]
+    assert len([r for r in caplog.records if "not valid" in r.getMessage()]) == 1
+    assert check(good) == "team-a"
+    assert check(mkdir=True) == "invalid_key"
+    assert errors[-1] == "unreadable"
+    assert check(good) == "team-a"
+    path.unlink()
+    assert check() == "invalid_key" and errors[-1] == "unreadable"
+    assert errors.count("unreadable") == 2
+
+
 def test_a_key_seen_before_is_checked_on_the_event_loop_without_scrypt(tmp_path, monkeypatch):
     """scrypt (tens of milliseconds) runs on a thread once per key; after that the check is a
     dictionary lookup on the event loop, with no thread hop."""

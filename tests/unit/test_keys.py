@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aprendiz.cli import app
-from aprendiz.keys import KEY_PATTERN, KeyFile, KeyFileError, KeyRing, hash_secret, verify_secret
+from aprendiz.keys import KEY_PATTERN, KeyFile, KeyFileError, KeyFileUnreadable, KeyRing, hash_secret, verify_secret
 
 
 def test_a_created_key_is_stored_only_as_a_salted_hash(tmp_path):
@@ -62,6 +62,20 @@ def test_a_broken_key_file_is_a_clear_error(tmp_path):
     path.write_text("keys:\n  - {name: x}\n")
     with pytest.raises(KeyFileError, match="not valid"):
         KeyFile(path).read()
+
+
+@pytest.mark.parametrize("text", ["keys: null\n", "keys: 3\n", "- a list\n", "keys: [null]\n", "keys:\n  - 7\n"])
+def test_a_key_file_of_the_wrong_shape_is_a_clear_error(tmp_path, text):
+    path = tmp_path / "keys.yaml"
+    path.write_text(text)
+    with pytest.raises(KeyFileError, match="not valid"):
+        KeyFile(path).read()
+
+
+def test_a_key_file_that_cannot_be_read_is_a_clear_error(tmp_path):
+    (tmp_path / "keys.yaml").mkdir()  # unreadable as a file, even for root
+    with pytest.raises(KeyFileUnreadable, match="cannot be read"):
+        KeyFile(tmp_path / "keys.yaml").read()
 
 
 def test_model_patterns_are_globs(tmp_path):

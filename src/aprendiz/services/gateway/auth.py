@@ -7,9 +7,10 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from aprendiz.errors import AuthenticationError, PermissionDeniedError
-from aprendiz.keys import ApiKey, KeyFile, KeyFileError, KeyRing
+from aprendiz.keys import ApiKey, KeyFile, KeyFileError, KeyFileUnreadable, KeyRing
 
 log = logging.getLogger("aprendiz.gateway")
 
@@ -47,16 +48,20 @@ class Gatekeeper:
     """Checks ``Authorization: Bearer <key>`` against the key file, re-read when it changes.
 
     Without a key file every caller is ``anonymous`` (the runner then only listens on
-    loopback). A key file that is missing or broken refuses every key (fails closed)
-    and says why in the log; a broken rewrite keeps the last good keys.
+    loopback). A key file that is missing, cannot be read or is not valid refuses every key
+    (fails closed: a key revoked in a broken rewrite must not live on in the last good ring);
+    the log says so once, and ``on_error`` (a metric) is told of every check that finds it so.
     """
 
-    def __init__(self, keys_file: str | None, *, reload_s: float = 5.0, clock=time.monotonic):
+    def __init__(self, keys_file: str | None, *, reload_s: float = 5.0, clock=time.monotonic,
+                 on_error: Callable[[str], None] = lambda reason: None):
         self._file = KeyFile(keys_file) if keys_file else None
         self._reload_s = reload_s
         self._clock = clock
+        self._on_error = on_error
         self._ring = KeyRing([])
         self._stamp: tuple[int, int] | None = None
+        self._broken: tuple[str, str] | None = None  # (reason, message) while the file is broken
         self._checked = float("-inf")
         if self._file is not None:
             self._reload()
@@ -70,21 +75,22 @@ class Gatekeeper:
         self._checked = self._clock()
         try:
             stat = Path(self._file.path).stat()
-        except OSError:
-            if self._stamp != (0, 0):
-                log.error("gateway: key file %s cannot be read; every key is refused until it can", self._file.path)
-                self._stamp, self._ring = (0, 0), KeyRing([])
-            return
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        if stamp == self._stamp:
-            return
-        try:
-            keys = self._file.read()
-        except KeyFileError as exc:
-            log.error("gateway: %s; keeping the keys read before", exc)
-            return
-        self._stamp, self._ring = stamp, KeyRing(keys)
-        log.info("gateway: %d active keys from %s", sum(k.active for k in keys), self._file.path)
+            stamp = (stat.st_mtime_ns, stat.st_size)
+            if stamp != self._stamp:
+                self._stamp, self._ring, self._broken = stamp, KeyRing([]), None
+                keys = self._file.read()
+                self._ring = KeyRing(keys)
+                log.info("gateway: %d active keys from %s", sum(k.active for k in keys), self._file.path)
+        except (OSError, KeyFileError) as exc:
+            reason = "invalid" if isinstance(exc, KeyFileError) and not isinstance(exc, KeyFileUnreadable) else "unreadable"
+            message = str(exc) if isinstance(exc, KeyFileError) else f"key file {self._file.path} cannot be read: {exc}"
+            if self._broken is None or self._broken[1] != message:
+                log.error("gateway: %s; every key is refused until it is fixed", message)
+            self._ring, self._broken = KeyRing([]), (reason, message)
+            if isinstance(exc, OSError):
+                self._stamp = None  # read it again once it is back, whatever its time stamp
+        if self._broken is not None:
+            self._on_error(self._broken[0])
 
     async def authenticate(self, authorization: str | None) -> Principal:
         if self._file is None:

@@ -72,12 +72,12 @@ class AprendizIngress:
             platform, llm_handles=llm_deployments, model_cards=model_cards,
             classifiers=await classifier_backends(platform, classifiers, placements), client=client,
         )
-        keys = platform.gateway
+        keys, metrics = platform.gateway, metrics or GatewayMetrics()
         self._gateway = Gateway(
             routes=routes,
-            gatekeeper=Gatekeeper(keys.keys_file, reload_s=keys.keys_reload_s),
+            gatekeeper=Gatekeeper(keys.keys_file, reload_s=keys.keys_reload_s, on_error=metrics.key_file_error),
             limiter=Limiter(limiter),
-            metrics=metrics or GatewayMetrics(),
+            metrics=metrics,
         )
         tune_gc(platform.ingress.gc_young_threshold)
 
