@@ -445,7 +445,7 @@ def gc_threshold_section(r: dict[str, Any]) -> list[str]:
         "threshold (700), the ingress ran a full collection about twice a second under load at concurrency 32. "
         "A probe in the ingress replica (a `gc.callbacks` timer and a 1 ms `asyncio.sleep` lag timer, temporary "
         "instrumentation, 2026-12-02) saw each such collection take 8–12 ms in the collector and the replica's "
-        "event loop stall 85–110 ms around it, twice a second: that stall was the p99. With the young threshold "
+        "event loop stall 85–110 ms around it, twice a second: in that run the p99 at concurrency 32 was that stall (V2: 93–105 ms). With the young threshold "
         "at 50000 (`ingress.gc_young_threshold`, the shipped default) no collection ran during the measured "
         "load and the stalls went, apart from one about 100 ms stall at the end of a run.",
         "",
@@ -464,9 +464,18 @@ def gc_threshold_section(r: dict[str, Any]) -> list[str]:
                 f"{fmt(_div(a['rps']['median'], k['rps']['median']), 2)} | {fmt(a['p50_ms']['median'], 2)} / "
                 f"{spread(a['p99_ms'], 2)} | {fmt(k['p50_ms']['median'], 2)} / {spread(k['p99_ms'], 2)} | "
                 f"{a['errors']} |")
+    variants = [v for v in r["variants"].values() if "classifier" in v]
+    if len(variants) == 2:
+        shipped, python = (dict(((p, c), (a["p99_ms"]["median"], a["rps"]["median"]))
+                                for p, c, a, _ in _against_kserve(v["classifier"])) for v in variants)
+        top = max(c for _, c in shipped)
+        lines += ["", f"In this run, at concurrency {top}: " + "; ".join(
+            f"{p.upper()} p99 {fmt(shipped[(p, top)][0], 2)} ms with the shipped threshold against "
+            f"{fmt(python[(p, top)][0], 2)} ms with Python's ({fmt(shipped[(p, top)][1], 0)} against "
+            f"{fmt(python[(p, top)][1], 0)} requests/s)" for p in ("v1", "v2") if (p, top) in shipped and (p, top) in python) + "."]
     lines += ["", "At concurrency 1, V1, the Python client (httpx, one request at a time) as a second opinion on "
-              "wrk's tail: wrk's figures for aprendiz at concurrency 1 do not add up (its mean latency times its "
-              "requests exceeds the run's duration on one connection), the Python client's do.", "",
+              "wrk's tail (an earlier ad-hoc run, with the probe in the ingress, had wrk report a 30–60 ms p99 at "
+              "concurrency 1 whose mean times its request count exceeded the run's duration):", "",
               "| young threshold | server | requests/s | p50 ms | p99 ms | errors |", "|---|---|---|---|---|---|"]
     for name, v in r["variants"].items():
         for server, x in (v.get("python_client_c1") or {}).items():
