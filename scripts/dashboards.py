@@ -116,6 +116,11 @@ def overview() -> dict:
                  "{{deployment}}")]),
         panel("Gateway refusals per second by reason",
               [q(f"sum by (reason) (rate(ray_aprendiz_gateway_refusals_total[{RI}]))", "{{reason}}")], unit="reqps"),
+        panel("Rate limiter failing open per second by reason",
+              [q(f"sum by (call, reason) (rate(ray_aprendiz_gateway_limiter_fail_open_total[{RI}]))",
+                 "{{call}} {{reason}}")], unit="reqps",
+              description="Requests let through unlimited because the RateLimiter failed or was slow "
+                          "(AprendizRateLimiterFailingOpen)."),
         panel("Key file errors per second by reason",
               [q(f"sum by (reason) (rate(ray_aprendiz_gateway_key_file_errors_total[{RI}]))", "{{reason}}")],
               unit="ops", description="Checks that found the key file unreadable or invalid: every key is refused "

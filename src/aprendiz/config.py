@@ -109,7 +109,11 @@ class GeneratorModel(Strict):
         ),
     )
     max_queued_requests: int = Field(
-        -1, ge=-1, description="Requests waiting for a replica before the queue counts as full (-1: unbounded)."
+        256, ge=-1,
+        description=(
+            "Requests waiting for a replica (each at max_ongoing_requests) before the queue counts as full: the "
+            "next is a 503 with Retry-After, or goes to the fallback (-1: unbounded, never shedding load)."
+        ),
     )
     lora: LoraSettings | None = Field(None, description="Serve LoRA adapters of this model (unset: none).")
     fallback: str | None = Field(
@@ -296,6 +300,11 @@ class GatewayConfig(Strict):
         ),
     )
     keys_reload_s: float = Field(5.0, gt=0, description="How often replicas re-read the key file.")
+    limiter_timeout_s: float = Field(
+        1.0, gt=0,
+        description="How long the ingress waits for the rate limiter; past it (or if the limiter fails) the "
+                    "request is let through unlimited (fail open), counted in aprendiz_gateway_limiter_fail_open_total.",
+    )
     hourly_prices_usd: dict[str, float] = Field(
         default_factory=lambda: dict(DEFAULT_HOURLY_PRICES_USD),
         description="Price per hour of one unit by accelerator type: `cpu` per CPU, GPU types per GPU, `gpu` otherwise.",

@@ -49,7 +49,13 @@ class PayloadTooLargeError(AprendizError):
 
 
 class ServiceUnavailableError(AprendizError):
-    """The model exists but cannot take the request now."""
+    """The model exists but cannot take the request now; ``Retry-After`` tells clients to back off."""
+
+    retry_after_s = 1
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class AuthenticationError(AprendizError):
@@ -62,6 +68,10 @@ class AuthenticationError(AprendizError):
 
 class PermissionDeniedError(AprendizError):
     """The key is valid but may not call this model."""
+
+
+class FeedbackNotAllowedError(PermissionDeniedError):
+    """The key may call the model but not post feedback to it (a permission of its own)."""
 
 
 class RateLimitedError(AprendizError):
@@ -102,6 +112,7 @@ ERROR_TABLE: dict[type[AprendizError], tuple[int, str, str]] = {
     ServiceUnavailableError: (503, "server_error", "service_unavailable"),
     AuthenticationError: (401, "authentication_error", "invalid_api_key"),
     PermissionDeniedError: (403, "permission_error", "model_not_allowed"),
+    FeedbackNotAllowedError: (403, "permission_error", "feedback_not_allowed"),
     RateLimitedError: (429, "rate_limit_error", "rate_limit_exceeded"),
     UpstreamError: (502, "server_error", "upstream_error"),
     UpstreamTimeoutError: (504, "timeout_error", "upstream_timeout"),

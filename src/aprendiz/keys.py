@@ -5,7 +5,8 @@ and names the record to check; the secret (32 random bytes, base64url) is only
 ever stored as a salted scrypt hash (the standard library's ``hashlib.scrypt``,
 OpenSSL's implementation). A verified key is remembered in memory by its
 SHA-256, so scrypt's deliberate cost is paid once per key and replica, not per
-request.
+request; so is a wrong secret, and a key id guessed at too often is refused
+for a while without scrypt (``KeyRing``).
 
 The key file is YAML, written by ``aprendiz keys create|list|revoke`` and read by
 the gateway (mounted from a Secret in Kubernetes)::
@@ -17,6 +18,7 @@ the gateway (mounted from a Secret in Kubernetes)::
         models: ["aprendiz-tiny-chat", "breast-cancer"]   # glob patterns; ["*"]: every model
         requests_per_minute: 600    # null: unlimited
         tokens_per_minute: 200000   # null: unlimited
+        feedback: false             # may post feedback (training labels): only when created with --feedback
         created: "2026-11-26T16:00:00+00:00"
         revoked: null               # the time it was revoked
 """
@@ -24,12 +26,17 @@ the gateway (mounted from a Secret in Kubernetes)::
 from __future__ import annotations
 
 import base64
+import fcntl
 import fnmatch
 import hashlib
 import hmac
 import os
 import re
 import secrets
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -40,10 +47,24 @@ from aprendiz.store import write_local_atomic
 
 KEY_PATTERN = re.compile(r"^apz_([0-9a-f]{8})_([A-Za-z0-9_\-]{43})$")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+# A wrong secret with a real key id costs one scrypt (tens of ms, 16 MiB): each is remembered (the
+# most recent FAILED_REMEMBERED), and a key id with MAX_FAILURES failures within FAILURE_WINDOW_S
+# has its next new secrets refused without scrypt until the oldest failure leaves the window.
+FAILED_REMEMBERED = 4096
+MAX_FAILURES = 5
+FAILURE_WINDOW_S = 60.0
 
 
 class KeyFileError(ValueError):
     """The key file is not valid or names no such key."""
+
+
+class KeyLockedOut(Exception):
+    """Too many wrong secrets for one key id lately: refused without checking, ``retry_after_s``."""
+
+    def __init__(self, key_id: str, retry_after_s: float):
+        super().__init__(f"too many failed attempts for key id {key_id}")
+        self.key_id, self.retry_after_s = key_id, retry_after_s
 
 
 class KeyFileUnreadable(KeyFileError):
@@ -61,6 +82,7 @@ class ApiKey(BaseModel):
     models: list[str] = Field(default_factory=lambda: ["*"])
     requests_per_minute: int | None = Field(None, ge=1)
     tokens_per_minute: int | None = Field(None, ge=1)
+    feedback: bool = Field(False, description="May post labelled examples (feedback), which become training data.")
     created: str
     revoked: str | None = None
 
@@ -124,7 +146,19 @@ class KeyFile:
 
     def _write(self, keys: list[ApiKey]) -> None:
         text = yaml.safe_dump({"keys": [k.model_dump() for k in keys]}, sort_keys=False)
-        write_local_atomic(str(self.path), text.encode("utf-8"), mode=0o600)
+        write_local_atomic(str(self.path), text.encode("utf-8"), mode=0o600)  # fsynced, then renamed
+
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Held while the file is read, changed and written: concurrent creates and revokes (other
+        processes included) take turns on ``<file>.lock`` instead of losing each other's keys."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     def create(
         self,
@@ -133,69 +167,109 @@ class KeyFile:
         models: list[str] | None = None,
         requests_per_minute: int | None = None,
         tokens_per_minute: int | None = None,
+        feedback: bool = False,
     ) -> tuple[str, ApiKey]:
         """Add a key; returns the key (shown once, never stored) and its record."""
-        keys = self.read()
-        taken = {k.id for k in keys}
-        key_id = secrets.token_hex(4)
-        while key_id in taken:
-            key_id = secrets.token_hex(4)
         secret = secrets.token_urlsafe(32)
-        record = ApiKey(
-            id=key_id,
-            name=name,
-            hash=hash_secret(secret),
-            models=models or ["*"],
-            requests_per_minute=requests_per_minute,
-            tokens_per_minute=tokens_per_minute,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        )
-        self._write(keys + [record])
+        hashed = hash_secret(secret)  # scrypt before the lock: others wait for the write only
+        with self._changing():
+            keys = self.read()
+            taken = {k.id for k in keys}
+            key_id = secrets.token_hex(4)
+            while key_id in taken:
+                key_id = secrets.token_hex(4)
+            record = ApiKey(
+                id=key_id,
+                name=name,
+                hash=hashed,
+                models=models or ["*"],
+                requests_per_minute=requests_per_minute,
+                tokens_per_minute=tokens_per_minute,
+                feedback=feedback,
+                created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            )
+            self._write(keys + [record])
         return f"apz_{key_id}_{secret}", record
 
     def revoke(self, name_or_id: str) -> list[ApiKey]:
         """Revoke every active key with this id or tenant name; returns them."""
-        keys = self.read()
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        hit = [k for k in keys if k.active and name_or_id in (k.id, k.name)]
-        if not hit:
-            raise KeyFileError(f"no active key has the id or name {name_or_id!r} in {self.path}")
-        for k in hit:
-            k.revoked = now
-        self._write(keys)
+        with self._changing():
+            keys = self.read()
+            now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            hit = [k for k in keys if k.active and name_or_id in (k.id, k.name)]
+            if not hit:
+                raise KeyFileError(f"no active key has the id or name {name_or_id!r} in {self.path}")
+            for k in hit:
+                k.revoked = now
+            self._write(keys)
         return hit
 
 
 class KeyRing:
-    """The keys a gateway replica checks requests against (rebuilt when the file changes)."""
+    """The keys a gateway replica checks requests against (rebuilt when the file changes).
 
-    def __init__(self, keys: list[ApiKey]):
+    Both outcomes of scrypt are remembered by the presented key's SHA-256: a verified key is a
+    lookup from then on, and so is a wrong secret seen before (a refusal). Failures per key id are
+    limited (``MAX_FAILURES`` in ``FAILURE_WINDOW_S``) so that guessing at a real key id cannot
+    take the replica's cores; a key verified before the guessing keeps working.
+    """
+
+    def __init__(self, keys: list[ApiKey], *, clock: Callable[[], float] = time.monotonic):
         self._by_id = {k.id: k for k in keys}
+        self._clock = clock
         # sha256(key) -> (key id, stored hash): keys already checked with scrypt.
         self._verified: dict[bytes, tuple[str, str]] = {}
+        self._failed: OrderedDict[bytes, None] = OrderedDict()  # sha256 of wrong secrets, newest last
+        self._failures: dict[str, deque[float]] = {}  # key id -> times of its recent failed checks
 
     def get(self, key_id: str) -> ApiKey | None:
         return self._by_id.get(key_id)
 
     def known(self, presented: str) -> tuple[bool, ApiKey | None]:
-        """(True, the active key record or None) for a key verified before: a SHA-256 and a lookup,
+        """(True, the active key record or None) for a key checked before: a SHA-256 and a lookup,
         cheap enough for the event loop. (False, None) when only ``authenticate``'s scrypt can tell."""
-        seen = self._verified.get(hashlib.sha256(presented.encode()).digest())
+        return self._known(hashlib.sha256(presented.encode()).digest())
+
+    def _known(self, fingerprint: bytes) -> tuple[bool, ApiKey | None]:
+        seen = self._verified.get(fingerprint)
         if seen is not None:
             record = self._by_id.get(seen[0])
             if record is not None and record.hash == seen[1]:
                 return True, record if record.active else None
+        if fingerprint in self._failed:
+            return True, None
         return False, None
 
     def authenticate(self, presented: str) -> ApiKey | None:
-        """The active key record for a presented key, or None."""
-        hit, record = self.known(presented)
+        """The active key record for a presented key, or None; KeyLockedOut when its key id has
+        failed too often lately."""
+        fingerprint = hashlib.sha256(presented.encode()).digest()
+        hit, record = self._known(fingerprint)
         if hit:
             return record
-        fingerprint = hashlib.sha256(presented.encode()).digest()
         match = KEY_PATTERN.match(presented)
         record = self._by_id.get(match.group(1)) if match else None
-        if match is None or record is None or not verify_secret(match.group(2), record.hash):
+        if match is None or record is None:
+            return None  # no such key id: nothing to run scrypt against
+        self._check_failures(record.id)
+        if not verify_secret(match.group(2), record.hash):
+            self._failed_once(record.id, fingerprint)
             return None
         self._verified[fingerprint] = (record.id, record.hash)
         return record if record.active else None
+
+    def _check_failures(self, key_id: str) -> None:
+        recent = self._failures.get(key_id)
+        if not recent:
+            return
+        now = self._clock()
+        while recent and now - recent[0] >= FAILURE_WINDOW_S:
+            recent.popleft()
+        if len(recent) >= MAX_FAILURES:
+            raise KeyLockedOut(key_id, FAILURE_WINDOW_S - (now - recent[0]))
+
+    def _failed_once(self, key_id: str, fingerprint: bytes) -> None:
+        self._failures.setdefault(key_id, deque()).append(self._clock())
+        self._failed[fingerprint] = None
+        while len(self._failed) > FAILED_REMEMBERED:
+            self._failed.popitem(last=False)

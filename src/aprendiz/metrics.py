@@ -70,8 +70,8 @@ INGRESS_REQUEST_SECONDS = _spec(
 # -- gateway ---------------------------------------------------------------------------------
 GATEWAY_REFUSALS = _spec(
     "aprendiz_gateway_refusals", "counter",
-    "Requests refused by the gateway, by reason (missing_key, invalid_key, model_not_allowed, "
-    "requests_per_minute, tokens_per_minute) and key name.",
+    "Requests refused by the gateway, by reason (missing_key, invalid_key, failed_attempts, model_not_allowed, "
+    "feedback_not_allowed, requests_per_minute, tokens_per_minute) and key name.",
     ("reason", "key"),
 )
 GATEWAY_KEY_FILE_ERRORS = _spec(
@@ -79,6 +79,12 @@ GATEWAY_KEY_FILE_ERRORS = _spec(
     "Checks of the key file (one every keys_reload_s while requests come in) that found it unreadable or "
     "invalid, by reason: every key is refused meanwhile.",
     ("reason",),
+)
+GATEWAY_LIMITER_FAIL_OPEN = _spec(
+    "aprendiz_gateway_limiter_fail_open", "counter",
+    "Limiter calls that failed and let the request through unlimited (fail open), by call (admit or "
+    "charge) and reason (timeout, unreachable).",
+    ("call", "reason"),
 )
 GATEWAY_TOKENS = _spec(
     "aprendiz_gateway_tokens", "counter",
@@ -307,6 +313,7 @@ class GatewayMetrics:
     def __init__(self):
         self.refusals = _ray_metric(GATEWAY_REFUSALS)
         self.key_file_errors = _ray_metric(GATEWAY_KEY_FILE_ERRORS)
+        self.limiter_fail_open = _ray_metric(GATEWAY_LIMITER_FAIL_OPEN)
         self.tokens = _ray_metric(GATEWAY_TOKENS)
         self.cost_usd = _ray_metric(GATEWAY_COST_USD)
         self.fallbacks = _ray_metric(GATEWAY_FALLBACKS)
@@ -317,6 +324,9 @@ class GatewayMetrics:
 
     def key_file_error(self, reason: str) -> None:
         self.key_file_errors.inc(1, tags={"reason": reason})
+
+    def limiter_failed_open(self, call: str, reason: str) -> None:
+        self.limiter_fail_open.inc(1, tags={"call": call, "reason": reason})
 
     def generated(
         self, *, model: str, backend: str, key: str, prompt_tokens: int, completion_tokens: int, cost_usd: float,

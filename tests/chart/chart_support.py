@@ -147,3 +147,61 @@ def validate_custom_resource(crds_dir, obj: dict) -> list[str]:
         f"{obj['kind']}/{obj['metadata']['name']}: {'.'.join(map(str, e.absolute_path))}: {e.message}"
         for e in validator.iter_errors(obj)
     ]
+
+
+# -- Kubernetes' Pod Security Standards, "restricted" profile (baseline included) ---------------
+RESTRICTED_VOLUME_KINDS = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                           "projected", "secret"}
+BASELINE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range", "net.ipv4.ip_unprivileged_port_start",
+                    "net.ipv4.tcp_syncookies", "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
+                    "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout", "net.ipv4.tcp_keepalive_intvl",
+                    "net.ipv4.tcp_keepalive_probes"}
+
+
+def restricted_violations(spec: dict) -> list[str]:
+    """What a pod spec breaks of the restricted Pod Security Standard (Kubernetes' documented
+    controls, checked as the admission controller would on the rendered spec)."""
+    problems = []
+    pod = spec.get("securityContext") or {}
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(field):
+            problems.append(f"{field} is set")
+    for volume in spec.get("volumes", []):
+        kinds = set(volume) - {"name"}
+        if not kinds <= RESTRICTED_VOLUME_KINDS:
+            problems.append(f"volume {volume['name']} is of a kind restricted forbids: {sorted(kinds)}")
+    for sysctl in pod.get("sysctls", []):
+        if sysctl["name"] not in BASELINE_SYSCTLS:
+            problems.append(f"sysctl {sysctl['name']} is not allowed")
+    if pod.get("runAsUser") == 0:
+        problems.append("the pod runs as user 0")
+    pod_seccomp = (pod.get("seccompProfile") or {}).get("type")
+    containers = spec.get("initContainers", []) + spec.get("containers", []) + spec.get("ephemeralContainers", [])
+    for c in containers:
+        sc = c.get("securityContext") or {}
+        where = f"container {c['name']}"
+        if sc.get("privileged"):
+            problems.append(f"{where} is privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            problems.append(f"{where} does not set allowPrivilegeEscalation: false")
+        caps = sc.get("capabilities") or {}
+        if "ALL" not in (caps.get("drop") or []):
+            problems.append(f"{where} does not drop ALL capabilities")
+        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+            problems.append(f"{where} adds capabilities {caps['add']}")
+        if not (sc.get("runAsNonRoot", pod.get("runAsNonRoot")) is True):
+            problems.append(f"{where} may run as root (runAsNonRoot is not true)")
+        if sc.get("runAsUser") == 0:
+            problems.append(f"{where} runs as user 0")
+        seccomp = (sc.get("seccompProfile") or {}).get("type") or pod_seccomp
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            problems.append(f"{where} has no RuntimeDefault or Localhost seccomp profile")
+        if sc.get("procMount") not in (None, "Default"):
+            problems.append(f"{where} sets procMount {sc['procMount']}")
+        if (sc.get("seLinuxOptions") or {}).get("type") not in (None, "", "container_t", "container_init_t",
+                                                                 "container_kvm_t", "container_engine_t"):
+            problems.append(f"{where} sets an SELinux type")
+        for port in c.get("ports", []):
+            if port.get("hostPort"):
+                problems.append(f"{where} uses host port {port['hostPort']}")
+    return problems

@@ -9,7 +9,17 @@ import re
 
 import pytest
 import yaml
-from chart_support import CHART, CRD_FILES, REQUIRED, SCENARIOS, render, run_helm, scenario_id, validate_custom_resource
+from chart_support import (
+    CHART,
+    CRD_FILES,
+    REQUIRED,
+    SCENARIOS,
+    render,
+    restricted_violations,
+    run_helm,
+    scenario_id,
+    validate_custom_resource,
+)
 
 K8S_VERSION = "1.35.0"
 CUSTOM_GROUPS = ("ray.io/", "monitoring.coreos.com/", "gateway.networking.k8s.io/")
@@ -265,6 +275,42 @@ def test_pods_are_restricted_with_resources(rendered):
         if autoscaler["securityContext"].get("allowPrivilegeEscalation") is not False or "limits" not in autoscaler["resources"]:
             problems.append("the autoscaler sidecar is not restricted or has no limits")
     assert not problems, "\n".join(problems)
+
+
+def test_every_pod_passes_the_restricted_pod_security_standard(rendered):
+    problems = [f"{where}: {p}" for where, spec in rendered.pod_specs() for p in restricted_violations(spec)]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_restricted_check_catches_what_it_should():
+    bad = {"hostNetwork": True, "volumes": [{"name": "h", "hostPath": {"path": "/"}}],
+           "containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 80}],
+                           "securityContext": {"privileged": True, "capabilities": {"add": ["SYS_ADMIN"]}}}]}
+    found = "\n".join(restricted_violations(bad))
+    for words in ("hostNetwork", "hostPath", "privileged", "allowPrivilegeEscalation", "drop ALL", "SYS_ADMIN",
+                  "runAsNonRoot", "seccomp", "host port"):
+        assert words in found, words
+
+
+def test_ray_containers_have_a_read_only_root_and_bounded_scratch(helm):
+    """Ray writes its session, logs and caches to /tmp (HOME too): an emptyDir with a size limit,
+    the root filesystem read-only; the object store's /dev/shm is bounded and Ray is told its size."""
+    cluster = render(helm).one("RayService")["spec"]["rayClusterConfig"]
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        pod = group["template"]["spec"]
+        (container,) = pod["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert volumes[mounts["/tmp"]]["emptyDir"]["sizeLimit"] == "10Gi"
+        assert {"name": "HOME", "value": "/tmp"} in container["env"]
+        shm = volumes[mounts["/dev/shm"]]["emptyDir"]
+        store_bytes = int(group["rayStartParams"]["object-store-memory"])
+        assert shm["medium"] == "Memory" and int(shm["sizeLimit"]) >= store_bytes == 1073741824
+    limited = render(helm, "--set", "ray.objectStoreBytes=2147483648", "--set", "ray.tmpSizeLimit=20Gi")
+    worker = limited.one("RayService")["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert worker["rayStartParams"]["object-store-memory"] == "2147483648"
+    assert {v["name"]: v for v in worker["template"]["spec"]["volumes"]}["tmp"]["emptyDir"]["sizeLimit"] == "20Gi"
 
 
 def test_long_running_pods_have_probes_and_grace(rendered):

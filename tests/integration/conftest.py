@@ -72,7 +72,7 @@ def gateway_keys(tmp_path_factory) -> GatewayKeys:
     path = tmp_path_factory.mktemp("keys") / "keys.yaml"
     keys = KeyFile(path)
     created = {
-        "tenant": keys.create("tenant")[0],  # every model: what the other tests use
+        "tenant": keys.create("tenant", feedback=True)[0],  # every model and feedback: what the other tests use
         "classifier-only": keys.create("classifier-only", models=["breast-cancer*"], requests_per_minute=3)[0],
         "billing": keys.create("billing")[0],
         "tokens": keys.create("tokens", models=["aprendiz-tiny-chat"], tokens_per_minute=30)[0],

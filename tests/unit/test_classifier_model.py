@@ -54,3 +54,22 @@ def test_batches_of_several_requests_stack(artifact):
     parts = [np.zeros((2, 30), np.float32), np.ones((1, 30), np.float32)]
     assert model.stack(parts).shape == (3, 30)
     assert model.stack([["a"], ["b", "c"]]) == ["a", "b", "c"]
+
+
+def test_a_large_batch_is_scored_in_slices(artifact, monkeypatch):
+    """An exported k-NN computes every distance of a call at once: a @serve.batch of many requests
+    is scored PREDICT_CHUNK_ROWS rows a call, with the same answers."""
+    from sklearn.datasets import load_breast_cancer
+
+    from aprendiz.services.classifier import model as model_module
+
+    monkeypatch.setattr(model_module, "PREDICT_CHUNK_ROWS", 100)
+    model = OnnxClassifier.load(artifact)
+    rows = np.tile(load_breast_cancer().data[:50].astype(np.float32), (5, 1))  # 250 rows
+    whole = onnx_probabilities(artifact.onnx_bytes, rows)[:, 1]
+    calls = []
+    real_run = model._session.run
+    monkeypatch.setattr(model._session, "run", lambda *a, **k: calls.append(len(a[1][artifact.card.onnx_input]))
+                        or real_run(*a, **k), raising=False)
+    assert model.predict(rows) == pytest.approx(whole)
+    assert calls == [100, 100, 50]

@@ -94,6 +94,8 @@ def test_v2_numeric_tensor():
         ([], ["exactly one input"]),
         ([{"name": "input", "shape": [11, 2], "datatype": "FP32", "data": [0] * 22}], ["11 rows"]),
         ([{"name": "input", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3]}], ["does not match shape"]),
+        ([{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1, 10**400]}], ["infinity"]),
+        ([{"name": "input", "shape": [1, 2], "datatype": "FP64", "data": [1, 1e39]}], ["non-finite", "float32"]),
     ],
 )
 def test_v2_errors(inputs, words):
@@ -141,3 +143,9 @@ def test_feedback_labels_by_name_or_index_and_optional_ids():
 def test_metadata_describes_inputs_by_kind():
     assert protocol.v2_metadata(TABULAR)["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, 2]}]
     assert protocol.v2_metadata(TEXT)["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+
+
+def test_v2_body_nested_too_deeply_is_a_client_error():
+    deep = b'{"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]}"
+    with pytest.raises(InvalidRequestError):
+        protocol.decode_v2(deep, None, TABULAR, 10)

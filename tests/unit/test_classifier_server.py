@@ -149,6 +149,38 @@ def test_a_promoted_version_takes_over_and_a_schema_change_is_refused(trained, r
         registry.promote(NAME, first, "back to the first champion")
 
 
+def test_a_store_error_while_loading_a_version_is_retried_not_refused(trained, rows, run, monkeypatch):
+    """A transient store failure (a reset connection) is not the version's fault: the next poll tries
+    again and the version takes over; it is not counted as a refused version."""
+    root, first, second = trained
+    registry = ModelRegistry(ObjectStore(str(root)))
+    failures = []
+    real_load = ModelRegistry.load
+
+    def flaky_load(self, name, version):
+        if version == second and len(failures) < 3:
+            failures.append(version)
+            raise ConnectionResetError("the store reset the connection")
+        return real_load(self, name, version)
+
+    async def version_served(server) -> str:
+        return (await server.predict_v1({"instances": rows[:1].tolist()}))["predictions"][0]["model_version"]
+
+    async def go():
+        server = await _server(root)
+        monkeypatch.setattr(ModelRegistry, "load", flaky_load)
+        registry.promote(NAME, second, "a better seed")
+        await _until(lambda: _is(version_served(server), second))
+        return server
+
+    try:
+        server = run(go())
+    finally:
+        registry.promote(NAME, first, "back to the first champion")
+    assert len(failures) == 3
+    assert second not in server._service._refused
+
+
 async def _is(awaitable, expected) -> bool:
     return (await awaitable) == expected
 

@@ -148,3 +148,8 @@ def test_stream_batching_interval_reaches_ray_serve_llm():
     assert config.experimental_configs == {"stream_batching_interval_ms": 10.0}
     with pytest.raises(ValueError):
         GeneratorModel(id="a", source="/m", stream_batching_interval_ms=-1)
+
+
+def test_a_generator_sheds_load_by_default():
+    """Unbounded queues never answer 503: a burst waits instead, and clients time out."""
+    assert GeneratorModel(id="m", source="/models/m").max_queued_requests == 256

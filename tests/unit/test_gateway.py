@@ -23,7 +23,7 @@ from aprendiz.errors import (
 )
 from aprendiz.keys import KeyFile
 from aprendiz.services.gateway.accrual import hosted_share_usd
-from aprendiz.services.gateway.auth import ANONYMOUS, Gatekeeper, Refusal
+from aprendiz.services.gateway.auth import ANONYMOUS, Gatekeeper, Principal, Refusal
 from aprendiz.services.gateway.backends import Answer, BackendUnavailableError
 from aprendiz.services.gateway.gateway import COST, SERVED_BY, Admission, Gateway
 from aprendiz.services.gateway.limits import Buckets, Limiter
@@ -125,6 +125,25 @@ def test_a_key_file_that_breaks_fails_closed_is_logged_once_and_counted_each_che
     assert errors.count("unreadable") == 2
 
 
+def test_too_many_wrong_secrets_for_a_key_id_are_a_429_with_retry_after(tmp_path):
+    from aprendiz.errors import RateLimitedError
+    from aprendiz.keys import MAX_FAILURES
+
+    path = tmp_path / "keys.yaml"
+    _, record = KeyFile(path).create("team-a")
+    gate = Gatekeeper(str(path), reload_s=60)
+    reasons = []
+    for i in range(MAX_FAILURES + 1):
+        try:
+            asyncio.run(gate.authenticate(f"Bearer apz_{record.id}_" + f"{i:q>43}"))
+        except Refusal as refusal:
+            reasons.append(refusal)
+    assert [r.reason for r in reasons] == ["invalid_key"] * MAX_FAILURES + ["failed_attempts"]
+    last = reasons[-1].error
+    assert isinstance(last, RateLimitedError) and int(last.headers["Retry-After"]) >= 1
+    assert reasons[-1].key == "unknown"  # the tenant is not named to whoever guesses its key id
+
+
 def test_a_key_seen_before_is_checked_on_the_event_loop_without_scrypt(tmp_path, monkeypatch):
     """scrypt (tens of milliseconds) runs on a thread once per key; after that the check is a
     dictionary lookup on the event loop, with no thread hop."""
@@ -158,6 +177,8 @@ def test_refusals_answer_401_403_429_with_their_headers():
     assert to_response(PermissionDeniedError("no")).status_code == 403
     limited = to_response(RateLimitedError("slow down", retry_after_s=2.2))
     assert limited.status_code == 429 and limited.headers["retry-after"] == "3"
+    unavailable = to_response(ServiceUnavailableError("full"))
+    assert unavailable.status_code == 503 and unavailable.headers["retry-after"] == "1"
     assert to_response(UpstreamError("down")).status_code == 502
     assert to_response(UpstreamTimeoutError("slow")).status_code == 504
 
@@ -172,6 +193,82 @@ def test_requests_per_minute_is_a_bucket_that_refills():
     clock.now += 20
     assert buckets.admit("k", 3, None) == (None, 0.0)
     assert buckets.admit("other", 3, None) == (None, 0.0)  # per key
+
+
+def test_the_buckets_admit_no_more_than_the_limit_from_many_threads():
+    """Serve runs the RateLimiter's sync methods on a thread pool: admit's check and take must be
+    one step, or threads switching in between admit more than the bucket holds."""
+    import sys
+    import threading
+
+    buckets, limit, admitted = Buckets(lambda: 1000.0), 2000, []
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: the race shows at once
+    try:
+        def client():
+            admitted.append(sum(buckets.admit("k", limit, None)[0] is None for _ in range(500)))
+
+        threads = [threading.Thread(target=client) for _ in range(16)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+    finally:
+        sys.setswitchinterval(switch)
+    assert sum(admitted) == limit
+
+
+class Handle:
+    """A RateLimiter deployment handle that answers after ``delay_s`` (None: never) or raises ``fail``."""
+
+    def __init__(self, delay_s: float | None = 0.0, fail: Exception | None = None):
+        self.delay_s, self.fail, self.calls = delay_s, fail, []
+        for method in ("admit", "charge"):
+            setattr(self, method, type("Method", (), {"remote": staticmethod(self._call(method))}))
+
+    def _call(self, method):
+        def remote(*args):
+            self.calls.append(method)
+
+            async def answer():
+                if self.fail is not None:
+                    raise self.fail
+                await asyncio.sleep(3600 if self.delay_s is None else self.delay_s)
+                return (None, 0.0) if method == "admit" else None
+
+            return answer()
+
+        return remote
+
+
+LIMITED = Principal("team-a", "0123abcd", requests_per_minute=10, tokens_per_minute=100)
+
+
+@pytest.mark.parametrize("handle, reason", [(Handle(delay_s=None), "timeout"),
+                                            (Handle(fail=RuntimeError("replica died")), "unreachable")])
+def test_a_limiter_that_hangs_or_fails_lets_the_request_through_in_time_and_counts_it(handle, reason, caplog):
+    """Fail open (the limits protect capacity, not secrets), within ``timeout_s``, counted each time
+    and logged at most once a minute."""
+    failures = []
+    limiter = Limiter(handle, timeout_s=0.2, on_fail_open=lambda call, why: failures.append((call, why)))
+
+    async def go():
+        started = time.perf_counter()
+        for _ in range(3):
+            await limiter.admit(LIMITED)
+        await limiter.charge(LIMITED, 50)
+        return time.perf_counter() - started
+
+    with caplog.at_level("WARNING", logger="aprendiz.gateway"):
+        elapsed = asyncio.run(go())
+    assert elapsed < 4 * 0.2 + 0.5
+    assert failures == [("admit", reason)] * 3 + [("charge", reason)]
+    assert len([r for r in caplog.records if "rate limiter" in r.getMessage()]) == 1
+
+
+def test_a_limiter_that_answers_in_time_is_obeyed():
+    failures: list = []
+    limiter = Limiter(Handle(delay_s=0.01), timeout_s=1.0, on_fail_open=lambda *a: failures.append(a))
+    asyncio.run(limiter.admit(LIMITED))
+    assert failures == []
 
 
 def test_tokens_per_minute_refuses_once_the_bucket_is_spent():

@@ -151,7 +151,7 @@ class FakeClassifier:
     """A classifier deployment's methods (its real server is tested with the platform)."""
 
     def __init__(self):
-        self.bodies = []
+        self.bodies, self.feedback_bodies = [], []
 
     async def predict_v1(self, body):
         self.bodies.append(body)
@@ -164,6 +164,10 @@ class FakeClassifier:
 
     async def metadata_v2(self):
         return {"name": "cancer"}
+
+    async def feedback(self, body):
+        self.feedback_bodies.append(body)
+        return {"accepted": len(body["instances"]), "key": "feedback/cancer/x.jsonl", "model_version": "v1"}
 
 
 class Answered:
@@ -285,6 +289,84 @@ def test_a_full_generator_queue_is_a_503(recording_metrics):
 
     response = run(go())
     assert response.status_code == 503 and "queue of `tiny` is full" in response.json()["error"]["message"]
+    assert response.headers["retry-after"] == "1"  # a client backs off instead of hammering a full queue
+
+
+def test_a_chunked_body_over_the_limit_is_a_413_before_it_is_all_read(recording_metrics):
+    """Without Content-Length the size is counted while reading: the read stops at the limit."""
+    sent = []
+
+    async def chunks():
+        for _ in range(64):
+            sent.append(1)
+            yield b"x" * 1024
+
+    async def go():
+        config = CONFIG | {"ingress": {"max_body_bytes": 8 * 1024}}
+        async with InProcessPlatform(config, recording_metrics()) as client:
+            return await client.post("/v1/models/cancer:predict", content=chunks())
+
+    response = run(go())
+    assert response.status_code == 413 and "limit is 8192" in response.json()["error"]["message"]
+    assert len(sent) < 64
+
+
+def test_a_404_lists_only_the_models_the_key_may_call(tmp_path, recording_metrics):
+    keys = KeyFile(tmp_path / "keys.yaml")
+    secret, _ = keys.create("team", models=["cancer"])
+
+    async def go():
+        config = CONFIG | {"gateway": {"keys_file": str(tmp_path / "keys.yaml")}}
+        async with InProcessPlatform(config, recording_metrics()) as client:
+            headers = {"Authorization": f"Bearer {secret}"}
+            return (await client.post("/v1/chat/completions", headers=headers, json={"model": "nope", "messages": []}),
+                    await client.post("/v1/models/nope:predict", headers=headers, json={"instances": [[1.0]]}))
+
+    generator, classifier = run(go())
+    assert generator.status_code == 404 and MODEL not in generator.json()["error"]["message"]
+    assert classifier.status_code == 404 and "['cancer']" in classifier.json()["error"]["message"]
+
+
+def test_the_api_document_follows_the_models_rule(tmp_path, recording_metrics):
+    """With keys, /openapi.json and /docs need a key as the models do; without, they are open."""
+    secret, _ = KeyFile(tmp_path / "keys.yaml").create("team")
+
+    async def go(config):
+        async with InProcessPlatform(config, recording_metrics()) as client:
+            return [(await client.get(path, headers=headers)).status_code
+                    for path in ("/openapi.json", "/docs")
+                    for headers in ({}, {"Authorization": f"Bearer {secret}"})]
+
+    assert run(go(CONFIG | {"gateway": {"keys_file": str(tmp_path / "keys.yaml")}})) == [401, 200, 401, 200]
+    assert run(go(CONFIG)) == [200, 200, 200, 200]
+
+
+def test_a_body_nested_too_deeply_is_a_400(recording_metrics):
+    async def go():
+        async with InProcessPlatform(CONFIG, recording_metrics()) as client:
+            deep = b'{"instances": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+            return (await client.post("/v1/models/cancer:predict", content=deep),
+                    await client.post("/v1/chat/completions", content=deep))
+
+    for response in run(go()):
+        assert response.status_code == 400, response.text
+        assert "nested too deeply" in response.json()["error"]["message"]
+
+
+def test_an_unknown_model_name_is_not_a_metric_label(recording_metrics):
+    """A random name must not become a new series: the request metrics say `unknown`."""
+    async def go():
+        platform = InProcessPlatform(CONFIG, recording_metrics())
+        async with platform as client:
+            answers = [await client.get("/v1/models/no-such-model-8d1f"),
+                       await client.post("/v1/models/no-such-model-8d1f:predict", json={"instances": [[1.0]]}),
+                       await client.post("/v1/chat/completions", json={"model": "no-such-model-8d1f", "messages": []})]
+            return platform, answers
+
+    platform, answers = run(go())
+    assert [a.status_code for a in answers] == [404, 404, 404]
+    labels = [model for _, model, _ in platform.answered.calls]
+    assert "no-such-model-8d1f" not in labels and labels.count("unknown") == 3
 
 
 def test_classifier_routes_go_through_the_gateway_with_their_cost(recording_metrics):
@@ -306,7 +388,7 @@ def test_classifier_routes_go_through_the_gateway_with_their_cost(recording_metr
     assert platform.classifier.bodies == [{"instances": [[1.0, 2.0]]}]
     # Counted by route template; a model is named only once it is known (no series per unknown name).
     assert platform.answered.calls[:3] == [
-        ("/v1/models/{name}:predict", "cancer", 200), ("/v1/models/{name}:predict", "none", 404),
+        ("/v1/models/{name}:predict", "cancer", 200), ("/v1/models/{name}:predict", "unknown", 404),
         ("/v1/models/{name}:predict", "cancer", 400),
     ]
 
@@ -329,6 +411,33 @@ def test_keys_are_checked_before_the_body_is_read(tmp_path, recording_metrics):
     assert denied.status_code == 403 and denied.json()["error"]["code"] == "model_not_allowed"
     assert listed.json()["data"] == []
     assert [c[1]["reason"] for c in platform.metrics.refusals.calls] == ["missing_key", "model_not_allowed"]
+
+
+def test_feedback_is_a_permission_of_its_own_on_a_key(tmp_path, recording_metrics):
+    """A key that may predict may not post feedback (which becomes training labels) unless it was
+    created with it; without a key file everyone may."""
+    keys = KeyFile(tmp_path / "keys.yaml")
+    predicts, _ = keys.create("predicts", models=["cancer"])
+    teaches, _ = keys.create("teaches", models=["cancer"], feedback=True)
+    body = {"instances": [[1.0, 2.0]], "labels": ["yes"]}
+
+    async def go(config):
+        platform = InProcessPlatform(config, recording_metrics())
+        async with platform as client:
+            answers = [await client.post(f"/v1/models/cancer{path}", headers=headers, json=body)
+                       for path, headers in [(":predict", {"Authorization": f"Bearer {predicts}"}),
+                                             ("/feedback", {"Authorization": f"Bearer {predicts}"}),
+                                             ("/feedback", {"Authorization": f"Bearer {teaches}"})]]
+            return platform, answers
+
+    platform, (predicted, refused, taught) = run(go(CONFIG | {"gateway": {"keys_file": str(tmp_path / "keys.yaml")}}))
+    assert predicted.status_code == 200 and taught.status_code == 200, (predicted.text, taught.text)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "feedback_not_allowed"
+    assert "feedback" in refused.json()["error"]["message"] and "--feedback" in refused.json()["error"]["message"]
+    assert [c[1] for c in platform.metrics.refusals.calls] == [{"reason": "feedback_not_allowed", "key": "predicts"}]
+    assert platform.classifier.feedback_bodies == [body]
+    _, (_, anonymous, _) = run(go(CONFIG))
+    assert anonymous.status_code == 200
 
 
 def test_probes_name_what_the_entrance_routes_to(recording_metrics):

@@ -50,6 +50,107 @@ def test_the_ring_authenticates_good_keys_and_refuses_wrong_or_revoked_ones(tmp_
     assert ring.authenticate(key_b).name == "team-b"
 
 
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _scrypts(monkeypatch) -> list[str]:
+    """The secrets scrypt is run on (verify_secret, as the ring calls it)."""
+    from aprendiz import keys as keys_module
+
+    calls, real = [], keys_module.verify_secret
+    monkeypatch.setattr(keys_module, "verify_secret", lambda secret, stored: calls.append(secret) or real(secret, stored))
+    return calls
+
+
+def test_a_wrong_secret_seen_before_is_refused_without_scrypt(tmp_path, monkeypatch):
+    keys = KeyFile(tmp_path / "keys.yaml")
+    key, record = keys.create("team-a")
+    ring = KeyRing(keys.read(), clock=Clock())
+    scrypts = _scrypts(monkeypatch)
+    wrong = f"apz_{record.id}_" + "x" * 43
+    assert ring.authenticate(wrong) is None
+    assert ring.known(wrong) == (True, None)  # answered on the event loop, as a refusal
+    assert ring.authenticate(wrong) is None
+    assert len(scrypts) == 1
+    assert ring.authenticate(key).name == "team-a"
+
+
+def test_failed_secrets_for_one_key_id_are_limited_and_a_verified_key_keeps_working(tmp_path, monkeypatch):
+    """After MAX_FAILURES wrong secrets in FAILURE_WINDOW_S, a key id's next new secrets are refused
+    without scrypt until the oldest failure leaves the window; a key verified before is unaffected."""
+    from aprendiz.keys import FAILURE_WINDOW_S, MAX_FAILURES, KeyLockedOut
+
+    keys = KeyFile(tmp_path / "keys.yaml")
+    key, record = keys.create("team-a")
+    other, _ = keys.create("team-b")
+    clock = Clock()
+    ring = KeyRing(keys.read(), clock=clock)
+    assert ring.authenticate(key).name == "team-a"
+    scrypts = _scrypts(monkeypatch)
+    for i in range(MAX_FAILURES):
+        assert ring.authenticate(f"apz_{record.id}_" + f"{i:x>43}") is None
+        clock.now += 1
+    with pytest.raises(KeyLockedOut) as locked:
+        ring.authenticate(f"apz_{record.id}_" + "y" * 43)
+    assert 0 < locked.value.retry_after_s <= FAILURE_WINDOW_S
+    assert len(scrypts) == MAX_FAILURES
+    assert ring.authenticate(key).name == "team-a"  # verified before the attack: a lookup
+    assert ring.authenticate(other).name == "team-b"  # another key id is not limited
+    clock.now += locked.value.retry_after_s
+    assert ring.authenticate(f"apz_{record.id}_" + "z" * 43) is None  # checked again: one failure left the window
+    assert len(scrypts) == MAX_FAILURES + 2
+
+
+def test_the_failed_secrets_remembered_are_bounded(tmp_path, monkeypatch):
+    from aprendiz import keys as keys_module
+
+    monkeypatch.setattr(keys_module, "FAILED_REMEMBERED", 3)
+    monkeypatch.setattr(keys_module, "MAX_FAILURES", 100)
+    keys = KeyFile(tmp_path / "keys.yaml")
+    _, record = keys.create("team-a")
+    ring = KeyRing(keys.read(), clock=Clock())
+    wrong = [f"apz_{record.id}_" + f"{i:w>43}" for i in range(5)]
+    for w in wrong:
+        ring.authenticate(w)
+    assert [ring.known(w)[0] for w in wrong] == [False, False, True, True, True]
+
+
+def test_feedback_is_off_unless_asked_for(tmp_path):
+    keys = KeyFile(tmp_path / "keys.yaml")
+    keys.create("predicts")
+    keys.create("teaches", feedback=True)
+    assert {k.name: k.feedback for k in keys.read()} == {"predicts": False, "teaches": True}
+
+
+def test_keys_created_and_revoked_at_once_are_all_kept(tmp_path):
+    """create and revoke read, change and write the whole file: concurrent runs (several
+    `aprendiz keys create` at once) must not lose each other's keys."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    path = tmp_path / "keys.yaml"
+    KeyFile(path).create("doomed")
+    with ProcessPoolExecutor(max_workers=6) as pool:
+        jobs = [pool.submit(_create, str(path), f"team-{i}") for i in range(10)]
+        jobs.append(pool.submit(_revoke, str(path), "doomed"))
+        [job.result() for job in jobs]
+    keys = KeyFile(path).read()
+    assert sorted(k.name for k in keys) == sorted(["doomed"] + [f"team-{i}" for i in range(10)])
+    assert [k.name for k in keys if not k.active] == ["doomed"]
+
+
+def _create(path: str, name: str) -> None:
+    KeyFile(path).create(name)
+
+
+def _revoke(path: str, name: str) -> None:
+    KeyFile(path).revoke(name)
+
+
 def test_revoking_an_unknown_key_says_so(tmp_path):
     keys = KeyFile(tmp_path / "keys.yaml")
     keys.create("team-a")
@@ -99,3 +200,7 @@ def test_cli_creates_lists_and_revokes_keys(tmp_path):
     assert "revoked 20" in runner.invoke(app, ["keys", "list", "--file", str(path)]).stdout
     missing = runner.invoke(app, ["keys", "revoke", "nobody", "--file", str(path)])
     assert missing.exit_code == 2 and "no active key" in missing.output
+    teaching = runner.invoke(app, ["keys", "create", "team-b", "--feedback", "--file", str(path)])
+    assert teaching.exit_code == 0 and "feedback allowed" in teaching.stderr
+    assert [k.feedback for k in KeyFile(path).read()] == [False, True]
+    assert "feedback" in runner.invoke(app, ["keys", "list", "--file", str(path)]).stdout

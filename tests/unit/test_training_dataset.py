@@ -63,6 +63,24 @@ def test_csv_parquet_and_jsonl_are_read_and_bad_rows_quarantined(local_store):
     assert dataset.ignored_files == ["datasets/bc/README.txt"]
 
 
+def test_a_number_beyond_float32_is_quarantined_not_trained_on(local_store):
+    """The model computes in float32: 1e39 is finite as a float64 but infinite there."""
+    rows = "".join(f"{i},{i % 7},{i % 2}\n" for i in range(20))
+    local_store.write_bytes("datasets/bc/d.csv", f"a,b,label\n{rows}1e39,1,1\n5,-4e38,0\n".encode())
+    parquet = pd.DataFrame({"a": [1e300, 2.5], "b": [1.0, 2.0], "label": [0, 1]})
+    import io
+
+    raw = io.BytesIO()
+    parquet.to_parquet(raw)
+    local_store.write_bytes("datasets/bc/e.parquet", raw.getvalue())
+    dataset = _load(local_store)
+    assert np.isfinite(dataset.x).all() and len(dataset.x) == 21
+    reasons = [q["reason"] for q in dataset.quarantine]
+    assert reasons == ["feature 'a': '1e39' is beyond float32's range (about ±3.4e38)",
+                       "feature 'b': '-4e38' is beyond float32's range (about ±3.4e38)",
+                       "feature 'a': 1e+300 is beyond float32's range (about ±3.4e38)"]
+
+
 def test_label_names_and_int_features(local_store):
     local_store.write_bytes("datasets/bc/d.csv", b"n,label\n1,yes\n2,no\n3.5,yes\n")
     dataset = _load(local_store, config=TrainingConfig(features=[Feature(name="n", type="int")]), labels=("no", "yes"))

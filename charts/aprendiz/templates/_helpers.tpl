@@ -121,6 +121,12 @@ seccompProfile:
   type: RuntimeDefault
 {{- end -}}
 
+{{/* A Ray container: restricted, and its root filesystem read-only (Ray writes to /tmp, an emptyDir). */}}
+{{- define "aprendiz.rayContainerSecurityContext" -}}
+{{ include "aprendiz.containerSecurityContext" . }}
+readOnlyRootFilesystem: true
+{{- end -}}
+
 {{/* S3 credentials and region as the standard AWS variables. */}}
 {{- define "aprendiz.storageEnv" -}}
 - name: AWS_DEFAULT_REGION

@@ -20,6 +20,10 @@ applications:
 {{ include "aprendiz.storageEnv" . }}
 - name: APRENDIZ_METRICS_EXPORT_PORT
   value: "8080"
+{{- /* The root filesystem is read-only: Ray's session and logs (/tmp/ray) and every cache under HOME
+     (vLLM's, Triton's, Hugging Face's) go to the /tmp emptyDir. */}}
+- name: HOME
+  value: /tmp
 {{- if eq .Values.ray.serveIngress "haproxy" }}
 {{- /* Read by Serve in every process of every node: set on the head and the workers alike. */}}
 - name: RAY_SERVE_ENABLE_HA_PROXY
@@ -39,10 +43,13 @@ applications:
 {{- end }}
 {{- end -}}
 
-{{/* Volumes of every Ray pod: shared memory for the object store, the gateway's keys. */}}
+{{/* Volumes of every Ray pod: shared memory for the object store (its size and 256 MiB for the rest
+     of /dev/shm), scratch for Ray's session, logs and caches, the gateway's keys. */}}
 {{- define "aprendiz.rayVolumes" -}}
 - name: dshm
-  emptyDir: {medium: Memory}
+  emptyDir: {medium: Memory, sizeLimit: {{ add .Values.ray.objectStoreBytes 268435456 | quote }}}
+- name: tmp
+  emptyDir: {sizeLimit: {{ .Values.ray.tmpSizeLimit }}}
 - name: gateway-keys
   secret:
     secretName: {{ .Values.gatewayKeys.existingSecret }}
@@ -55,6 +62,8 @@ applications:
 {{- define "aprendiz.rayVolumeMounts" -}}
 - name: dshm
   mountPath: /dev/shm
+- name: tmp
+  mountPath: /tmp
 - name: gateway-keys
   mountPath: {{ dir (include "aprendiz.keysFile" .) }}
   readOnly: true
@@ -70,6 +79,7 @@ applications:
   maxReplicas: {{ $group.maxReplicas }}
   rayStartParams:
     metrics-export-port: "8080"
+    object-store-memory: {{ $root.Values.ray.objectStoreBytes | int64 | quote }}
     {{- with $group.numCpus }}
     num-cpus: {{ . | quote }}
     {{- end }}
@@ -102,7 +112,7 @@ applications:
         - name: ray-worker
           image: {{ include "aprendiz.image" (dict "root" $root "image" .image) }}
           imagePullPolicy: {{ .image.pullPolicy }}
-          securityContext: {{- include "aprendiz.containerSecurityContext" $root | nindent 12 }}
+          securityContext: {{- include "aprendiz.rayContainerSecurityContext" $root | nindent 12 }}
           env: {{- include "aprendiz.rayEnv" $root | nindent 12 }}
           ports:
             - {name: serve, containerPort: 8000, protocol: TCP}

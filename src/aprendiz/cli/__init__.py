@@ -236,6 +236,8 @@ def keys_create(
     ] = None,
     rpm: Annotated[Optional[int], typer.Option("--rpm", min=1, help="Requests per minute (default: unlimited).")] = None,
     tpm: Annotated[Optional[int], typer.Option("--tpm", min=1, help="Tokens per minute (default: unlimited).")] = None,
+    feedback: Annotated[bool, typer.Option(
+        "--feedback", help="It may also post feedback (labelled examples that become training data).")] = False,
     file: KeyFileOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -244,15 +246,15 @@ def keys_create(
 
     keys = _key_file(file, config)
     try:
-        key, record = keys.create(name, models=model, requests_per_minute=rpm, tokens_per_minute=tpm)
+        key, record = keys.create(name, models=model, requests_per_minute=rpm, tokens_per_minute=tpm, feedback=feedback)
     except (KeyFileError, ValueError) as exc:
         typer.echo(f"aprendiz: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(key)
     typer.echo(
         f"aprendiz: key {record.id} for {record.name} added to {keys.path} (models {record.models}, "
-        f"rpm {record.requests_per_minute or 'unlimited'}, tpm {record.tokens_per_minute or 'unlimited'}); "
-        "it is shown only now",
+        f"rpm {record.requests_per_minute or 'unlimited'}, tpm {record.tokens_per_minute or 'unlimited'}, "
+        f"feedback {'allowed' if record.feedback else 'not allowed'}); it is shown only now",
         err=True,
     )
 
@@ -268,12 +270,12 @@ def keys_list(file: KeyFileOption = None, config: ConfigOption = None) -> None:
     except KeyFileError as exc:
         typer.echo(f"aprendiz: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"{'id':<10}{'name':<24}{'models':<32}{'rpm':>8}{'tpm':>10}  {'created':<26}status")
+    typer.echo(f"{'id':<10}{'name':<24}{'models':<32}{'rpm':>8}{'tpm':>10}  {'feedback':<10}{'created':<26}status")
     for k in records:
         status = f"revoked {k.revoked}" if k.revoked else "active"
         typer.echo(
             f"{k.id:<10}{k.name:<24}{','.join(k.models):<32}{k.requests_per_minute or '-':>8}"
-            f"{k.tokens_per_minute or '-':>10}  {k.created:<26}{status}"
+            f"{k.tokens_per_minute or '-':>10}  {'yes' if k.feedback else 'no':<10}{k.created:<26}{status}"
         )
 
 

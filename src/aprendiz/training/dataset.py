@@ -49,7 +49,8 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 MIN_PER_CLASS = 5
 
-_OK, _MISSING, _WRONG, _NONFINITE = 0, 1, 2, 3
+_OK, _MISSING, _WRONG, _NONFINITE, _OUT_OF_RANGE = 0, 1, 2, 3, 4
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # models compute in float32: beyond it a value is infinite
 
 
 class DatasetError(ValueError):
@@ -219,7 +220,7 @@ def _parse_value(value: Any) -> tuple[float, int]:
         number = float(value)
         if math.isnan(number):
             return number, _MISSING  # a null in Parquet / JSON reads as NaN
-        return number, _OK if math.isfinite(number) else _NONFINITE
+        return number, _number_status(number)
     if isinstance(value, str):
         text = value.strip()
         if not text:
@@ -228,17 +229,24 @@ def _parse_value(value: Any) -> tuple[float, int]:
             number = float(text)
         except ValueError:
             return math.nan, _WRONG
-        return number, _OK if math.isfinite(number) else _NONFINITE
+        return number, _number_status(number)
     return math.nan, _WRONG
 
 
+def _number_status(number: float) -> int:
+    if not math.isfinite(number):
+        return _NONFINITE
+    return _OK if abs(number) <= FLOAT32_MAX else _OUT_OF_RANGE
+
+
 def _parse_column(column: pd.Series | None, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """float64 values and a status per cell (_OK, _MISSING, _WRONG, _NONFINITE)."""
+    """float64 values and a status per cell (_OK, _MISSING, _WRONG, _NONFINITE, _OUT_OF_RANGE)."""
     if column is None:
         return np.full(n, np.nan), np.full(n, _MISSING, dtype=np.int8)
     if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column.dtype):
         values = column.to_numpy(dtype=np.float64, na_value=np.nan)
-        status = np.where(np.isnan(values), _MISSING, np.where(np.isfinite(values), _OK, _NONFINITE)).astype(np.int8)
+        status = np.select([np.isnan(values), ~np.isfinite(values), np.abs(values) > FLOAT32_MAX],
+                           [_MISSING, _NONFINITE, _OUT_OF_RANGE], _OK).astype(np.int8)
         return values, status
     parsed = [_parse_value(v) for v in column.tolist()]
     values = np.fromiter((p[0] for p in parsed), dtype=np.float64, count=n)
@@ -281,6 +289,8 @@ def _parse_labels(column: pd.Series | None, n: int, labels: tuple[str, str] | No
 
 
 def _describe(value: Any) -> str:
+    if isinstance(value, np.generic):
+        value = value.item()
     return repr(value.strip() if isinstance(value, str) else value)
 
 
@@ -304,6 +314,9 @@ def _validate(
                 problems[i].append(f"missing value for feature {feature.name!r}")
             elif status[i] == _NONFINITE:
                 problems[i].append(f"feature {feature.name!r}: {_describe(column.iloc[i])} is not finite")
+            elif status[i] == _OUT_OF_RANGE:
+                problems[i].append(f"feature {feature.name!r}: {_describe(column.iloc[i])} is beyond float32's range "
+                                   "(about ±3.4e38)")
             else:
                 kind = "an integer" if feature.type == "int" else "a number"
                 problems[i].append(f"feature {feature.name!r}: {_describe(column.iloc[i])} is not {kind}")

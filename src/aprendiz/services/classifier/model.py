@@ -19,6 +19,9 @@ import numpy as np
 
 from aprendiz.registry import ATTENTION_MASK, INPUT_IDS, TOKENIZER_FILE, LoadedArtifact, ModelCard
 
+# Rows per onnxruntime call: an exported k-NN holds its training rows and computes every distance
+# of a call at once (the training job slices its scoring the same way, training/onnx_export.py).
+PREDICT_CHUNK_ROWS = 1024
 
 class ModelLoadError(RuntimeError):
     """A version cannot serve: unreadable graph, wrong inputs or outputs, or a failed self-check."""
@@ -106,7 +109,11 @@ class OnnxClassifier:
         return {k: v for k, v in feeds.items() if k in self._inputs}
 
     def predict(self, batch: Any) -> np.ndarray:
-        """Probability of the positive class for each row (float32 [N, F]) or text."""
+        """Probability of the positive class for each row (float32 [N, F]) or text, scored
+        ``PREDICT_CHUNK_ROWS`` rows an onnxruntime call (memory bounded by the slice)."""
+        if len(batch) > PREDICT_CHUNK_ROWS:
+            return np.concatenate([self.predict(batch[start : start + PREDICT_CHUNK_ROWS])
+                                   for start in range(0, len(batch), PREDICT_CHUNK_ROWS)])
         (probabilities,) = self._session.run([self.card.onnx_output], self._feeds(batch))
         probabilities = np.asarray(probabilities)
         return probabilities[:, 1] if probabilities.ndim == 2 else probabilities.reshape(-1)

@@ -137,8 +137,10 @@ def decode_v2(body: bytes, header_length: int | None, card: ModelCard, max_insta
         request = InferRequest.from_bytes(body, header_length or len(body), card.name)
     except (InvalidInput, InferenceError) as exc:
         raise InvalidRequestError(f"invalid V2 request: {exc}") from None
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise InvalidRequestError(f"invalid V2 request: missing or malformed field {exc}", param="inputs") from None
+    except RecursionError:
+        raise InvalidRequestError("invalid V2 request: the body is nested too deeply to be read", param="inputs") from None
     if len(request.inputs) != 1:
         raise InvalidRequestError(f"V2 request must carry exactly one input tensor, not {len(request.inputs)}", param="inputs")
     tensor = request.inputs[0]
@@ -156,12 +158,17 @@ def decode_v2(body: bytes, header_length: int | None, card: ModelCard, max_insta
     if not 1 <= shape[0] <= max_instances:
         raise InvalidRequestError(f"{where} has {shape[0]} rows; 1 to {max_instances} per request", param="inputs")
     try:
-        array = tensor.as_numpy().astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused below
+            array = tensor.as_numpy().astype(np.float32, copy=False)
+    except OverflowError:
+        raise InvalidRequestError(f"{where}: a number is too large even for a float (float32 is the model's type)",
+                                  param="inputs") from None
     except (ValueError, TypeError, InvalidInput) as exc:
         raise InvalidRequestError(f"{where}: data does not match shape {shape}: {exc}", param="inputs") from None
     if not np.isfinite(array).all():
         row = int(np.argwhere(~np.isfinite(array))[0][0])
-        raise InvalidRequestError(f"{where} row {row} holds a non-finite number", param="inputs")
+        raise InvalidRequestError(f"{where} row {row} holds a non-finite number or one beyond float32's range "
+                                  "(about ±3.4e38)", param="inputs")
     return array, request
 
 

@@ -44,6 +44,11 @@ UNKNOWN_LATENCY_MS = 1.0
 Infer = Callable[[OnnxClassifier, Any], Awaitable[np.ndarray]]
 
 
+
+class StoreUnavailableError(RuntimeError):
+    """The store did not answer a version's read (a connection reset, a timeout, a 5xx): not the
+    version's fault, so it is tried again at the next poll rather than refused."""
+
 class ClassifierService:
     """Serves the champion version of one registry model (``load`` / ``ready`` / ``predict``).
 
@@ -128,6 +133,12 @@ class ClassifierService:
                 return
             try:
                 loaded = await self._load(version)
+            except StoreUnavailableError as exc:
+                if initial:
+                    raise
+                log.warning("classifier %s: version %s not loaded yet (%s); the next poll tries again",
+                            self.name, version, exc)
+                return
             except Exception as exc:
                 self._metrics.model_load_failures.inc(tags={"model": self.name, "version": version})
                 if initial:
@@ -142,7 +153,14 @@ class ClassifierService:
             log.info("classifier %s: now serving version %s (was %s)", self.name, version, old)
 
     async def _load(self, version: str) -> OnnxClassifier:
-        artifact = await asyncio.to_thread(self._registry.load, self.name, version)
+        """The version loaded and self-checked. A store that fails to answer is StoreUnavailableError
+        (retried); a version that is missing, malformed or refused by its checks raises otherwise."""
+        try:
+            artifact = await asyncio.to_thread(self._registry.load, self.name, version)
+        except (FileNotFoundError, ValueError):
+            raise  # the version is missing or its card is malformed: refused
+        except Exception as exc:
+            raise StoreUnavailableError(f"reading version {version} from the store failed: {exc!r}") from exc
         loaded = await asyncio.to_thread(OnnxClassifier.load, artifact)
         if self._current is not None and loaded.signature != self._current.signature:
             raise ModelLoadError(

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from aprendiz.errors import AuthenticationError, PermissionDeniedError
-from aprendiz.keys import ApiKey, KeyFile, KeyFileError, KeyFileUnreadable, KeyRing
+from aprendiz.errors import AuthenticationError, FeedbackNotAllowedError, PermissionDeniedError, RateLimitedError
+from aprendiz.keys import ApiKey, KeyFile, KeyFileError, KeyFileUnreadable, KeyLockedOut, KeyRing
 
 log = logging.getLogger("aprendiz.gateway")
 
@@ -23,10 +23,11 @@ class Principal:
     key_id: str | None = None
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
+    feedback: bool = True  # anonymous callers (no key file) may; a key only when created with --feedback
 
     @classmethod
     def of(cls, key: ApiKey) -> "Principal":
-        return cls(key.name, key.id, key.requests_per_minute, key.tokens_per_minute)
+        return cls(key.name, key.id, key.requests_per_minute, key.tokens_per_minute, key.feedback)
 
     @property
     def limited(self) -> bool:
@@ -111,7 +112,12 @@ class Gatekeeper:
         presented = presented.strip()
         hit, key = self._ring.known(presented)
         if not hit:
-            key = await asyncio.to_thread(self._ring.authenticate, presented)
+            try:
+                key = await asyncio.to_thread(self._ring.authenticate, presented)
+            except KeyLockedOut as locked:
+                raise Refusal("failed_attempts", "unknown", RateLimitedError(
+                    "Too many failed attempts with this key id; try again later.", retry_after_s=locked.retry_after_s
+                )) from None
         if key is None:
             raise Refusal("invalid_key", "unknown", AuthenticationError("The API key is not valid or was revoked."))
         return Principal.of(key)
@@ -123,6 +129,15 @@ class Gatekeeper:
         if key is None or not key.allows(model):
             raise Refusal("model_not_allowed", principal.name, PermissionDeniedError(
                 f"The key of `{principal.name}` may not call the model `{model}`.", param="model"
+            ))
+
+    def authorize_feedback(self, principal: Principal, model: str) -> None:
+        """Feedback becomes training labels: a permission of its own, beside the model's."""
+        self.authorize(principal, model)
+        if not principal.feedback:
+            raise Refusal("feedback_not_allowed", principal.name, FeedbackNotAllowedError(
+                f"The key of `{principal.name}` may call `{model}` but not send it feedback (labelled examples "
+                "become training data): create a key with `aprendiz keys create --feedback`."
             ))
 
     def visible(self, principal: Principal, model: str) -> bool:

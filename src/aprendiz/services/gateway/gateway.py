@@ -41,7 +41,7 @@ COST = "x-aprendiz-cost-usd"
 # or too slow to start answering, a provider that fails or cannot be reached.
 FALLBACK_ON = (ServiceUnavailableError, UpstreamError)
 # What a request is admitted to: a generator, a classifier, or no model (listing, probes of keys).
-Kind = Literal["generator", "classifier", "none"]
+Kind = Literal["generator", "classifier", "feedback", "none"]
 
 
 @dataclass(frozen=True)
@@ -74,12 +74,20 @@ class Gateway:
             principal = caller or await self.gatekeeper.authenticate(request.headers.get("authorization"))
             if kind == "none":
                 return Admission(principal)
-            if kind == "classifier":
-                route, name = self.routes.classifier(model or ""), model or ""
+            request.state.model = "unknown"  # a name no route knows is not a metric label (one series each)
+
+            def visible(name: str) -> bool:
+                return self.gatekeeper.visible(principal, name)
+
+            if kind in ("classifier", "feedback"):
+                route, name = self.routes.classifier(model or "", visible), model or ""
             else:
-                route, name = await self.routes.generator(model)
+                route, name = await self.routes.generator(model, visible)
             request.state.model = name
-            self.gatekeeper.authorize(principal, name)
+            if kind == "feedback":
+                self.gatekeeper.authorize_feedback(principal, name)
+            else:
+                self.gatekeeper.authorize(principal, name)
             await self._limiter.admit(principal)
         except Refusal as refusal:
             self._metrics.refusals.inc(1, tags={"reason": refusal.reason, "key": refusal.key})

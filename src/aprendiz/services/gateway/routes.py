@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Iterable, Union
+from typing import Callable, Iterable, Union
 from urllib.parse import urlsplit
 
 import httpx
@@ -65,21 +65,25 @@ class RouteTable:
     def fallback_of(self, route: ModelRoute) -> ModelRoute | None:
         return self._generators.get(route.fallback) if route.fallback else None
 
-    def classifier(self, name: str) -> ModelRoute:
+    def classifier(self, name: str, visible: Callable[[str], bool] = lambda name: True) -> ModelRoute:
+        """The classifier's route; a 404 names only the ``visible`` ones (those the caller may call)."""
         route = self._classifiers.get(name)
         if route is None:
-            raise ModelNotFoundError(
-                f"The classifier `{name}` does not exist; available classifiers: {sorted(self._classifiers)}"
-            )
+            available = sorted(n for n in self._classifiers if visible(n))
+            raise ModelNotFoundError(f"The classifier `{name}` does not exist; available classifiers: {available}")
         return route
 
-    async def generator(self, model: str | None) -> tuple[ModelRoute, str]:
+    async def generator(
+        self, model: str | None, visible: Callable[[str], bool] = lambda name: True
+    ) -> tuple[ModelRoute, str]:
         """The route of the generator a request names (``None``: the only one there is), and the name
-        to serve it under (``<model>:<adapter>`` keeps its adapter)."""
-        available = sorted(self._generators)
+        to serve it under (``<model>:<adapter>`` keeps its adapter). Errors name only the ``visible``
+        models."""
+        available = sorted(m for m in self._generators if visible(m))
         if model is None:
-            if len(available) == 1:
-                return self._generators[available[0]], available[0]
+            if len(self._generators) == 1:
+                only = next(iter(self._generators))
+                return self._generators[only], only
             raise InvalidRequestError(f"`model` is required; available models: {available}", param="model")
         if model in self._generators:
             return self._generators[model], model

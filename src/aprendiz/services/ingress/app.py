@@ -6,6 +6,7 @@ import time
 from typing import Any, Awaitable, Callable, MutableMapping
 
 from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
@@ -75,7 +76,10 @@ class PlainRoute(Route):
         return match, child
 
 
-def create_app(*, request_metrics: Callable[[], Any] = IngressMetrics) -> FastAPI:
+def create_app(
+    *, request_metrics: Callable[[], Any] = IngressMetrics,
+    authenticate: Callable[[Request], Awaitable[Any]] | None = None,
+) -> FastAPI:
     """The ingress ASGI app: FastAPI's routing, the platform's error table, request metrics.
 
     Every layer of the stack is pure ASGI, so a request passes it as plain calls: no
@@ -85,8 +89,29 @@ def create_app(*, request_metrics: Callable[[], Any] = IngressMetrics) -> FastAP
     answer in OpenAI's shape (aprendiz.errors), an unexpected one as a 500 that names the request
     id and nothing internal. No permissive CORS policy: browsers are not this API's clients. The
     fast test tier, with no Ray worker to export metrics, passes its own ``request_metrics``.
+
+    The API document (``/openapi.json``, Swagger UI at ``/docs``) follows the models' rule: with
+    ``authenticate`` (the gateway's, when keys are on) it needs a key too.
     """
-    app = FastAPI(title="aprendiz", version=aprendiz.__version__, default_response_class=FastJSONResponse)
+    open_docs = authenticate is None
+    app = FastAPI(title="aprendiz", version=aprendiz.__version__, default_response_class=FastJSONResponse,
+                  openapi_url="/openapi.json" if open_docs else None, docs_url="/docs" if open_docs else None,
+                  redoc_url=None)
     install_error_handlers(app)
     app.add_middleware(RequestMetricsMiddleware, metrics_factory=request_metrics)
+    if authenticate is not None:
+        _add_keyed_docs(app, authenticate)
     return app
+
+
+def _add_keyed_docs(app: FastAPI, authenticate: Callable[[Request], Awaitable[Any]]) -> None:
+    async def openapi(request: Request) -> Response:
+        await authenticate(request)
+        return FastJSONResponse(app.openapi())
+
+    async def docs(request: Request) -> Response:
+        await authenticate(request)
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - Swagger UI")
+
+    app.add_route("/openapi.json", openapi, include_in_schema=False)
+    app.add_route("/docs", docs, include_in_schema=False)

@@ -76,7 +76,7 @@ class AprendizIngress:
         self._gateway = Gateway(
             routes=routes,
             gatekeeper=Gatekeeper(keys.keys_file, reload_s=keys.keys_reload_s, on_error=metrics.key_file_error),
-            limiter=Limiter(limiter),
+            limiter=Limiter(limiter, timeout_s=keys.limiter_timeout_s, on_fail_open=metrics.limiter_failed_open),
             metrics=metrics,
         )
         tune_gc(platform.ingress.gc_young_threshold)
@@ -92,10 +92,14 @@ class AprendizIngress:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self._max_body_bytes:
             raise PayloadTooLargeError(f"the body has {declared} bytes; the limit is {self._max_body_bytes}")
-        body = await request.body()
-        if len(body) > self._max_body_bytes:
-            raise PayloadTooLargeError(f"the body has {len(body)} bytes; the limit is {self._max_body_bytes}")
-        return body
+        chunks, size = [], 0
+        async for chunk in request.stream():  # counted as it arrives: a chunked body declares no length
+            size += len(chunk)
+            if size > self._max_body_bytes:
+                raise PayloadTooLargeError(f"the body has more than {self._max_body_bytes} bytes; "
+                                           f"the limit is {self._max_body_bytes}")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def _json(self, request: Request) -> Any:
         body = await self._body(request)
@@ -103,6 +107,8 @@ class AprendizIngress:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise InvalidRequestError(f"the body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidRequestError("the body is nested too deeply to be read") from None
 
     # -- OpenAI routes --------------------------------------------------------------------
     async def models(self, request: Request) -> ModelList:
@@ -138,7 +144,7 @@ class AprendizIngress:
         return FastJSONResponse(result, headers=headers)
 
     async def classifier_feedback(self, name: str, request: Request) -> FastJSONResponse:
-        admission = await self._gateway.admit(request, name, kind="classifier")
+        admission = await self._gateway.admit(request, name, kind="feedback")
         result, headers = await self._gateway.classify(admission, "feedback", await self._json(request))
         return FastJSONResponse(result, headers=headers)
 
@@ -240,7 +246,9 @@ PLAIN_ROUTES = {
 
 def build_asgi_app(ingress: AprendizIngress, *, request_metrics: Callable[[], Any] = IngressMetrics) -> FastAPI:
     """The entrance's app with ``ENDPOINTS`` bound to ``ingress``'s methods."""
-    app = create_app(request_metrics=request_metrics)
+    gateway = ingress._gateway
+    app = create_app(request_metrics=request_metrics,
+                     authenticate=gateway.authenticate if gateway.gatekeeper.enabled else None)
     for name, route in ENDPOINTS.items():
         route(app)(getattr(ingress, name))
     for position, (name, (path, method)) in enumerate(PLAIN_ROUTES.items()):
