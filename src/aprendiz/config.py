@@ -120,7 +120,11 @@ class GeneratorModel(Strict):
         None, description="A rented model id that takes this model's requests when its queue is full or it is down."
     )
     fallback_after_s: float = Field(
-        30.0, gt=0, description="With a fallback: how long to wait for the first token before falling back."
+        30.0, gt=0,
+        description=(
+            "With a fallback: how long a stream waits for its first token before falling back. A non-streamed "
+            "request arrives whole and does not fall back for slowness (a long answer would be billed twice)."
+        ),
     )
     hourly_usd: float | None = Field(
         None, ge=0, description="Price of one replica per hour; unset: gateway.hourly_prices_usd by accelerator."

@@ -484,9 +484,22 @@ def test_a_full_hosted_queue_hands_the_request_to_its_rented_fallback(recording_
     hosted = FakeHosted(error=BackendUnavailableError("queue full", "queue_full"))
     gateway, metrics, routes = _gateway(_provider_ok, recording_metrics(), hosted=hosted)
     response = _generate(gateway, routes, "hosted")
-    assert hosted.calls[0]["first_chunk_s"] == 1.0
     assert response.headers[SERVED_BY] == "rented" and response.headers["x-aprendiz-backend"] == "rented"
     assert metrics.fallbacks.calls == [(1, {"model": "hosted", "fallback": "rented", "reason": "queue_full"})]
+
+
+def test_only_a_stream_falls_back_for_slowness(recording_metrics):
+    """fallback_after_s waits for a stream's first token. A non-streamed answer arrives whole: a long
+    generation is not slow to start, and re-running it on the paid fallback would bill it twice."""
+    hosted = FakeHosted(body={"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+    gateway, _, routes = _gateway(_provider_ok, recording_metrics(), hosted=hosted)
+    _generate(gateway, routes, "hosted")
+    admission = Admission(ANONYMOUS, {r.id: r for r in routes.generators()}["hosted"], "hosted")
+    try:
+        asyncio.run(gateway.generate(admission, "chat", {"model": "hosted", "messages": [], "stream": True}, {}))
+    except Exception:
+        pass  # the fake answers a body, not a stream: only the wait it was given matters here
+    assert [c["first_chunk_s"] for c in hosted.calls] == [None, 1.0]
 
 
 def test_a_failed_provider_hands_the_request_to_the_hosted_fallback(recording_metrics):

@@ -134,7 +134,10 @@ class Gateway:
             forward["stream_options"] = {**(forward.get("stream_options") or {}), "include_usage": True}
         backend = route.backend
         assert not isinstance(backend, ClassifierBackend), "admitted as a generator"
-        return await backend.generate(model, route_name, forward, first_chunk_s=route.fallback_after_s, headers=headers)
+        # A stream falls back when its first token is late; a whole answer is not late to start, and
+        # re-running a long generation on a paid fallback would bill it twice.
+        first_chunk_s = route.fallback_after_s if forward.get("stream") else None
+        return await backend.generate(model, route_name, forward, first_chunk_s=first_chunk_s, headers=headers)
 
     async def classify(self, admission: Admission, method: str, *args: Any) -> tuple[Any, dict[str, str]]:
         """Call the admitted classifier; the answer's headers carry the request's estimated cost."""
