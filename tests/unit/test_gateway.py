@@ -434,6 +434,36 @@ def test_a_stream_that_is_not_server_sent_events_ends_with_an_error_event():
     assert json.loads(error)["error"]["code"] == 502 and "not server-sent events" in error and done == "[DONE]"
 
 
+def test_a_hosted_stream_whose_replica_dies_ends_with_an_error_event():
+    """The 200 and the first tokens are sent already: a replica that dies mid-stream must end the
+    stream with an OpenAI-shaped error event and [DONE], not a silent cut."""
+    from ray.exceptions import RayActorError
+
+    from aprendiz.services.gateway.backends import HostedGenerator
+
+    class DyingStream:
+        def __init__(self):
+            self.sent = 0
+
+        def __aiter__(self):
+            return self
+
+        async def __anext__(self):
+            self.sent += 1
+            if self.sent > 1:
+                raise RayActorError()
+            return 'data: {"choices":[{"delta":{"content":"b"}}]}\n\n'
+
+    async def run():
+        first = 'data: {"choices":[{"delta":{"content":"a"}}]}\n\n'
+        return [e async for e in HostedGenerator._events("tiny", first, DyingStream())]
+
+    *tokens, error, done = asyncio.run(run())
+    assert len(tokens) == 2 and done == "[DONE]"
+    body = json.loads(error)["error"]
+    assert body["code"] == 502 and "tiny" in body["message"] and "stopped" in body["message"]
+
+
 # -- the gateway: backends, fallback, cost -------------------------------------------------
 class FakeHosted:
     """A hosted generator backend that answers a fixed body, or raises."""

@@ -14,6 +14,8 @@ here, in ``ray_errors``, and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator, Mapping
@@ -36,6 +38,8 @@ from aprendiz.services.raycompat import (
     RawRequestInfo,
     sanitize_chat_request,
 )
+
+log = logging.getLogger("aprendiz.gateway")
 
 REQUESTS: dict[str, type[ChatCompletionRequest] | type[CompletionRequest]] = {
     "chat": ChatCompletionRequest, "completions": CompletionRequest,
@@ -163,14 +167,22 @@ class HostedGenerator:
 
     @staticmethod
     async def _events(model: str, first: Any, stream: Any) -> AsyncIterator[str]:
-        """The stream's data fields, the first packet (already awaited) first; ``[DONE]`` last."""
+        """The stream's data fields, the first packet (already awaited) first; ``[DONE]`` last. The
+        answer's 200 is sent by then: a replica that fails mid-stream ends it with an error event."""
         done, packet = False, first
-        with ray_errors(model):
-            while packet is not _END:
-                for data in sse_data(packet):
-                    done = done or data == DONE
-                    yield data
-                packet = await anext(stream, _END)
+        try:
+            with ray_errors(model):
+                while packet is not _END:
+                    for data in sse_data(packet):
+                        done = done or data == DONE
+                        yield data
+                    packet = await anext(stream, _END)
+        except Exception as exc:  # the replica died or the engine failed: no internal text to the client
+            log.error("gateway: the stream of %s stopped: %r", model, exc)
+            why = exc.message if isinstance(exc, AprendizError) else type(exc).__name__
+            message = f"The stream of `{model}` stopped: {why}; the answer is incomplete."
+            yield json.dumps({"error": {"message": message, "type": "server_error", "code": 502}})
+            done = False
         if not done:
             yield DONE
 
