@@ -338,6 +338,34 @@ def test_a_stream_the_client_leaves_is_still_metered_once():
     assert len(calls) == 1
 
 
+def test_a_hosted_stream_the_client_leaves_bills_the_tokens_it_was_sent(recording_metrics):
+    """The usage comes in the last chunk: a client leaving before it must not get the tokens it
+    read for free (a way around tokens-per-minute limits)."""
+    async def tokens():
+        for word in ("uno ", "dos ", "tres ", "cuatro "):
+            yield json.dumps({"choices": [{"delta": {"content": word}}]})
+        yield json.dumps({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}})
+        yield "[DONE]"
+
+    class StreamingHosted(FakeHosted):
+        async def generate(self, model, route, payload, *, first_chunk_s, headers):
+            return Answer(model, "hosted", events=tokens())
+
+    gateway, metrics, routes = _gateway(_provider_ok, recording_metrics(), hosted=StreamingHosted())
+    admission = Admission(ANONYMOUS, {r.id: r for r in routes.generators()}["hosted"], "hosted")
+
+    async def run():
+        response = await gateway.generate(admission, "chat", {"model": "hosted", "messages": [], "stream": True}, {})
+        body = response.body_iterator
+        for _ in range(3):
+            await body.__anext__()
+        await body.aclose()  # the client went away after three tokens
+
+    asyncio.run(run())
+    (generation,) = metrics.generations
+    assert generation["completion_tokens"] >= 3
+
+
 def test_tokens_are_counted_when_a_backend_reports_none(tmp_path):
     counter = TokenCounter()
     usage = counter.usage({"messages": [{"role": "user", "content": "x" * 40}]}, "y" * 9)

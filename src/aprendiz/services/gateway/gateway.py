@@ -172,7 +172,7 @@ class Gateway:
         async def events():
             with self._in_flight.request(answer.model) as in_flight:
                 async def finish(rec: StreamRecord) -> float:
-                    usage = rec.usage or counter.usage(payload, "".join(rec.text))
+                    usage = rec.usage or counter.usage(payload, rec.sent_text())  # a client that left: what it was sent
                     return await self._finish(principal, route, answer, usage, started, rec.first_token_at, in_flight)
 
                 assert answer.events is not None, "a stream"

@@ -100,12 +100,20 @@ def completion_text(chunk_or_body: dict[str, Any]) -> str:
 
 @dataclass
 class StreamRecord:
-    """What a passing stream showed: when its first token came, its usage, its text if needed."""
+    """What a passing stream showed: when its first token came, its usage, its text if needed, and
+    the chunks sent (kept unparsed: read only when the stream ended before its usage came)."""
 
     started: float
     first_token_at: float | None = None
     usage: Usage | None = None
     text: list[str] = field(default_factory=list)
+    sent: list[str] = field(default_factory=list)
+
+    def sent_text(self) -> str:
+        """The text the client was sent (its collected text, else parsed from the chunks sent)."""
+        if self.text:
+            return "".join(self.text)
+        return "".join(completion_text(_chunk(data)) for data in self.sent)
 
 
 def _may_carry_usage(data: str) -> bool:
@@ -156,6 +164,8 @@ async def metered(
                         continue  # the usage-only chunk the client did not ask for
                 if collect_text:
                     record.text.append(completion_text(chunk))
+            else:
+                record.sent.append(data)
             yield sse(data)
     finally:
         if not finished:
