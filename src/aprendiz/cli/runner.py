@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import threading
 from collections.abc import Callable
 
@@ -71,6 +72,54 @@ def serve_ingress(settings: Settings) -> tuple[str, dict[str, str]]:
 
 class ExposureError(RuntimeError):
     """The platform would serve without authentication beyond loopback."""
+
+
+class PortTakenError(RuntimeError):
+    """A port the platform listens on is held by another process already."""
+
+
+def check_ports(settings: Settings, serve_env: dict[str, str]) -> None:
+    """Before anything starts: every port a local platform listens on is free, or a clear error
+    names the port, what it is for and the process holding it (a leftover HAProxy or Ray of an
+    earlier run, say). ``serve_env``: the ingress's variables (HAProxy's ports when it serves)."""
+    if settings.ray_address:
+        return  # the cluster's nodes listen, not this process
+    wanted = [(settings.host, settings.port, "the entrance (APRENDIZ_PORT)"),
+              ("0.0.0.0", settings.metrics_export_port, "Ray's metrics (APRENDIZ_METRICS_EXPORT_PORT)")]
+    if serve_env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        wanted += [("0.0.0.0", int(os.environ.get("RAY_SERVE_HAPROXY_STATS_PORT", "8404")),
+                    "HAProxy's stats (RAY_SERVE_HAPROXY_STATS_PORT)"),
+                   ("0.0.0.0", int(os.environ.get("RAY_SERVE_HAPROXY_METRICS_PORT", "9101")),
+                    "HAProxy's metrics (RAY_SERVE_HAPROXY_METRICS_PORT)")]
+    taken = [f"port {port}, {purpose}, is held by {_holder(port)}"
+             for host, port, purpose in wanted if not _bindable(host, port)]
+    if taken:
+        raise PortTakenError("; ".join(taken) + ": stop that process or choose another port")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # As the servers bind: a port left in TIME_WAIT by an earlier run's clients is free; a listener is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _holder(port: int) -> str:
+    """The process listening on ``port``, as far as this user may see (psutil, which Ray needs)."""
+    import psutil
+
+    try:
+        for conn in psutil.net_connections(kind="inet"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                process = psutil.Process(conn.pid)
+                return f"pid {conn.pid} ({' '.join(process.cmdline()[:3]) or process.name()})"
+    except (psutil.Error, OSError):
+        pass
+    return "another process (not visible to this user)"
 
 
 def banner(settings: Settings, config: PlatformConfig, ray_address: str = "") -> str:
