@@ -386,6 +386,19 @@ def replicas_section(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _variant_rows(variants: dict[str, Any], columns: int, blank: int, row) -> list[str]:
+    """One table row per point each variant was measured at against KServe (``row(name, variant,
+    protocol, concurrency, aprendiz's figures, KServe's)``), or, for a variant that failed, one row of
+    ``columns`` cells: its name, ``blank`` dashes, the failure."""
+    lines = []
+    for name, v in variants.items():
+        if "error" in v:
+            lines.append(f"| {name} | " + "– | " * blank + f"failed: {v['error'][-200:]} |" + " |" * (columns - blank - 2))
+            continue
+        lines += [row(name, v, proto, c, a, k) for proto, c, a, k in _against_kserve(v["classifier"])]
+    return lines
+
+
 def classifier_paths_section(r: dict[str, Any]) -> list[str]:
     s = r["settings"]
     lines = ["", "## Classifier paths: in the ingress, with API keys, 2 ingress replicas, a replica of its own", ""]
@@ -395,18 +408,16 @@ def classifier_paths_section(r: dict[str, Any]) -> list[str]:
               f"{s['classifier_duration_s']:g} s after a {s['classifier_warmup_s']:g} s warm-up. Median (min–max).", "",
               "| variant | placement | C | protocol | aprendiz requests/s | KServe requests/s | ratio | aprendiz p50 / p99 ms "
               "| KServe p50 / p99 ms | p99 target | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for name, v in r["variants"].items():
-        if "error" in v:
-            lines.append(f"| {name} | – | – | – | failed: {v['error'][-200:]} | | | | | | |")
-            continue
-        for proto, c, a, k in _against_kserve(v["classifier"]):
-            ratio = _div(a["rps"]["median"], k["rps"]["median"])
-            p99_ok = (a["p99_ms"]["median"] or 0) <= (k["p99_ms"]["median"] or 0)
-            lines.append(
-                f"| {name} | {v.get('placement')} | {c} | {proto.upper()} | {spread(a['rps'], 0)} | "
-                f"{spread(k['rps'], 0)} | {fmt(ratio, 2)} | {fmt(a['p50_ms']['median'], 2)} / "
-                f"{fmt(a['p99_ms']['median'], 2)} | {fmt(k['p50_ms']['median'], 2)} / "
-                f"{fmt(k['p99_ms']['median'], 2)} | {_verdict(p99_ok)} | {a['errors']} |")
+
+    def row(name, v, proto, c, a, k) -> str:
+        p99_ok = (a["p99_ms"]["median"] or 0) <= (k["p99_ms"]["median"] or 0)
+        return (f"| {name} | {v.get('placement')} | {c} | {proto.upper()} | {spread(a['rps'], 0)} | "
+                f"{spread(k['rps'], 0)} | {fmt(_div(a['rps']['median'], k['rps']['median']), 2)} | "
+                f"{fmt(a['p50_ms']['median'], 2)} / {fmt(a['p99_ms']['median'], 2)} | "
+                f"{fmt(k['p50_ms']['median'], 2)} / {fmt(k['p99_ms']['median'], 2)} | {_verdict(p99_ok)} | "
+                f"{a['errors']} |")
+
+    lines += _variant_rows(r["variants"], 11, 3, row)
     swap = (r["variants"].get("ingress") or {}).get("swap")
     if swap:
         lines += ["", f"Model swap under load with the model in the ingress (concurrency 8, a new champion promoted "
@@ -454,16 +465,14 @@ def gc_threshold_section(r: dict[str, Any]) -> list[str]:
         f"{s['classifier_warmup_s']:g} s warm-up, wrk. Median (min–max).", "",
         "| young threshold | C | protocol | aprendiz requests/s | KServe requests/s | ratio | aprendiz p50 / p99 ms "
         "| KServe p50 / p99 ms | errors |", "|---|---|---|---|---|---|---|---|---|"]
-    for name, v in r["variants"].items():
-        if "error" in v:
-            lines.append(f"| {name} | – | – | failed: {v['error'][-200:]} | | | | | |")
-            continue
-        for proto, c, a, k in _against_kserve(v["classifier"]):
-            lines.append(
-                f"| {name} | {c} | {proto.upper()} | {spread(a['rps'], 0)} | {spread(k['rps'], 0)} | "
+
+    def row(name, v, proto, c, a, k) -> str:
+        return (f"| {name} | {c} | {proto.upper()} | {spread(a['rps'], 0)} | {spread(k['rps'], 0)} | "
                 f"{fmt(_div(a['rps']['median'], k['rps']['median']), 2)} | {fmt(a['p50_ms']['median'], 2)} / "
                 f"{spread(a['p99_ms'], 2)} | {fmt(k['p50_ms']['median'], 2)} / {spread(k['p99_ms'], 2)} | "
                 f"{a['errors']} |")
+
+    lines += _variant_rows(r["variants"], 9, 2, row)
     variants = [v for v in r["variants"].values() if "classifier" in v]
     if len(variants) == 2:
         shipped, python = (dict(((p, c), (a["p99_ms"]["median"], a["rps"]["median"]))

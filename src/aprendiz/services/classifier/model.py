@@ -18,10 +18,12 @@ from typing import Any
 import numpy as np
 
 from aprendiz.registry import ATTENTION_MASK, INPUT_IDS, TOKENIZER_FILE, LoadedArtifact, ModelCard
+from aprendiz.training.onnx_export import CHUNK_ROWS, run_in_chunks
 
 # Rows per onnxruntime call: an exported k-NN holds its training rows and computes every distance
-# of a call at once (the training job slices its scoring the same way, training/onnx_export.py).
-PREDICT_CHUNK_ROWS = 1024
+# of a call at once; serving slices a large batch as the training job slices its scoring.
+PREDICT_CHUNK_ROWS = CHUNK_ROWS
+
 
 class ModelLoadError(RuntimeError):
     """A version cannot serve: unreadable graph, wrong inputs or outputs, or a failed self-check."""
@@ -111,11 +113,9 @@ class OnnxClassifier:
     def predict(self, batch: Any) -> np.ndarray:
         """Probability of the positive class for each row (float32 [N, F]) or text, scored
         ``PREDICT_CHUNK_ROWS`` rows an onnxruntime call (memory bounded by the slice)."""
-        if len(batch) > PREDICT_CHUNK_ROWS:
-            return np.concatenate([self.predict(batch[start : start + PREDICT_CHUNK_ROWS])
-                                   for start in range(0, len(batch), PREDICT_CHUNK_ROWS)])
-        (probabilities,) = self._session.run([self.card.onnx_output], self._feeds(batch))
-        probabilities = np.asarray(probabilities)
+        probabilities = np.asarray(
+            run_in_chunks(self._session, self.card.onnx_output, self._feeds(batch), PREDICT_CHUNK_ROWS)
+        )
         return probabilities[:, 1] if probabilities.ndim == 2 else probabilities.reshape(-1)
 
     def labels_for(self, probabilities: np.ndarray) -> list[str]:

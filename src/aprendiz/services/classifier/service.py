@@ -44,10 +44,10 @@ UNKNOWN_LATENCY_MS = 1.0
 Infer = Callable[[OnnxClassifier, Any], Awaitable[np.ndarray]]
 
 
-
 class StoreUnavailableError(RuntimeError):
     """The store did not answer a version's read (a connection reset, a timeout, a 5xx): not the
     version's fault, so it is tried again at the next poll rather than refused."""
+
 
 class ClassifierService:
     """Serves the champion version of one registry model (``load`` / ``ready`` / ``predict``).

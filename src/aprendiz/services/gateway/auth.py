@@ -75,21 +75,23 @@ class Gatekeeper:
         assert self._file is not None, "only a gatekeeper with a key file reloads"
         self._checked = self._clock()
         try:
-            stat = Path(self._file.path).stat()
+            try:
+                stat = Path(self._file.path).stat()
+            except OSError as exc:
+                raise KeyFileUnreadable(f"key file {self._file.path} cannot be read: {exc}") from None
             stamp = (stat.st_mtime_ns, stat.st_size)
             if stamp != self._stamp:
                 self._stamp, self._ring, self._broken = stamp, KeyRing([]), None
                 keys = self._file.read()
                 self._ring = KeyRing(keys)
                 log.info("gateway: %d active keys from %s", sum(k.active for k in keys), self._file.path)
-        except (OSError, KeyFileError) as exc:
-            reason = "invalid" if isinstance(exc, KeyFileError) and not isinstance(exc, KeyFileUnreadable) else "unreadable"
-            message = str(exc) if isinstance(exc, KeyFileError) else f"key file {self._file.path} cannot be read: {exc}"
-            if self._broken is None or self._broken[1] != message:
-                log.error("gateway: %s; every key is refused until it is fixed", message)
-            self._ring, self._broken = KeyRing([]), (reason, message)
-            if isinstance(exc, OSError):
-                self._stamp = None  # read it again once it is back, whatever its time stamp
+        except KeyFileError as exc:
+            unreadable = isinstance(exc, KeyFileUnreadable)
+            if self._broken is None or self._broken[1] != str(exc):
+                log.error("gateway: %s; every key is refused until it is fixed", exc)
+            self._ring, self._broken = KeyRing([]), ("unreadable" if unreadable else "invalid", str(exc))
+            if unreadable:
+                self._stamp = None  # read it again once it can be, whatever its time stamp
         if self._broken is not None:
             self._on_error(self._broken[0])
 
