@@ -7,6 +7,9 @@ Layout in an :class:`~aprendiz.store.ObjectStore`::
                                            it is incomplete and invisible
     models/<name>/<version>/<other files>  e.g. tokenizer.json for a text model
     models/<name>/champion.json            which version serves, replaced atomically
+    promotions/<name>/<champion>.json      the one promotion that replaced that champion (create-only,
+                                           so of two training runs that read the same champion,
+                                           exactly one promotes)
     datasets/<name>/...                    training data
     feedback/<name>/<YYYY-MM-DD>/<stamp>-<uuid>.jsonl   labelled examples sent back by clients
 
@@ -33,7 +36,7 @@ from pydantic import (
     model_validator,
 )
 
-from aprendiz.store import KeyNotFoundError, ObjectStore, check_key
+from aprendiz.store import KeyExistsError, KeyNotFoundError, ObjectStore, check_key
 from aprendiz.strict import Strict
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
@@ -49,6 +52,17 @@ _STAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 
 class VersionExistsError(FileExistsError):
     """A version is published once; its files are never overwritten."""
+
+
+class PromotionConflictError(RuntimeError):
+    """Another promotion replaced the champion this one was decided against."""
+
+    def __init__(self, name: str, replacing: str | None, winner: str):
+        over = f"champion {replacing}" if replacing else "no champion"
+        super().__init__(f"model {name!r}: {winner} was promoted over {over} first")
+        self.name = name
+        self.replacing = replacing
+        self.winner = winner
 
 
 class VersionNotFoundError(FileNotFoundError):
@@ -247,6 +261,17 @@ def _check_onnx(card: ModelCard, onnx_bytes: bytes) -> None:
         raise ValueError(f"the ONNX model has no output {card.onnx_output!r} (it has {outputs})")
 
 
+def _champion_id(champion: Champion | None) -> tuple[str, datetime] | None:
+    return (champion.version, champion.promoted_at) if champion else None
+
+
+def _claim_id(champion: Champion | None) -> str:
+    """The claim's file name: the replaced champion's version and promotion time, or "first"."""
+    if champion is None:
+        return "first"
+    return f"{champion.version}@{champion.promoted_at:%Y%m%dT%H%M%S%fZ}"
+
+
 def feedback_lines(store: ObjectStore, name: str, *, errors: str = "strict") -> Iterator[tuple[str, int, str]]:
     """(file key, line number, line) of every non-blank line of ``name``'s feedback files, oldest file first;
     ``errors`` is how undecodable UTF-8 is handled."""
@@ -303,6 +328,31 @@ class ModelRegistry:
         if not self.store.exists(self._version_prefix(name, version) + CARD_FILE):
             raise VersionNotFoundError(name, version)
         champion = Champion(version=version, promoted_at=_utcnow(), reason=reason)
+        self.store.write_json(self._champion_key(name), champion.model_dump(mode="json"))
+        return champion
+
+    def promote_over(self, name: str, version: str, replacing: Champion | None, reason: str = "") -> Champion:
+        """Promote ``version`` only if the champion is still ``replacing`` (None: there was none),
+        the champion the decision was made against; PromotionConflictError otherwise.
+
+        A create-only claim under ``promotions/<name>/`` names the champion replaced (its version and
+        promotion time, so a rollback to an old version is a new champion); of two runs that read the
+        same champion, one creates the claim and the other finds it taken. A champion changed by hand
+        (:meth:`promote`) since ``replacing`` was read is a conflict too."""
+        if not self.store.exists(self._version_prefix(name, version) + CARD_FILE):
+            raise VersionNotFoundError(name, version)
+        claim = f"promotions/{check_name(name)}/{_claim_id(replacing)}.json"
+        champion = Champion(version=version, promoted_at=_utcnow(), reason=reason)
+        try:
+            self.store.create_json(claim, {"replacing": replacing.model_dump(mode="json") if replacing else None,
+                                           "champion": champion.model_dump(mode="json")})
+        except KeyExistsError:
+            winner = self.store.read_json(claim).get("champion", {}).get("version", "another version")
+            raise PromotionConflictError(name, replacing.version if replacing else None, winner) from None
+        current = self.champion(name)
+        if _champion_id(current) != _champion_id(replacing):
+            raise PromotionConflictError(name, replacing.version if replacing else None,
+                                         current.version if current else "a removal")
         self.store.write_json(self._champion_key(name), champion.model_dump(mode="json"))
         return champion
 

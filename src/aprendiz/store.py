@@ -41,6 +41,14 @@ class KeyNotFoundError(FileNotFoundError):
         self.key = key
 
 
+class KeyExistsError(FileExistsError):
+    """A create-only write found an object already stored under this key."""
+
+    def __init__(self, key: str):
+        super().__init__(f"an object is already stored under key {key!r}")
+        self.key = key
+
+
 def _split_key(key: str, *, what: str = "key") -> list[str]:
     """The segments of a relative '/'-separated key, or ValueError for anything that could escape the root."""
     if not isinstance(key, str) or not key:
@@ -126,6 +134,24 @@ class ObjectStore:
             self._fs.pipe_file(path, bytes(data))
         self._invalidate(path)
 
+    def create_bytes(self, key: str, data: bytes) -> None:
+        """Store ``data`` under ``key`` only if no object is there, else ``KeyExistsError``.
+
+        Of several writers racing for one key, exactly one succeeds: on a local folder the complete
+        temporary file is hard-linked to the key (link fails on an existing name); on S3 the PUT
+        carries ``If-None-Match: *`` (AWS S3, MinIO and moto honour it; s3fs maps the 412 to
+        FileExistsError)."""
+        path = self._path(key)
+        try:
+            if self._local:
+                write_local_atomic(path, bytes(data), exclusive=True)
+            else:
+                self._fs.pipe_file(path, bytes(data), mode="create")
+        except FileExistsError:
+            raise KeyExistsError(key) from None
+        finally:
+            self._invalidate(path)
+
     def exists(self, key: str) -> bool:
         """Whether an object (not a folder) is stored under ``key``."""
         return self._fs.isfile(self._path(key))
@@ -172,14 +198,23 @@ class ObjectStore:
 
     def write_json(self, key: str, obj: Any) -> None:
         """Store ``obj`` as UTF-8 JSON (sorted keys, indent 2), atomically."""
-        text = json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-        self.write_bytes(key, text.encode("utf-8"))
+        self.write_bytes(key, _json_bytes(obj))
+
+    def create_json(self, key: str, obj: Any) -> None:
+        """:meth:`create_bytes` for ``obj`` as JSON: ``KeyExistsError`` when the key is taken."""
+        self.create_bytes(key, _json_bytes(obj))
 
 
-def write_local_atomic(path: str, data: bytes, *, mode: int = 0o666) -> None:
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def write_local_atomic(path: str, data: bytes, *, mode: int = 0o666, exclusive: bool = False) -> None:
     """Write to a temporary file in the target's folder, fsync it, rename it over the target.
 
-    ``mode`` is filtered by the umask (0o666: the mode a plain open() would give)."""
+    With ``exclusive`` the file is hard-linked to the target instead, which raises FileExistsError
+    when the target exists (so it is never replaced). ``mode`` is filtered by the umask (0o666: the
+    mode a plain open() would give)."""
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f"{_TMP_PREFIX}{os.path.basename(path)}.{uuid.uuid4().hex}")
@@ -189,7 +224,11 @@ def write_local_atomic(path: str, data: bytes, *, mode: int = 0o666) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)

@@ -15,6 +15,7 @@ from aprendiz.registry import (
     FeedbackRecord,
     ModelCard,
     ModelRegistry,
+    PromotionConflictError,
     VersionExistsError,
     VersionNotFoundError,
     check_name,
@@ -136,6 +137,41 @@ def test_promote_and_champion(registry):
         "models/iris/champion.json",
     ]
     assert registry.versions("iris") == [first.version, second.version]  # champion.json is not a version
+
+
+def test_conditional_promotion_lets_one_of_two_runs_replace_a_champion(registry):
+    """Two training runs read the same champion and both decide to promote: the second finds the claim taken."""
+    base, a, b = (card(version=f"20260101T00000{i}Z-0001") for i in range(3))
+    for c in (base, a, b):
+        registry.publish(c, ONNX)
+    first = registry.promote_over("iris", base.version, None, "first model")  # no champion yet
+    with pytest.raises(PromotionConflictError, match=f"{base.version} was promoted over no champion first"):
+        registry.promote_over("iris", a.version, None)
+    read_by_both = registry.champion("iris")
+    assert read_by_both == first
+    registry.promote_over("iris", a.version, read_by_both, "run a")
+    with pytest.raises(PromotionConflictError, match=f"{a.version} was promoted over champion {base.version} first"):
+        registry.promote_over("iris", b.version, read_by_both, "run b")
+    assert registry.champion("iris").version == a.version
+    assert registry.versions("iris") == [base.version, a.version, b.version]  # claims are not versions
+    assert registry.models() == ["iris"]
+
+
+def test_conditional_promotion_sees_a_champion_changed_by_hand_and_a_rollback_is_a_new_champion(registry):
+    base, a, b = (card(version=f"20260101T00000{i}Z-0001") for i in range(3))
+    for c in (base, a, b):
+        registry.publish(c, ONNX)
+    read = registry.promote("iris", base.version)
+    registry.promote("iris", a.version, "by hand")  # an operator, between a run's read and its promotion
+    with pytest.raises(PromotionConflictError, match=f"{a.version} was promoted over champion {base.version}"):
+        registry.promote_over("iris", b.version, read)
+    assert registry.champion("iris").version == a.version
+    # rolled back to base by hand: a new champion (a new promotion time), which a run may replace again
+    back = registry.promote("iris", base.version, "rollback")
+    registry.promote_over("iris", b.version, back)
+    assert registry.champion("iris").version == b.version
+    with pytest.raises(VersionNotFoundError):
+        registry.promote_over("iris", "20990101T000000Z-ffff", registry.champion("iris"))
 
 
 def test_promote_of_an_unknown_version_is_refused(registry):

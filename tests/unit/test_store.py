@@ -139,3 +139,42 @@ def test_s3_without_options_uses_the_standard_aws_variables(s3_bucket):
     store.write_json("models/m/champion.json", {"version": "1"})
     assert store.read_json("models/m/champion.json") == {"version": "1"}
     assert store.list() == ["models/m/champion.json"]
+
+
+def test_create_only_writes_never_replace(store):
+    from aprendiz.store import KeyExistsError
+
+    store.create_json("claims/a.json", {"by": "first"})
+    with pytest.raises(KeyExistsError, match="claims/a.json"):
+        store.create_json("claims/a.json", {"by": "second"})
+    with pytest.raises(KeyExistsError):
+        store.create_bytes("claims/a.json", b"third")
+    assert store.read_json("claims/a.json") == {"by": "first"}
+    assert store.list("claims") == ["claims/a.json"]  # the local temporary file is gone
+
+
+def test_of_racing_create_only_writers_exactly_one_wins(store):
+    """16 threads create the same key at once: one succeeds, 15 get KeyExistsError, the object is the winner's."""
+    import threading
+
+    from aprendiz.store import KeyExistsError
+
+    start = threading.Barrier(16)
+    won: list[int] = []
+    lost: list[int] = []
+
+    def writer(i: int) -> None:
+        start.wait()
+        try:
+            store.create_bytes("race/claim", str(i).encode())
+            won.append(i)
+        except KeyExistsError:
+            lost.append(i)
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(won) == 1 and len(lost) == 15
+    assert store.read_bytes("race/claim") == str(won[0]).encode()

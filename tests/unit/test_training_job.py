@@ -176,6 +176,51 @@ def test_too_few_rows_or_one_class_change_nothing(local_store):
     assert registry.champion(NAME).version == first.version
 
 
+class _MeetAfterPublishing(ModelRegistry):
+    """A real registry whose publish waits for the other run's publish: both runs have read the same
+    (absent) champion and decided to promote before either promotes (the race, made certain)."""
+
+    def __init__(self, store, meeting: threading.Barrier):
+        super().__init__(store)
+        self.meeting = meeting
+
+    def publish(self, *args, **kwargs):
+        version = super().publish(*args, **kwargs)
+        self.meeting.wait(60)
+        return version
+
+
+def test_two_concurrent_runs_promote_exactly_once(store):
+    seed_breast_cancer_dataset(store)
+    meeting = threading.Barrier(2)
+    results: list = []
+    errors: list = []
+
+    def run() -> None:
+        try:
+            results.append(run_training(_MeetAfterPublishing(store, meeting), NAME, FAST))
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and len(results) == 2
+    winners = [r for r in results if r.promoted]
+    losers = [r for r in results if not r.promoted]
+    assert len(winners) == 1 and len(losers) == 1, [r.reason for r in results]
+    registry = ModelRegistry(store)
+    assert registry.champion(NAME).version == winners[0].version
+    loser = losers[0]
+    assert loser.version is None
+    assert f"{winners[0].run_id} was promoted over no champion first" in loser.reason
+    assert f"{loser.run_id} is kept unpromoted" in loser.reason
+    assert sorted(registry.versions(NAME)) == sorted(r.run_id for r in results)  # both published, one serves
+    assert store.read_json(f"runs/{NAME}/{loser.run_id}/result.json")["promoted"] is False
+
+
 def test_an_unreachable_store_fails_clearly():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -17,8 +17,10 @@ One run (its id is a fresh registry version, e.g. "20261126T142501Z-3f9a"):
    threshold); promote when there is no champion, or when the best beats the champion's
    test metric by at least ``margin``;
 5. write the quarantine file and (first run) the inferred schema; publish the version
-   (model.onnx, report/*, card.json) and replace champion.json; a run that does not promote
-   publishes nothing under models/ and leaves its report under ``runs/<name>/<run id>/``.
+   (model.onnx, report/*, card.json) and replace champion.json, if the champion read in step 1
+   still serves (:meth:`ModelRegistry.promote_over`: of two concurrent runs, exactly one promotes;
+   the other keeps its version unpromoted and its reason names the winner); a run that does not
+   promote publishes nothing under models/ and leaves its report under ``runs/<name>/<run id>/``.
    Every run writes ``runs/<name>/<run id>/result.json``.
 
 Biases, both known: picking the best of several candidates on the test set flatters the
@@ -42,10 +44,12 @@ from aprendiz.registry import (
     OUTPUT,
     TABULAR_INPUT,
     TOKENIZER_FILE,
+    Champion,
     Feature,
     KeyNotFoundError,
     ModelCard,
     ModelRegistry,
+    PromotionConflictError,
     VersionNotFoundError,
     new_version,
 )
@@ -108,7 +112,8 @@ def _store_call(store, what: str, fn, *args, **kwargs):
     """Run a store operation; anything but our own errors becomes StoreUnavailableError."""
     try:
         return fn(*args, **kwargs)
-    except (TrainingError, DatasetError, TrainingConfigError, KeyNotFoundError, VersionNotFoundError):
+    except (TrainingError, DatasetError, TrainingConfigError, KeyNotFoundError, VersionNotFoundError,
+            PromotionConflictError):
         raise
     except Exception as exc:  # s3fs / botocore / OS errors: the store is not usable
         raise StoreUnavailableError(f"the object store {store!r} is unreachable or failing ({what}): {type(exc).__name__}: {exc}") from exc
@@ -264,7 +269,7 @@ def _run(registry: ModelRegistry, name: str, config: TrainingConfig | None, *, n
         champion_info = {"version": champion.version, "metrics": champion_metrics, "probabilities": champion_probs,
                          "algorithm": champion_card.algorithm if champion_card else "",
                          "threshold": champion_card.threshold if champion_card else float("nan")}
-    _publish(registry, result, candidates, best, dataset, split, config, labels, champion_info, now=now)
+    _publish(registry, result, candidates, best, dataset, split, config, labels, champion, champion_info, now=now)
     result.duration_s = time.perf_counter() - started
     _store_call(store, "writing result.json", store.write_json, f"runs/{name}/{run_id}/result.json", jsonable(result.summary()))
     return result
@@ -340,8 +345,12 @@ def _decide(best, eligible, ok, config: TrainingConfig, champion, champion_metri
 
 
 def _publish(registry: ModelRegistry, result: TrainingResult, candidates: list[CandidateResult], best: CandidateResult,
-             dataset: Dataset, split, config: TrainingConfig, labels, champion_info, *, now) -> None:
-    """The report, and when promoted the new version and champion.json; fills in the result's keys."""
+             dataset: Dataset, split, config: TrainingConfig, labels, champion: Champion | None, champion_info,
+             *, now) -> None:
+    """The report, and when promoted the new version and champion.json; fills in the result's keys.
+
+    The promotion is conditional on ``champion`` still serving: a run that another run beat to it
+    keeps its version unpromoted and says so (result.promoted False, the reason names the winner)."""
     from aprendiz.training.report import build_report
 
     store, name, run_id = registry.store, result.name, result.run_id
@@ -355,9 +364,15 @@ def _publish(registry: ModelRegistry, result: TrainingResult, candidates: list[C
         card = ModelCard.model_validate(fields)
         extra = {f"report/{file}": data for file, data in report.items()} | best.files
         _store_call(store, "publishing the version", registry.publish, card, best.onnx_bytes, extra)
-        _store_call(store, "replacing champion.json", registry.promote, name, run_id, result.reason)
-        result.version = run_id
         result.report_keys = {file: f"models/{name}/{run_id}/report/{file}" for file in report}
+        try:
+            _store_call(store, "replacing champion.json", registry.promote_over, name, run_id, champion, result.reason)
+        except PromotionConflictError as exc:
+            log.warning("%s: not promoted: %s", name, exc)
+            result.promoted = False
+            result.reason = f"{exc}; this run's version {run_id} is kept unpromoted (it was: {result.reason})"
+        else:
+            result.version = run_id
     else:
         for file, data in report.items():
             _store_call(store, "writing the report", store.write_bytes, f"runs/{name}/{run_id}/{file}", data)
