@@ -19,7 +19,9 @@ What is taken, and why:
 - an ``Application``'s bound deployment and its autoscaling config, which Serve's public
   API does not show (the tests of ``build_app`` read them);
 - ``LLMEngine``, the engine protocol LLMServer's ``engine_cls`` takes (vLLM in production, a
-  fake engine in the fast test tier).
+  fake engine in the fast test tier);
+- from vLLM, whose request models Ray's are: ``EngineClientError``, the base of the errors its
+  request validators raise (not a ValueError, so pydantic passes them through unwrapped).
 """
 
 from __future__ import annotations
@@ -50,9 +52,11 @@ from ray.llm._internal.serve.observability.metrics.fast_api_metrics import (
 )
 from ray.llm._internal.serve.utils.lora_serve_utils import LoraModelLoader
 from ray.serve.deployment import Application, Deployment
+from vllm.exceptions import VLLMClientError as EngineClientError
 
 __all__ = [
     "DiskMultiplexConfig",
+    "EngineClientError",
     "ErrorResponse",
     "LLMEngine",
     "LoraModelLoader",

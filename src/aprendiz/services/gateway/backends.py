@@ -32,6 +32,7 @@ from aprendiz.loras import AdapterStore
 from aprendiz.services.classifier.placement import Placement
 from aprendiz.services.gateway.metering import DONE
 from aprendiz.services.raycompat import (
+    EngineClientError,
     ErrorResponse,
     ModelCard,
     OpenAIHTTPException,
@@ -146,6 +147,9 @@ class HostedGenerator:
             body = REQUESTS[route].model_validate(payload)
         except ValidationError as exc:
             raise RequestValidationError(exc.errors()) from None
+        except EngineClientError as exc:  # vLLM's own validators (stream_options without stream ...)
+            message = exc.args[0] if exc.args else str(exc)
+            raise ModelRejectedError(f"Invalid request: {message}", param=getattr(exc, "parameter", None)) from None
         if route == "chat":
             body = sanitize_chat_request(body)  # type: ignore[arg-type, assignment]  # Ray's base class
         info = RawRequestInfo(headers={k: v for k, v in headers.items() if k.lower() not in PRIVATE_HEADERS})

@@ -41,6 +41,7 @@ from aprendiz.services.gateway.limits import Limiter, build_rate_limiter
 from aprendiz.services.gateway.routes import build_routes
 from aprendiz.services.heap import tune_gc
 from aprendiz.services.ingress.app import PlainRoute, create_app
+from aprendiz.services.ingress.openapi import ApiDocument
 from aprendiz.services.raycompat import ModelCard, ModelList, to_model_metadata
 
 V2_BINARY_HEADER = "inference-header-content-length"
@@ -220,20 +221,20 @@ def with_placement(metadata: dict[str, Any], admission: Admission) -> dict[str, 
 # The OpenAI routes this platform serves (Ray's ingress also has embeddings, score,
 # transcriptions and tokenize, which a chat generator does not offer), KServe's V1 and
 # V2 routes, and the probes. Classifier routes come before the catch-all model route.
-ENDPOINTS = {
-    "classifier_predict_v1": lambda app: app.post("/v1/models/{name}:predict"),
-    "classifier_feedback": lambda app: app.post("/v1/models/{name}/feedback"),
-    "v2_live": lambda app: app.get("/v2/health/live"),
-    "v2_ready": lambda app: app.get("/v2/health/ready"),
-    "v2_model_ready": lambda app: app.get("/v2/models/{name}/ready"),
-    "v2_model_metadata": lambda app: app.get("/v2/models/{name}"),
-    "v2_infer": lambda app: app.post("/v2/models/{name}/infer"),
-    "models": lambda app: app.get("/v1/models", response_model=ModelList),
-    "model_data": lambda app: app.get("/v1/models/{model:path}", response_model=ModelCard),
-    "completions": lambda app: app.post("/v1/completions"),
-    "chat": lambda app: app.post("/v1/chat/completions"),
-    "healthz": lambda app: app.get("/healthz", include_in_schema=False),
-    "readyz": lambda app: app.get("/readyz", include_in_schema=False),
+ENDPOINTS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "classifier_predict_v1": ("POST", "/v1/models/{name}:predict", {}),
+    "classifier_feedback": ("POST", "/v1/models/{name}/feedback", {}),
+    "v2_live": ("GET", "/v2/health/live", {}),
+    "v2_ready": ("GET", "/v2/health/ready", {}),
+    "v2_model_ready": ("GET", "/v2/models/{name}/ready", {}),
+    "v2_model_metadata": ("GET", "/v2/models/{name}", {}),
+    "v2_infer": ("POST", "/v2/models/{name}/infer", {}),
+    "models": ("GET", "/v1/models", {"response_model": ModelList}),
+    "model_data": ("GET", "/v1/models/{model:path}", {"response_model": ModelCard}),
+    "completions": ("POST", "/v1/completions", {}),
+    "chat": ("POST", "/v1/chat/completions", {}),
+    "healthz": ("GET", "/healthz", {"include_in_schema": False}),
+    "readyz": ("GET", "/readyz", {"include_in_schema": False}),
 }
 
 
@@ -249,8 +250,10 @@ def build_asgi_app(ingress: AprendizIngress, *, request_metrics: Callable[[], An
     gateway = ingress._gateway
     app = create_app(request_metrics=request_metrics,
                      authenticate=gateway.authenticate if gateway.gatekeeper.enabled else None)
-    for name, route in ENDPOINTS.items():
-        route(app)(getattr(ingress, name))
+    document = ApiDocument([r.id for r in gateway.routes.generators()], [r.id for r in gateway.routes.classifiers()])
+    for name, (method, path, options) in ENDPOINTS.items():
+        app.add_api_route(path, getattr(ingress, name), methods=[method], **options, **document.operation(name))
+    document.finish(app)
     for position, (name, (path, method)) in enumerate(PLAIN_ROUTES.items()):
         app.router.routes.insert(position, PlainRoute(path, method, getattr(ingress, name)))
     return app
