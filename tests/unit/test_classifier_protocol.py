@@ -149,3 +149,56 @@ def test_v2_body_nested_too_deeply_is_a_client_error():
     deep = b'{"inputs": [{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": ' + b"[" * 100_000 + b"]" * 100_000 + b"}]}"
     with pytest.raises(InvalidRequestError):
         protocol.decode_v2(deep, None, TABULAR, 10)
+
+
+# -- properties (hypothesis): any JSON decodes to finite float32 rows, or to a 400 that names the field ---------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+JSON_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(10**400), max_value=10**400),
+    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([1e39, -1e39, 3.4e38, 1e-45, -0.0]), st.text(max_size=6),
+)
+INSTANCES = st.lists(st.one_of(
+    st.lists(JSON_SCALARS, max_size=3),
+    st.dictionaries(st.sampled_from(["a", "b", "c"]), JSON_SCALARS, max_size=3),
+    JSON_SCALARS,
+), max_size=5)
+PROPERTY = settings(max_examples=300, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+
+def _as_json(value) -> object:
+    """What the ingress hands the decoder: the value through a JSON round trip (NaN and Infinity included)."""
+    return json.loads(json.dumps(value))
+
+
+@PROPERTY
+@given(INSTANCES, st.integers(min_value=1, max_value=4))
+def test_v1_any_instances_decode_or_name_what_is_wrong(instances, max_instances):
+    try:
+        rows = protocol.decode_instances(_as_json({"instances": instances}), TABULAR, max_instances)
+    except InvalidRequestError as exc:
+        assert exc.param and exc.param.startswith("instances"), exc.message
+        return
+    assert rows.dtype == np.float32 and rows.shape == (len(instances), 2) and np.isfinite(rows).all()
+
+
+V2_DATA = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=4), max_leaves=12)
+
+
+@PROPERTY
+@given(
+    st.lists(st.integers(min_value=-3, max_value=2**40), max_size=3),
+    st.sampled_from(["FP32", "FP64", "INT64", "INT8", "UINT8", "BOOL", "BYTES", "FP16", "fp32", ""]),
+    V2_DATA,
+    st.one_of(st.none(), st.integers(min_value=-5, max_value=400)),
+)
+def test_v2_any_tensor_decodes_or_is_a_400(shape, datatype, data, header_length):
+    body = json.dumps({"inputs": [{"name": "input", "shape": shape, "datatype": datatype, "data": data}]}).encode()
+    try:
+        rows, _ = protocol.decode_v2(body, header_length, TABULAR, 8)
+    except InvalidRequestError as exc:
+        assert exc.message.startswith(("invalid V2", "inputs[0]", "V2 request")), exc.message
+        return
+    assert rows.dtype == np.float32 and rows.shape[1] == 2 and 1 <= rows.shape[0] <= 8 and np.isfinite(rows).all()

@@ -166,3 +166,39 @@ def test_training_yaml_is_loaded_and_checked(local_store):
     local_store.write_bytes("datasets/bc/training.yaml", json.dumps({"floors": {"speed": 1}}).encode())
     with pytest.raises(TrainingConfigError, match="unknown metrics"):
         TrainingConfig.load(local_store, "bc")
+
+
+# -- property (hypothesis): any CSV cell is read as a finite float32 or its row is quarantined -------------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+CSV_CELLS = st.one_of(
+    st.sampled_from(["1e39", "-1e39", "3.4e38", "1e-50", "NaN", "-inf", "", " 3 ", "0x10", "1_000", "١٢", "1e", "--1"]),
+    st.integers(min_value=-(10**400), max_value=10**400).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.text(max_size=8),
+)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(st.lists(CSV_CELLS, min_size=1, max_size=6))
+def test_any_csv_cell_is_a_finite_float32_or_a_quarantined_row(local_store, cells):
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["a", "b", "label"])
+    for i in range(20):  # good rows (a is unique: no duplicates to drop), then the generated cells in column b
+        writer.writerow([i, i / 7, i % 2])
+    for j, cell in enumerate(cells):
+        writer.writerow([100 + j, cell, j % 2])
+    local_store.write_bytes("datasets/bc/data.csv", text.getvalue().encode())
+    try:
+        dataset = _load(local_store)
+    except DatasetError:
+        return  # refused as a whole, with a DatasetError's message (never another exception)
+    assert dataset.x.dtype == np.float32 and np.isfinite(dataset.x).all()
+    assert len(dataset.x) + dataset.rows_quarantined + dataset.duplicates_dropped == dataset.rows_read
+    assert all(q["reason"] for q in dataset.quarantine)
