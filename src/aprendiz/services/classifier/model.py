@@ -13,6 +13,7 @@ loaded, so none is ever read.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -25,8 +26,46 @@ from aprendiz.training.onnx_export import CHUNK_ROWS, run_in_chunks
 PREDICT_CHUNK_ROWS = CHUNK_ROWS
 
 
+# model.onnx is read whole and parsed by protobuf (2 GiB at most); the classifiers trained here are far
+# smaller (the largest, an exported k-NN over 100k rows, is about 12 MiB).
+MAX_ONNX_BYTES = 512 * 1024 * 1024
+
+
 class ModelLoadError(RuntimeError):
     """A version cannot serve: unreadable graph, wrong inputs or outputs, or a failed self-check."""
+
+
+def check_onnx_bytes(card: ModelCard, data: bytes) -> None:
+    """Refuse, before onnxruntime sees them, bytes that are not a self-contained ONNX graph of a sane size."""
+    import onnx
+
+    where = f"{card.name} {card.version}: model.onnx"
+    if len(data) > MAX_ONNX_BYTES:
+        raise ModelLoadError(f"{where} is {len(data)} bytes, over the limit of {MAX_ONNX_BYTES}")
+    if data[:1] == b"\x80":  # the PROTO opcode that pickle protocols 2 to 5 (and joblib files) begin with
+        raise ModelLoadError(f"{where} is a pickle, not ONNX: refused unread (unpickling runs code)")
+    try:
+        graph = onnx.load_from_string(data).graph  # from bytes: external data is named, never read
+    except Exception as exc:  # protobuf's DecodeError, or onnx's own
+        raise ModelLoadError(f"{where} is not an ONNX model: {exc}") from exc
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in _tensors(graph)):
+        raise ModelLoadError(f"{where} keeps tensors in external data (files of the machine that loads it): "
+                             "export it with its weights inside")
+
+
+def _tensors(graph) -> Iterator[Any]:
+    """Every tensor of a graph: initializers and node attributes, subgraphs included."""
+    import onnx
+
+    yield from graph.initializer
+    yield from (sparse.values for sparse in graph.sparse_initializer)
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.TENSOR:
+                yield attribute.t
+            yield from attribute.tensors
+            for subgraph in ([attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else []) + list(attribute.graphs):
+                yield from _tensors(subgraph)
 
 
 class OnnxClassifier:
@@ -53,6 +92,7 @@ class OnnxClassifier:
         import onnxruntime as ort
 
         card = artifact.card
+        check_onnx_bytes(card, artifact.onnx_bytes)
         tokenizer = None
         if card.kind == "text":
             if TOKENIZER_FILE not in artifact.files:
