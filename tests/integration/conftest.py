@@ -291,8 +291,9 @@ class RunningPlatform:
             "print(json.dumps({n: {'status': str(d.status), 'running_replicas': int(d.replica_states.get('RUNNING', 0))}"
             " for n, d in app.deployments.items()}))\n"
         )
-        # Ray 2.60 starts local clusters with token authentication; the token is in ~/.ray.
-        env = {**os.environ, "RAY_AUTH_MODE": "token"}
+        # Ray 2.60 starts local clusters with token authentication; the token is in ~/.ray. The
+        # platform's cluster runs in Ray's single-machine mode (on loopback): a driver must too.
+        env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
         assert result.returncode == 0, result.stderr[-2000:]
         return json.loads(result.stdout.strip().splitlines()[-1])
