@@ -56,7 +56,7 @@ def test_the_real_haproxy_listens_on_loopback_only(tmp_path):
     try:
         listening = set()
         for _ in range(50):
-            listening = {(c.laddr.ip, c.laddr.port) for c in psutil.Process(process.pid).net_connections("inet")
+            listening = {(c.laddr.ip, c.laddr.port) for c in _connections(psutil.Process(process.pid))
                          if c.status == psutil.CONN_LISTEN}
             if listening:
                 break
@@ -68,3 +68,8 @@ def test_the_real_haproxy_listens_on_loopback_only(tmp_path):
     finally:
         process.kill()
         process.wait(timeout=10)
+
+
+def _connections(process: psutil.Process) -> list:
+    """A process's inet sockets (psutil 6 renamed ``connections`` to ``net_connections``)."""
+    return getattr(process, "net_connections", process.connections)("inet")

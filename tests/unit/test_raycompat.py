@@ -37,7 +37,9 @@ def test_only_raycompat_imports_ray_private_modules():
             names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
                 [a.name for a in node.names] if isinstance(node, ast.Import) else [])
             offenders += [f"{path.relative_to(SRC)}: {n}" for n in names if "._internal" in n or "._private" in n]
-    assert offenders == []
+    # The one exception: the replica setup hook, imported by every Ray worker of a loopback platform,
+    # so it must not pull in raycompat's ray.llm imports; it touches one Serve function, lazily.
+    assert offenders == ["services/loopback.py: ray.serve._private"]
 
 
 @pytest.mark.parametrize("name", raycompat.__all__)

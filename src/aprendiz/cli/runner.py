@@ -54,12 +54,13 @@ HIGH_THROUGHPUT_ENV = {
     # The throughput mode stops replicas writing their log to stderr; keep it, so a replica's
     # errors (a refused model version, an engine failure) reach the console `aprendiz serve` runs in.
     "RAY_SERVE_LOG_TO_STDERR": "1",
-    # An ingress replica that stops stays reachable this long before it refuses new connections, so
-    # load balancers in front can take it out (Serve's default, 30 s, made Ctrl-C take 35 s). The
-    # only balancer in front of a local cluster is its own HAProxy, which is reloaded at once and
-    # retries a refused connection; requests in flight are still waited for after the window.
-    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1",
 }
+# A cluster this process starts (not the chart's): an ingress replica that stops stays reachable
+# this long before it refuses new connections, so load balancers in front can take it out (Serve's
+# default, 30 s, made Ctrl-C take 35 s). The only balancer in front of a local cluster is its own
+# HAProxy, which is reloaded at once and retries a refused connection; requests in flight are still
+# waited for after the window.
+LOCAL_CLUSTER_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
 
 
 def serve_ingress(settings: Settings) -> tuple[str, dict[str, str]]:
@@ -206,7 +207,8 @@ def start(settings: Settings, config: PlatformConfig) -> str:
     Returns the Ray cluster's GCS address."""
     # Before Ray's and Serve's modules are imported: they read the variables once, in this process too.
     serve_env = serve_ingress(settings)[1]
-    for name, value in {**serve_env, **loopback_env(settings, serve_env)}.items():
+    local = {} if settings.ray_address else LOCAL_CLUSTER_ENV
+    for name, value in {**serve_env, **local, **loopback_env(settings, serve_env)}.items():
         os.environ.setdefault(name, value)  # a variable the user set wins
     import ray
     from ray import serve
