@@ -208,7 +208,8 @@ def start(settings: Settings, config: PlatformConfig) -> str:
     # Before Ray's and Serve's modules are imported: they read the variables once, in this process too.
     serve_env = serve_ingress(settings)[1]
     local = {} if settings.ray_address else LOCAL_CLUSTER_ENV
-    for name, value in {**serve_env, **local, **loopback_env(settings, serve_env)}.items():
+    loopback = loopback_env(settings, serve_env)
+    for name, value in {**serve_env, **local, **loopback}.items():
         os.environ.setdefault(name, value)  # a variable the user set wins
     import ray
     from ray import serve
@@ -224,7 +225,7 @@ def start(settings: Settings, config: PlatformConfig) -> str:
             include_dashboard=False,
             _metrics_export_port=settings.metrics_export_port,
             # replicas' gRPC servers for calls between deployments: on loopback, not [::]
-            runtime_env={"worker_process_setup_hook": REPLICA_HOOK} if keeps_to_loopback(settings) else None,
+            runtime_env={"worker_process_setup_hook": REPLICA_HOOK} if loopback else None,
         )
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build_platform(config), name=settings.app_name, route_prefix="/", blocking=False)
