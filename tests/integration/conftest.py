@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import psutil
@@ -160,7 +161,22 @@ def stores(moto_server, tmp_path_factory, job_training) -> Stores:
 
 
 FAMILY_MODELS = {"tiny-flor": "flor", "tiny-gpt-neox": "gpt-neox"}
+# Admission limits the overload tests (test_overload.py) burst past. The classifier's let the
+# autoscaling test's 24 clients in without a refusal (8 at once a replica, 24 queued per ingress).
+OVERLOAD_GENERATOR, OVERLOAD_GENERATOR_LIMITS = "tiny-gpt-neox", {"max_ongoing_requests": 2, "max_queued_requests": 2}
+OVERLOAD_CLASSIFIER, OVERLOAD_CLASSIFIER_LIMITS = "es-or-en", {"max_ongoing_requests": 8, "max_queued_requests": 24}
+INGRESS_REPLICAS = 2
 ADAPTERS = {"alpaca-a": 1, "alpaca-b": 2}  # adapter name -> seed
+
+
+@pytest.fixture(scope="session")
+def overload_limits() -> SimpleNamespace:
+    """The admission limits the platform gives the models the overload tests burst past."""
+    return SimpleNamespace(
+        generator=OVERLOAD_GENERATOR, generator_limits=OVERLOAD_GENERATOR_LIMITS,
+        classifier=OVERLOAD_CLASSIFIER, classifier_limits=OVERLOAD_CLASSIFIER_LIMITS,
+        ingress_replicas=INGRESS_REPLICAS,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -214,6 +230,9 @@ def platform_config(
                     "id": model_id, "source": str(path), "num_cpus": 0.5,
                     "engine_kwargs": {"max_model_len": 512, "dtype": "float32", "max_num_seqs": 4},
                     "env": {"VLLM_CPU_KVCACHE_SPACE": "1"},
+                    # A small admission (2 at once, 2 queued at each ingress replica): the overload test
+                    # sends it 5x that and expects 503s with Retry-After for the rest.
+                    **(OVERLOAD_GENERATOR_LIMITS if model_id == OVERLOAD_GENERATOR else {}),
                 }
                 for model_id, path in family_models.items()
             ],
@@ -233,7 +252,7 @@ def platform_config(
             # placement auto: MiniLM embeddings (a transformer encoder), so replicas of its own, which
             # Serve's autoscaler adds under load (the autoscaling test) and removes soon after.
             {
-                "name": "es-or-en", "poll_interval_s": 0.5, "num_cpus": 0.25,
+                "name": "es-or-en", "poll_interval_s": 0.5, "num_cpus": 0.25, **OVERLOAD_CLASSIFIER_LIMITS,
                 "autoscaling": {
                     "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 2,
                     "upscale_delay_s": 0, "downscale_delay_s": 2,
@@ -242,7 +261,7 @@ def platform_config(
         ],
         "store": {"url": "s3://aprendiz-test/store", "endpoint_url": moto_server},
         # Two ingress replicas: each holds the light classifiers and follows their champions on its own.
-        "ingress": {"max_body_bytes": 256 * 1024, "autoscaling": {"min_replicas": 2, "max_replicas": 2}},
+        "ingress": {"max_body_bytes": 256 * 1024, "autoscaling": {"min_replicas": INGRESS_REPLICAS, "max_replicas": INGRESS_REPLICAS}},
         "rented": [
             {
                 "id": "rented-tiny", "base_url": f"http://127.0.0.1:{provider_port}/v1",

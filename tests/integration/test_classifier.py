@@ -242,3 +242,40 @@ def test_acknowledged_feedback_survives_the_replica_being_killed(platform, store
             assert time.monotonic() < deadline, response.text
             time.sleep(1)
     assert math.isfinite(response.json()["predictions"][0]["probability"])
+
+
+def test_a_replica_killed_under_steady_load_fails_no_prediction(platform, data):
+    """Four clients predict without pause; the classifier's only replica is SIGKILLed mid-load. The
+    entrance resends the predictions the dead replica held (they change nothing) to the replica
+    Serve starts in its place: every client sees a 200, just later. Bounded: about 20 s of load."""
+    rows = data.data[:8].tolist()
+    killed_at: list[float] = []
+
+    async def load():
+        async with httpx.AsyncClient(base_url=platform.base_url, headers=platform.headers, timeout=60) as client:
+            stop = time.monotonic() + 20
+
+            async def one_client():
+                answers = []
+                while time.monotonic() < stop:
+                    started = time.monotonic()
+                    response = await client.post(f"/v1/models/{S3_MODEL}:predict", json={"instances": rows})
+                    answers.append((started, time.monotonic() - started, response.status_code, response.text[:200]))
+                return answers
+
+            async def killer():
+                await asyncio.sleep(4)
+                killed_at.append(time.monotonic())
+                assert await asyncio.to_thread(_kill_replicas, f"Classifier:{S3_MODEL}") >= 1
+
+            *answers, _ = await asyncio.gather(*(one_client() for _ in range(4)), killer())
+            return [a for per_client in answers for a in per_client]
+
+    answers = asyncio.run(load())
+    failed = [a for a in answers if a[2] != 200]
+    after = sorted(a for a in answers if a[0] >= killed_at[0])
+    slowest = max(a[1] for a in answers)
+    print(f"\nreplica killed under load: {len(answers)} sent, {len(failed)} failed, slowest {slowest:.1f} s")
+    assert not failed, failed[:5]
+    assert after, "no request was sent after the kill"
+    assert slowest < 30

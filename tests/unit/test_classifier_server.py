@@ -197,3 +197,90 @@ def test_feedback_is_in_the_store_before_the_answer(trained, rows, run):
     assert answer["accepted"] == 2
     records = [json.loads(line) for line in registry.store.read_bytes(answer["key"]).decode().splitlines()]
     assert [r["label"] for r in records] == [1, 0]
+
+
+def test_a_champion_naming_a_missing_version_keeps_the_old_one_serving_until_it_arrives(trained, rows, tmp_path, run):
+    """champion.json written before its version's files (a hand edit, a copy in the wrong order):
+    the serving version keeps answering, and the named version takes over once its files are there."""
+    root, first, second = trained
+    registry = ModelRegistry(ObjectStore(str(root)))
+    late = ModelRegistry(ObjectStore(str(tmp_path / "late")))
+    artifact = registry.load(NAME, second)
+    missing = "20990101T000000Z"
+
+    async def version_served(server) -> str:
+        return (await server.predict_v1({"instances": rows[:1].tolist()}))["predictions"][0]["model_version"]
+
+    async def go():
+        server = await _server(root)
+        registry.store.write_json(f"models/{NAME}/champion.json", {"version": missing, "reason": "by hand"})
+        await asyncio.sleep(0.5)  # several polls
+        still = await version_served(server)
+        ready = await server.ready()
+        # The version's files arrive (published under the name the champion gives).
+        late_card = artifact.card.model_copy(update={"version": missing})
+        late.publish(late_card, artifact.onnx_bytes, artifact.files)
+        registry.import_version(late, NAME, missing)
+        await _until(lambda: _is(version_served(server), missing))
+        return still, ready, server
+
+    try:
+        still, ready, server = run(go())
+    finally:
+        registry.promote(NAME, first, "back to the first champion")
+    assert still == first and ready is True
+    assert missing not in server._service._refused
+
+
+def test_an_s3_outage_and_back_serving_continues_and_the_poll_recovers(trained, rows, run, monkeypatch):
+    """A real S3 server (moto) stopped under a serving classifier: predictions go on from the
+    loaded version; once the server is back, the next promotion is followed without a restart."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    root, first, second = trained
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    endpoint = f"http://127.0.0.1:{port}"
+    for variable, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                            "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(variable, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    options = {"endpoint_url": endpoint, "key": "testing", "secret": "testing"}
+    s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    s3.start()
+    try:
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket="outage-test")
+        local = ModelRegistry(ObjectStore(str(root)))
+        registry = ModelRegistry(ObjectStore("s3://outage-test/store", storage_options=options))
+        for version in (first, second):
+            registry.import_version(local, NAME, version)
+        registry.promote(NAME, first, "first")
+
+        async def version_served(server) -> str:
+            return (await server.predict_v1({"instances": rows[:1].tolist()}))["predictions"][0]["model_version"]
+
+        async def go():
+            nonlocal s3
+            server = ClassifierServer.__new__(ClassifierServer)
+            await server.__init__(model={"name": NAME, "poll_interval_s": 0.05},
+                                  store={"url": "s3://outage-test/store", "endpoint_url": endpoint})
+            assert await version_served(server) == first
+            s3.stop()  # the outage: connections refused
+            during = []
+            for _ in range(20):
+                during.append(await version_served(server))
+                await asyncio.sleep(0.1)
+            s3 = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+            s3.start()  # back, with its objects (moto keeps them in this process)
+            await asyncio.to_thread(registry.promote, NAME, second, "after the outage")
+            await _until(lambda: _is(version_served(server), second), timeout_s=60)
+            return during
+
+        assert set(run(go())) == {first}
+    finally:
+        s3.stop()

@@ -611,3 +611,80 @@ def test_back_pressure_and_a_dead_replica_are_503s_with_their_reason():
             with ray_errors("tiny"):
                 raise exc
         assert raised.value.reason == reason and to_response(raised.value).status_code == 503
+
+
+# -- a classifier in replicas of its own: a replica that dies -----------------------------
+class DyingReplicas:
+    """A deployment handle whose replica dies under the first ``deaths`` calls (as a SIGKILL'd
+    replica does under Serve: ActorDiedError), then answers from its replacement."""
+
+    def __init__(self, deaths: int):
+        self.deaths, self.calls = deaths, []
+
+    def __getattr__(self, method):
+        handle = self
+
+        class Method:
+            async def remote(self, *args):
+                handle.calls.append(method)
+                if len(handle.calls) <= handle.deaths:
+                    from ray.exceptions import ActorDiedError
+
+                    raise ActorDiedError()
+                return {"predictions": [{"label": 1}]}
+
+        return Method()
+
+
+def _replica_classifier(handle):
+    from aprendiz.services.classifier.placement import Placement
+    from aprendiz.services.gateway.backends import ReplicaClassifier
+
+    return ReplicaClassifier("cancer", handle, Placement("replica", "configured"))
+
+
+@pytest.mark.parametrize("method", ["predict_v1", "infer_v2", "metadata_v2", "ready"])
+def test_an_idempotent_call_whose_replica_dies_is_retried_on_its_replacement(method):
+    handle = DyingReplicas(deaths=2)
+    assert asyncio.run(_replica_classifier(handle).call(method, {})) == {"predictions": [{"label": 1}]}
+    assert handle.calls == [method] * 3
+
+
+def test_feedback_is_not_retried_when_its_replica_dies():
+    """The example may already be in the store: a second write would count it twice. The client
+    gets a 503 and decides."""
+    handle = DyingReplicas(deaths=1)
+    with pytest.raises(BackendUnavailableError) as refused:
+        asyncio.run(_replica_classifier(handle).call("feedback", {}))
+    assert refused.value.reason == "down" and handle.calls == ["feedback"]
+
+
+def test_retries_stop_at_their_deadline_with_a_503(monkeypatch):
+    from aprendiz.services.gateway import backends
+
+    monkeypatch.setattr(backends, "REPLICA_RETRY_S", 0.3)
+    handle = DyingReplicas(deaths=10_000)
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailableError) as refused:
+        asyncio.run(_replica_classifier(handle).call("predict_v1", {}))
+    assert refused.value.reason == "down" and time.monotonic() - started < 2 and len(handle.calls) >= 2
+
+
+def test_a_deployment_that_failed_to_deploy_is_a_503_at_once():
+    from ray.serve._private.common import DeploymentID
+    from ray.serve.exceptions import DeploymentUnavailableError
+
+    class Failed:
+        calls = 0
+
+        def __getattr__(self, method):
+            class Method:
+                async def remote(self, *args):
+                    Failed.calls += 1
+                    raise DeploymentUnavailableError(DeploymentID(name="cancer", app_name="aprendiz"))
+
+            return Method()
+
+    with pytest.raises(BackendUnavailableError):
+        asyncio.run(_replica_classifier(Failed()).call("predict_v1", {}))
+    assert Failed.calls == 1

@@ -45,8 +45,9 @@ Infer = Callable[[OnnxClassifier, Any], Awaitable[np.ndarray]]
 
 
 class StoreUnavailableError(RuntimeError):
-    """The store did not answer a version's read (a connection reset, a timeout, a 5xx): not the
-    version's fault, so it is tried again at the next poll rather than refused."""
+    """The store did not answer a version's read (a connection reset, a timeout, a 5xx), or does not
+    hold the whole version yet (a champion named before its files arrived): not the version's fault,
+    so it is tried again at the next poll rather than refused."""
 
 
 class ClassifierService:
@@ -65,6 +66,7 @@ class ClassifierService:
         self._infer = infer or self.infer_here
         self._pinned: str | None = config.version
         self._refused: set[str] = set()
+        self._not_loaded: tuple[str, str] | None = None  # the last version the store could not give yet, and why
         self._current: OnnxClassifier | None = None
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task] = []
@@ -136,8 +138,10 @@ class ClassifierService:
             except StoreUnavailableError as exc:
                 if initial:
                     raise
-                log.warning("classifier %s: version %s not loaded yet (%s); the next poll tries again",
-                            self.name, version, exc)
+                if (version, str(exc)) != self._not_loaded:  # once per version and cause, not per poll
+                    log.warning("classifier %s: version %s not loaded yet (%s); still serving %s, the polls try again",
+                                self.name, version, exc, self._current.version if self._current else None)
+                self._not_loaded = (version, str(exc))
                 return
             except Exception as exc:
                 self._metrics.model_load_failures.inc(tags={"model": self.name, "version": version})
@@ -154,11 +158,14 @@ class ClassifierService:
 
     async def _load(self, version: str) -> OnnxClassifier:
         """The version loaded and self-checked. A store that fails to answer is StoreUnavailableError
-        (retried); a version that is missing, malformed or refused by its checks raises otherwise."""
+        (retried), as is a version not completely there yet; one that is malformed or refused by its
+        checks raises otherwise."""
         try:
             artifact = await asyncio.to_thread(self._registry.load, self.name, version)
-        except (FileNotFoundError, ValueError):
-            raise  # the version is missing or its card is malformed: refused
+        except FileNotFoundError as exc:  # not complete yet (card.json is written last), or named early
+            raise StoreUnavailableError(f"version {version} is not (completely) in the store yet: {exc}") from exc
+        except ValueError:
+            raise  # its card is malformed: refused
         except Exception as exc:
             raise StoreUnavailableError(f"reading version {version} from the store failed: {exc!r}") from exc
         loaded = await asyncio.to_thread(OnnxClassifier.load, artifact)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator, Mapping
@@ -46,6 +47,11 @@ REQUESTS: dict[str, type[ChatCompletionRequest] | type[CompletionRequest]] = {
     "chat": ChatCompletionRequest, "completions": CompletionRequest,
 }
 _END = object()  # the end of a handle's stream
+# A classifier call whose replica dies (SIGKILL, OOM, node lost) is sent again, to a live replica or
+# to the one Serve starts in its place, for this long; only calls that change nothing are resent
+# (feedback may already be written: the client gets the 503 and decides).
+REPLICA_RETRY_S = 15.0
+IDEMPOTENT_CLASSIFIER_CALLS = frozenset({"predict_v1", "infer_v2", "metadata_v2", "ready"})
 # Headers that stay at the entrance: the caller's key is the gateway's, not the engine's.
 PRIVATE_HEADERS = frozenset({"authorization", "cookie"})
 
@@ -63,9 +69,10 @@ class Answer:
 class BackendUnavailableError(ServiceUnavailableError):
     """A backend is down, its queue is full, or it gave no first token in time (``reason`` says which)."""
 
-    def __init__(self, message: str, reason: str):
+    def __init__(self, message: str, reason: str, *, replica_died: bool = False):
         super().__init__(message)
         self.reason = reason
+        self.replica_died = replica_died  # the replica that had the call died: another may take it
 
 
 @contextmanager
@@ -75,7 +82,9 @@ def ray_errors(model: str) -> Iterator[None]:
         yield
     except BackPressureError:
         raise BackendUnavailableError(f"the queue of `{model}` is full; retry shortly", "queue_full") from None
-    except (RayActorError, DeploymentUnavailableError) as exc:
+    except RayActorError as exc:
+        raise BackendUnavailableError(f"`{model}` is down ({type(exc).__name__})", "down", replica_died=True) from None
+    except DeploymentUnavailableError as exc:
         raise BackendUnavailableError(f"`{model}` is down ({type(exc).__name__})", "down") from None
     except RayTaskError as exc:
         if isinstance(exc.cause, AprendizError):
@@ -213,8 +222,19 @@ class ReplicaClassifier(ClassifierBackend):
         self._handle = handle
 
     async def call(self, method: str, *args: Any) -> Any:
-        with ray_errors(self.name):
-            return await getattr(self._handle, method).remote(*args)
+        """``method`` on a replica; an idempotent call whose replica died is resent (``REPLICA_RETRY_S``)."""
+        deadline = time.monotonic() + (REPLICA_RETRY_S if method in IDEMPOTENT_CLASSIFIER_CALLS else 0)
+        pause = 0.05
+        while True:
+            try:
+                with ray_errors(self.name):
+                    return await getattr(self._handle, method).remote(*args)
+            except BackendUnavailableError as exc:
+                if not exc.replica_died or time.monotonic() + pause > deadline:
+                    raise
+                log.warning("classifier %s: a replica died under %s; sending it again", self.name, method)
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, 1.0)
 
 
 class IngressClassifier(ClassifierBackend):
