@@ -177,6 +177,7 @@ class FakeClassifier:
 
     def __init__(self):
         self.bodies, self.feedback_bodies = [], []
+        self.loaded = True
 
     async def predict_v1(self, body):
         self.bodies.append(body)
@@ -185,7 +186,7 @@ class FakeClassifier:
         return {"predictions": [{"probability": 0.9, "label": "yes"} for _ in body["instances"]]}
 
     async def ready(self):
-        return True
+        return self.loaded
 
     async def metadata_v2(self):
         return {"name": "cancer"}

@@ -248,8 +248,28 @@ def test_probes_name_what_the_entrance_routes_to(recording_metrics):
 
     ready, live = run(go())
     assert ready == {"status": "ready", "models": [MODEL], "rented": [], "classifiers": ["cancer"],
-                     "authentication": False}
+                     "authentication": False, "not_ready": []}
     assert live == {"status": "ok"}
+
+
+def test_readiness_waits_for_every_generator_and_classifier(recording_metrics):
+    """/readyz is 503 while a model cannot answer yet (a generator whose replica still loads its
+    engine, a classifier without a version), naming it; /healthz stays 200 (the entrance is alive)."""
+    from ray.exceptions import RayActorError
+
+    async def go(platform):
+        async with platform as client:
+            return await client.get("/readyz"), await client.get("/healthz")
+
+    starting = InProcessPlatform(CONFIG, recording_metrics(), generator_fail=RayActorError())
+    ready, live = run(go(starting))
+    assert ready.status_code == 503 and live.status_code == 200
+    assert ready.json()["status"] == "not_ready" and ready.json()["not_ready"] == [MODEL]
+
+    unloaded = InProcessPlatform(CONFIG, recording_metrics())
+    unloaded.classifier.loaded = False
+    ready, _ = run(go(unloaded))
+    assert ready.status_code == 503 and ready.json()["not_ready"] == ["cancer"]
 
 
 def test_the_ingress_tunes_its_collector_as_configured(recording_metrics):

@@ -94,6 +94,10 @@ def ray_errors(model: str) -> Iterator[None]:
         raise
 
 
+async def _awaited(response: Any) -> Any:
+    return await response
+
+
 def sse_data(packet: Any) -> list[str]:
     """The data fields in what an LLMServer stream yields: SSE text (``data: ...`` blocks), a
     list of such texts, or response models."""
@@ -115,6 +119,21 @@ class HostedGenerator:
         self.adapters = adapters
         self._handle = handle
         self._streaming: dict[str, DeploymentHandle] = {}
+
+    async def ready(self, timeout_s: float) -> bool:
+        """A replica answers its engine's health check within ``timeout_s`` (while the only replica is
+        still loading its engine, Serve holds the call until it runs: not ready)."""
+        response = None
+        try:
+            response = self._handle.check_health.remote()
+            await asyncio.wait_for(_awaited(response), timeout_s)
+            return True
+        except asyncio.TimeoutError:
+            response.cancel()
+            return False
+        except Exception as exc:  # a dead or failing replica, a deployment that failed to deploy
+            log.warning("gateway: %s is not ready: %r", self.model_id, exc)
+            return False
 
     def _handle_for(self, model: str) -> DeploymentHandle:
         """The streaming handle for ``model``; an adapter's requests go to the replicas holding it

@@ -15,6 +15,7 @@ called directly. Probes (/healthz, /readyz, /v2/health/*) need no key.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, Callable
 
@@ -179,16 +180,34 @@ class AprendizIngress:
         """Liveness: the ingress replica answers."""
         return {"status": "ok"}
 
-    async def readyz(self) -> dict[str, Any]:
-        """Readiness: the models this entrance routes to."""
+    async def readyz(self) -> FastJSONResponse:
+        """Readiness: the models this entrance routes to, and those that cannot answer yet (a 503
+        until every hosted generator and classifier can; a rented model's provider is not probed)."""
         routes = self._gateway.routes
-        return {
-            "status": "ready",
-            "models": sorted(r.id for r in routes.generators("hosted")),
+        hosted, classifiers = routes.generators("hosted"), routes.classifiers()
+        checks = [r.backend.ready(READY_TIMEOUT_S) for r in hosted]  # type: ignore[union-attr]
+        checks += [_ready_within(r.backend, READY_TIMEOUT_S) for r in classifiers]  # type: ignore[arg-type]
+        answers = await asyncio.gather(*checks)
+        not_ready = sorted(r.id for r, ok in zip([*hosted, *classifiers], answers) if not ok)
+        body = {
+            "status": "not_ready" if not_ready else "ready",
+            "models": sorted(r.id for r in hosted),
             "rented": sorted(r.id for r in routes.generators("rented")),
-            "classifiers": sorted(r.id for r in routes.classifiers()),
+            "classifiers": sorted(r.id for r in classifiers),
             "authentication": self._gateway.gatekeeper.enabled,
+            "not_ready": not_ready,
         }
+        return FastJSONResponse(body, status_code=503 if not_ready else 200)
+
+
+READY_TIMEOUT_S = 2.0  # each model's readiness answer, within a probe's usual timeout
+
+
+async def _ready_within(backend: ClassifierBackend, timeout_s: float) -> bool:
+    try:
+        return bool(await asyncio.wait_for(backend.call("ready"), timeout_s))
+    except Exception:  # a timeout, a replica down: not ready, and the probe still answers
+        return False
 
 
 async def classifier_backends(
