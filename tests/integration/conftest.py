@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -281,6 +282,43 @@ def platform_config(
     return path
 
 
+class InFlightStream:
+    """A streamed chat completion long enough to be in flight when the platform is told to stop:
+    started, its first chunk read, then read to its end on a thread."""
+
+    def __init__(self, running: "RunningPlatform", tokens: int = 300):
+        body = {"model": "aprendiz-tiny-chat", "messages": [{"role": "user", "content": "Cuéntame algo"}],
+                "max_tokens": tokens, "min_tokens": tokens, "stream": True}
+        self._client = httpx.Client(base_url=running.base_url, headers=running.headers, timeout=60)
+        self._response = self._client.send(self._client.build_request("POST", "/v1/chat/completions", json=body),
+                                           stream=True)
+        assert self._response.status_code == 200, self._response.read()
+        self._lines = self._response.iter_lines()
+        self.events = [next(line for line in self._lines if line.startswith("data:"))]
+        self.ended_at = 0.0
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            self.events += [line for line in self._lines if line.startswith("data:")]
+        except httpx.HTTPError as exc:
+            self.events.append(f"cut: {exc!r}")
+        finally:
+            self.ended_at = time.monotonic()
+            self._response.close()
+            self._client.close()
+
+    def result(self) -> SimpleNamespace:
+        self._thread.join(timeout=60)
+        ended_whole = bool(self.events) and self.events[-1].strip() == "data: [DONE]" and not any(
+            '"error"' in event or event.startswith("cut:") for event in self.events
+        )
+        return SimpleNamespace(ended_whole=ended_whole, chunks=len(self.events) - 1, tail=self.events[-3:],
+                               remaining_s=max(0.0, (self.ended_at or time.monotonic()) - self._started))
+
+
 class RunningPlatform:
     def __init__(self, process: subprocess.Popen, base_url: str, metrics_url: str, log_path: Path, api_key: str):
         self.process = process
@@ -369,17 +407,20 @@ def platform(default_model, repo_root, platform_config, gateway_keys, tmp_path_f
 
     yield running
 
-    # Ctrl-C, as a user stops `make run`: it must exit 0 and leave no Ray or vLLM process.
-    # What it started is its process tree: Ray's daemons and workers, vLLM's engine processes.
+    # SIGTERM, as Kubernetes stops a pod (Ctrl-C's SIGINT takes the same handler in runner.py), with a
+    # stream in flight: the stream must finish whole, the platform exit 0 and leave no Ray or vLLM
+    # process. What it started is its process tree: Ray's daemons and workers, vLLM's engines.
     tree = {p.pid: p.create_time() for p in psutil.Process(process.pid).children(recursive=True)}
-    process.send_signal(signal.SIGINT)
+    in_flight = InFlightStream(running)
+    process.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
     try:
         code = process.wait(timeout=STOP_TIMEOUT_S)
         stopped_in = time.monotonic() - signalled
     except subprocess.TimeoutExpired:
         process.kill()
-        pytest.fail(f"aprendiz serve did not stop within {STOP_TIMEOUT_S}s of SIGINT:\n{running.log_tail()}")
+        pytest.fail(f"aprendiz serve did not stop within {STOP_TIMEOUT_S}s of SIGTERM:\n{running.log_tail()}")
+    drained = in_flight.result()
     def still_running() -> dict[int, str]:
         alive = {}
         for pid, created in tree.items():
@@ -402,8 +443,13 @@ def platform(default_model, repo_root, platform_config, gateway_keys, tmp_path_f
             psutil.Process(pid).kill()
         except psutil.NoSuchProcess:
             pass
-    assert code == 0, f"aprendiz serve exited with {code} on SIGINT:\n{running.log_tail()}"
-    assert not leftover, f"processes left behind after Ctrl-C: {leftover}"
-    # `make run`'s platform stops in about 7 s; this one has more deployments. It took 35 s while
-    # Serve held each ingress replica open 30 s for load balancers a local cluster does not have.
-    assert stopped_in <= CTRL_C_BUDGET_S, f"Ctrl-C took {stopped_in:.1f}s (budget {CTRL_C_BUDGET_S}s)"
+    assert code == 0, f"aprendiz serve exited with {code} on SIGTERM:\n{running.log_tail()}"
+    assert not leftover, f"processes left behind after SIGTERM: {leftover}"
+    assert drained.ended_whole, f"the stream in flight at SIGTERM was not drained: {drained.tail}"
+    # `make run`'s platform stops in about 7 s; this one has more deployments, and waits for the
+    # stream in flight. It took 35 s while Serve held each ingress replica open 30 s for load
+    # balancers a local cluster does not have.
+    stop_s = stopped_in - drained.remaining_s
+    assert stop_s <= CTRL_C_BUDGET_S, f"stopping took {stop_s:.1f}s beyond the drain (budget {CTRL_C_BUDGET_S}s)"
+    print(f"\nSIGTERM: stopped in {stopped_in:.1f} s, {drained.remaining_s:.1f} s of it the stream in flight "
+          f"finishing ({drained.chunks} chunks)")

@@ -201,8 +201,9 @@ def banner(settings: Settings, config: PlatformConfig, ray_address: str = "") ->
     return "\n" + "\n".join(lines) + "\n"
 
 
-def start(settings: Settings, config: PlatformConfig) -> str:
+def start(settings: Settings, config: PlatformConfig, *, ray_up: Callable[[], None] = lambda: None) -> str:
     """Start Ray (unless an address is given), Serve's ingress and the application; wait until it runs.
+    ``ray_up`` is called once this process is Ray's driver, before the models load.
 
     Returns the Ray cluster's GCS address."""
     # Before Ray's and Serve's modules are imported: they read the variables once, in this process too.
@@ -227,6 +228,7 @@ def start(settings: Settings, config: PlatformConfig) -> str:
             # replicas' gRPC servers for calls between deployments: on loopback, not [::]
             runtime_env={"worker_process_setup_hook": REPLICA_HOOK} if loopback else None,
         )
+    ray_up()
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(build_platform(config), name=settings.app_name, route_prefix="/", blocking=False)
     return context.address_info["gcs_address"]  # type: ignore[attr-defined]  # ray.init gives a RayContext
@@ -239,6 +241,13 @@ def stop(settings: Settings) -> None:
 
     if not ray.is_initialized():
         return
+    try:
+        # The application first, while Serve's proxy still runs: its replicas finish the requests
+        # they hold (Serve's graceful shutdown, up to each deployment's graceful_shutdown_timeout_s)
+        # and streams in flight end whole. serve.shutdown() alone stops HAProxy at once and cuts them.
+        serve.delete(settings.app_name)
+    except Exception as exc:  # still take Serve and Ray down
+        log.warning("deleting the application failed: %r", exc)
     try:
         serve.shutdown()
     finally:
@@ -257,10 +266,16 @@ def serve_until_stopped(
         if not started.is_set():
             raise KeyboardInterrupt  # interrupt a start that is still loading models
 
+    def _handle_signals() -> None:
+        # Again once Ray is up: its core worker installs a C handler for SIGTERM in the driver that
+        # logs "SIGTERM received" and aborts the process (exit -6), leaving Serve and Ray running.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _on_signal)
+
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         try:
-            ray_address = start(settings, config)
+            ray_address = start(settings, config, ray_up=_handle_signals)
         except KeyboardInterrupt:
             announce("aprendiz: interrupted while starting")
             return
