@@ -123,9 +123,12 @@ class HostedGenerator:
     async def ready(self, timeout_s: float) -> bool:
         """A replica answers its engine's health check within ``timeout_s`` (while the only replica is
         still loading its engine, Serve holds the call until it runs: not ready)."""
-        response = None
         try:
             response = self._handle.check_health.remote()
+        except Exception as exc:  # no such deployment, or its replicas are gone
+            log.warning("gateway: %s is not ready: %r", self.model_id, exc)
+            return False
+        try:
             await asyncio.wait_for(_awaited(response), timeout_s)
             return True
         except asyncio.TimeoutError:
