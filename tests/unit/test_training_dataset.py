@@ -168,6 +168,43 @@ def test_training_yaml_is_loaded_and_checked(local_store):
         TrainingConfig.load(local_store, "bc")
 
 
+@pytest.mark.parametrize(("written", "read"), [
+    ("[No, Yes]", ("No", "Yes")),
+    ("[off, on]", ("off", "on")),
+    ("[n, y]", ("n", "y")),
+    ("['00', '01']", ("00", "01")),
+    ("[00, 01]", ("00", "01")),
+    ("[benign, malignant]", ("benign", "malignant")),
+])
+def test_labels_are_the_strings_the_user_wrote(local_store, written, read):
+    """YAML 1.1 (PyYAML's safe_load) reads No/Yes/on/off/y/n as booleans and 01 as a number; the
+    training config is read as YAML 1.2, where they are the strings they look like."""
+    local_store.write_bytes("datasets/bc/training.yaml", f"labels: {written}\nmargin: 0.01\nseed: 7\n".encode())
+    config = TrainingConfig.load(local_store, "bc")
+    assert config.labels == read and config.margin == 0.01 and config.seed == 7
+
+
+def test_yaml_12_keeps_numbers_booleans_and_nulls(local_store):
+    local_store.write_bytes(
+        "datasets/bc/training.yaml",
+        b"labels: null\nmin_precision: 0.95\nmin_rows: 60\ncandidates:\n"
+        b"  - {name: mlp, algorithm: mlp, params: {early_stopping: true, alpha: 1e-3, hidden_layer_sizes: [8]}}\n",
+    )
+    config = TrainingConfig.load(local_store, "bc")
+    assert config.labels is None and config.min_precision == 0.95 and config.min_rows == 60
+    assert config.candidates[0].params == {"early_stopping": True, "alpha": 1e-3, "hidden_layer_sizes": [8]}
+
+
+def test_a_wrong_field_is_named_with_the_fix(local_store):
+    local_store.write_bytes("datasets/bc/training.yaml", b"labels: [benign, malignant, other]\nmargin: lots\n")
+    with pytest.raises(TrainingConfigError) as error:
+        TrainingConfig.load(local_store, "bc")
+    message = str(error.value)
+    assert "labels:" in message and "two" in message
+    assert "margin:" in message and "number" in message
+    assert "https://errors.pydantic.dev" not in message
+
+
 # -- property (hypothesis): any CSV cell is read as a finite float32 or its row is quarantined -------------------
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
+from aprendiz import yaml12
 from aprendiz.registry import Feature, dataset_prefix
 from aprendiz.store import KeyNotFoundError, ObjectStore
 from aprendiz.strict import Strict
@@ -129,7 +130,7 @@ class TrainingConfig(Strict):
         except KeyNotFoundError:
             return cls()
         try:
-            data = yaml.safe_load(text)
+            data = yaml12.load(text)  # labels as written: No, Yes, on, off, 01 stay strings
         except yaml.YAMLError as exc:
             raise TrainingConfigError(f"{key} is not valid YAML: {exc}") from None
         if data is None:
@@ -139,7 +140,33 @@ class TrainingConfig(Strict):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise TrainingConfigError(f"{key} is not a valid training config: {exc}") from None
+            raise TrainingConfigError(f"{key} is not a valid training config:\n{field_errors(exc)}") from None
+
+
+# What to do about a validation error, by pydantic's error type.
+_FIXES = {
+    "too_long": "list exactly two (negative, positive)",
+    "too_short": "list exactly two (negative, positive)",
+    "float_parsing": "write a number, e.g. 0.01",
+    "float_type": "write a number, e.g. 0.01",
+    "int_parsing": "write a whole number, e.g. 50",
+    "int_type": "write a whole number, e.g. 50",
+    "string_type": "write it as text; quote it if YAML reads it otherwise",
+    "literal_error": "use one of the values listed",
+    "extra_forbidden": "remove it, or fix its spelling (see the fields in aprendiz.training.config)",
+}
+
+
+def field_errors(exc: ValidationError) -> str:
+    """One line per wrong field: ``field.path: what is wrong (got X); the fix``."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "(the file)"
+        got = error.get("input")
+        shown = f" (got {got!r})" if not isinstance(got, dict | list) else ""
+        fix = _FIXES.get(error["type"])
+        lines.append(f"  {where}: {error['msg']}{shown}" + (f"; {fix}" if fix else ""))
+    return "\n".join(lines)
 
 
 def schema_key(name: str) -> str:
