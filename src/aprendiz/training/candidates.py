@@ -62,7 +62,7 @@ class CandidateResult:
 
 def build_estimator(algorithm: str, params: dict[str, Any], seed: int):
     """A scikit-learn Pipeline for one algorithm and its parameters."""
-    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.neural_network import MLPClassifier
@@ -82,6 +82,9 @@ def build_estimator(algorithm: str, params: dict[str, Any], seed: int):
         params.setdefault("max_iter", 500)
         params.setdefault("random_state", seed)
         return Pipeline([("scale", StandardScaler()), ("model", MLPClassifier(**params))])
+    if algorithm == "hist_gradient_boosting":
+        params.setdefault("random_state", seed)
+        return Pipeline([("model", HistGradientBoostingClassifier(**params))])
     if algorithm == "gradient_boosting":
         params.setdefault("random_state", seed)
         return Pipeline([("model", GradientBoostingClassifier(**params))])

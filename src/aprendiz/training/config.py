@@ -12,7 +12,7 @@ defaults below (a text dataset, one text column, with the text defaults of
     min_precision: 0.9
     candidates:
       - {name: logreg, algorithm: logistic_regression, search: {C: [0.1, 1, 10]}}
-      - {name: gbt, algorithm: gradient_boosting, params: {n_estimators: 50}}
+      - {name: gbt, algorithm: hist_gradient_boosting, params: {max_iter: 50}}
 
 ``features`` (the schema) is optional: when it is not declared, it is inferred on the first
 run and kept in ``datasets/<name>/schema.json``, which later runs reuse.
@@ -34,7 +34,10 @@ CONFIG_FILE = "training.yaml"
 SCHEMA_FILE = "schema.json"
 
 # Tabular algorithms, then text ones (a dataset of one text column; see aprendiz.training.text_candidates).
-Algorithm = Literal["knn", "logistic_regression", "mlp", "gradient_boosting", "minilm_logreg", "minilm_mlp", "tfidf_logreg"]
+Algorithm = Literal[
+    "knn", "logistic_regression", "mlp", "hist_gradient_boosting", "gradient_boosting",
+    "minilm_logreg", "minilm_mlp", "tfidf_logreg",
+]
 # Metrics a run computes on the held-out test set.
 HIGHER_IS_BETTER = ("roc_auc", "pr_auc", "f1", "precision", "recall", "recall_at_precision", "accuracy")
 LOWER_IS_BETTER = ("brier", "latency_ms", "size_bytes")
@@ -69,12 +72,15 @@ class CandidateConfig(Strict):
 
 
 def default_candidates() -> list[CandidateConfig]:
-    """The tabular defaults: k-nearest neighbours, logistic regression, an MLP, gradient boosting."""
+    """The tabular defaults: k-nearest neighbours, logistic regression, an MLP, gradient boosting (histogram-based)."""
     return [
         CandidateConfig(name="knn", algorithm="knn", search={"n_neighbors": [5, 15, 31]}),
         CandidateConfig(name="logistic_regression", algorithm="logistic_regression", search={"C": [0.1, 1.0, 10.0]}),
         CandidateConfig(name="mlp", algorithm="mlp", params={"hidden_layer_sizes": [32]}, search={"alpha": [1e-4, 1e-2]}),
-        CandidateConfig(name="gradient_boosting", algorithm="gradient_boosting", params={"n_estimators": 100, "max_depth": 3}),
+        # Histogram-based (binned features): about as accurate as scikit-learn's classic
+        # GradientBoostingClassifier (still available as `gradient_boosting`) and far faster on many rows.
+        CandidateConfig(name="gradient_boosting", algorithm="hist_gradient_boosting",
+                        params={"max_iter": 100, "max_depth": 3}),
     ]
 
 
