@@ -244,6 +244,7 @@ def test_every_default_algorithm_exports_onnx_that_agrees(local_store):
             CandidateConfig(name="lr", algorithm="logistic_regression"),
             CandidateConfig(name="mlp", algorithm="mlp", params={"hidden_layer_sizes": [8], "max_iter": 100}),
             CandidateConfig(name="gb", algorithm="gradient_boosting", params={"n_estimators": 15}),
+            CandidateConfig(name="hgb", algorithm="hist_gradient_boosting", params={"max_iter": 15}),
         ]
     )
     split = split_dataset(load_dataset(local_store, NAME, config, kept_schema=None, labels=None), config)
@@ -256,6 +257,31 @@ def test_every_default_algorithm_exports_onnx_that_agrees(local_store):
         np.testing.assert_allclose(got, expected, atol=1e-4)
         assert result.test_metrics["roc_auc"] > 0.9 and result.test_metrics["size_bytes"] == len(result.onnx_bytes)
         assert result.test_metrics["latency_ms"] > 0 and sum(map(sum, result.confusion)) == len(split.y_test)
+
+
+def test_knn_fits_on_a_stated_stratified_sample_of_the_training_rows(local_store):
+    """k-NN keeps every training row in its model (and in its ONNX graph): past its row cap it fits
+    on a seeded, stratified sample, and the result and the report say so."""
+    from aprendiz.training.config import default_candidates
+    from aprendiz.training.report import build_report
+
+    assert next(c for c in default_candidates() if c.algorithm == "knn").max_train_rows == 20_000
+    seed_breast_cancer_dataset(local_store)
+    candidate = CandidateConfig(name="knn", algorithm="knn", params={"n_neighbors": 5}, max_train_rows=100)
+    config = TrainingConfig(candidates=[candidate])
+    split = split_dataset(load_dataset(local_store, NAME, config, kept_schema=None, labels=None), config)
+    result = train_candidate(candidate, split, config)
+    assert result.ok, result.error
+    assert result.train_rows == 100 and result.pipeline.named_steps["model"].n_samples_fit_ == 100
+    positives = split.y_train.mean()
+    assert abs(result.pipeline.named_steps["model"]._y.mean() - positives) < 0.02  # stratified
+    assert f"100 of {len(split.y_train)}" in result.note
+    again = train_candidate(candidate, split, config)
+    np.testing.assert_array_equal(again.test_probabilities, result.test_probabilities)  # seeded
+    files = build_report({"selection_metric": "roc_auc"}, [result], split.y_test, None, ("benign", "malignant"))
+    assert f"100 of {len(split.y_train)}" in files["report.md"].decode()
+    uncapped = train_candidate(CandidateConfig(name="knn", algorithm="knn", max_train_rows=10_000), split, config)
+    assert uncapped.train_rows == len(split.y_train) and uncapped.note == ""
 
 
 def test_cli_train(tmp_path):

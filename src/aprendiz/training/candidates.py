@@ -51,6 +51,8 @@ class CandidateResult:
     onnx_bytes: bytes | None = None
     onnx_max_diff: float = float("nan")
     fit_seconds: float = 0.0
+    train_rows: int = 0  # the training rows it was fit on ...
+    train_rows_available: int = 0  # ... of these (fewer: a sample, see max_train_rows)
     pipeline: Any = None
     error: str | None = None
     files: dict[str, bytes] = field(default_factory=dict)  # published beside model.onnx (text: tokenizer.json)
@@ -58,6 +60,14 @@ class CandidateResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def note(self) -> str:
+        """How it was trained, when not on every training row."""
+        if self.train_rows >= self.train_rows_available:
+            return ""
+        return (f"fit on a stratified sample of {self.train_rows:,} of {self.train_rows_available:,} "
+                "training rows (max_train_rows)")
 
 
 def build_estimator(algorithm: str, params: dict[str, Any], seed: int):
@@ -195,13 +205,14 @@ def _search(candidate: CandidateConfig, inputs: Inputs, split: Split, config: Tr
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import ParameterGrid
 
+    x_train, y_train = _training_rows(candidate, inputs.x_train, split.y_train, config.seed, result)
     best: _Best | None = None
     for extra in ParameterGrid(candidate.search):
         params = {**candidate.params, **extra}
         model = inputs.estimator(params)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
-            model.fit(inputs.x_train, split.y_train)
+            model.fit(x_train, y_train)
         p_val = model.predict_proba(inputs.x_val)[:, 1]
         threshold, rule, met = choose_threshold(split.y_val, p_val, config.min_precision)
         val_metrics, _ = evaluate(split.y_val, p_val, threshold, target_met=met)
@@ -211,6 +222,23 @@ def _search(candidate: CandidateConfig, inputs: Inputs, split: Split, config: Tr
             best = _Best(value, params, model, threshold, rule, met, val_metrics[config.selection_metric])
     assert best is not None  # ParameterGrid({}) is one empty combination
     return best
+
+
+def _training_rows(candidate: CandidateConfig, x: Any, y: np.ndarray, seed: int,
+                   result: CandidateResult) -> tuple[Any, np.ndarray]:
+    """The rows ``candidate`` fits on: all of them, or past its ``max_train_rows`` a seeded,
+    stratified sample (noted in the result)."""
+    cap = candidate.max_train_rows
+    result.train_rows = result.train_rows_available = len(y)
+    if cap is None or len(y) <= cap:
+        return x, y
+    from sklearn.model_selection import train_test_split
+
+    keep, _ = train_test_split(np.arange(len(y)), train_size=cap, stratify=y, random_state=seed)
+    keep = np.sort(keep)
+    result.train_rows = cap
+    sampled = x[keep] if isinstance(x, np.ndarray) else [x[i] for i in keep]
+    return sampled, y[keep]
 
 
 def train_with(candidate: CandidateConfig, split: Split, config: TrainingConfig,

@@ -124,7 +124,7 @@ def _candidate_row(c: CandidateResult) -> dict[str, Any]:
         "name": c.name, "algorithm": c.algorithm, "params": c.params, "search": c.search,
         "validation_score": c.validation_score, "threshold": c.threshold, "threshold_rule": c.threshold_rule,
         "metrics": c.test_metrics, "confusion": c.confusion, "onnx_max_diff": c.onnx_max_diff,
-        "fit_seconds": c.fit_seconds, "error": c.error,
+        "fit_seconds": c.fit_seconds, "train_rows": c.train_rows, "note": c.note, "error": c.error,
     }
 
 

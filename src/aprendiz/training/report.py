@@ -101,16 +101,25 @@ def _table(summary: dict[str, Any], candidates: list, champion: dict[str, Any] |
     for c in candidates:
         if c.ok:
             cells = [_fmt(c.test_metrics.get(m, float("nan"))) for m in TABLE_METRICS]
-            rows.append([c.name, c.algorithm, _fmt(c.validation_score), _fmt(c.threshold), *cells, _fmt(c.fit_seconds), ""])
+            rows.append([c.name, c.algorithm, _fmt(c.validation_score), _fmt(c.threshold), *cells, _fmt(c.fit_seconds),
+                         _fit_rows(c), ""])
         else:
-            rows.append([c.name, c.algorithm, *["-"] * (len(TABLE_METRICS) + 2), _fmt(c.fit_seconds), c.error or ""])
+            rows.append([c.name, c.algorithm, *["-"] * (len(TABLE_METRICS) + 2), _fmt(c.fit_seconds), _fit_rows(c),
+                         c.error or ""])
     if champion is not None and champion.get("metrics"):
         m = champion["metrics"]
         rows.append([f"champion {champion['version']}", champion.get("algorithm", ""), "-", _fmt(champion.get("threshold", float("nan"))),
-                     *[_fmt(m.get(k, float("nan"))) for k in TABLE_METRICS], "-", ""])
+                     *[_fmt(m.get(k, float("nan"))) for k in TABLE_METRICS], "-", "-", ""])
     header = ["candidate", "algorithm", f"validation {summary.get('selection_metric')}", "threshold",
-              *TABLE_METRICS, "fit s", "error"]
+              *TABLE_METRICS, "fit s", "fit rows", "error"]
     return header, rows
+
+
+def _fit_rows(c: Any) -> str:
+    """The training rows a candidate was fit on; "N of M (max_train_rows)" when it sampled them."""
+    if c.train_rows < c.train_rows_available:
+        return f"{c.train_rows:,} of {c.train_rows_available:,} (sample)"
+    return f"{c.train_rows:,}" if c.train_rows else "-"
 
 
 def build_report(summary: dict[str, Any], candidates: list, y_test: np.ndarray,
