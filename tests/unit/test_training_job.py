@@ -284,6 +284,38 @@ def test_knn_fits_on_a_stated_stratified_sample_of_the_training_rows(local_store
     assert uncapped.train_rows == len(split.y_train) and uncapped.note == ""
 
 
+def test_a_3_percent_positive_rate_is_weighted_reported_first_and_warned_about(local_store, caplog):
+    """Fraud-like data: 3 % positives. The split keeps the rate in every part, algorithms that take
+    class weights get balanced ones, the report leads with PR-AUC and recall at precision, and a
+    test split with fewer than 30 positives is called out. The gate and threshold still work."""
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=3000, n_features=8, n_informative=5, weights=[0.97], flip_y=0,
+                               class_sep=1.5, random_state=0)
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(8)])
+    frame["label"] = y
+    _write_csv(local_store, frame, "datasets/fraud/data.csv")
+    config = TrainingConfig(candidates=[
+        CandidateConfig(name="logreg", algorithm="logistic_regression"),
+        CandidateConfig(name="hgb", algorithm="hist_gradient_boosting", params={"max_iter": 30}),
+        CandidateConfig(name="knn", algorithm="knn", params={"n_neighbors": 15}),
+    ], min_precision=0.5)
+    with caplog.at_level("WARNING"):
+        result = run_training(ModelRegistry(local_store), "fraud", config)
+    assert result.promoted, result.reason
+    rows = json.loads(local_store.read_bytes(f"runs/fraud/{result.run_id}/result.json"))["candidates"]
+    params = {row["name"]: row["params"] for row in rows}
+    assert params["logreg"]["class_weight"] == "balanced" and params["hgb"]["class_weight"] == "balanced"
+    assert "class_weight" not in params["knn"]
+    report = local_store.read_bytes(result.report_keys["report.md"]).decode()
+    header = next(line for line in report.splitlines() if line.startswith("| candidate"))
+    columns = [cell.strip() for cell in header.strip("|").split("|")]
+    assert columns.index("pr_auc") < columns.index("roc_auc") and columns.index("recall_at_precision") < columns.index("roc_auc")
+    assert "positive rate" in report and "fewer than 30" in report
+    assert "holds 18 positives, fewer than 30" in caplog.text
+    assert 0 < result.best_metrics["recall"] and result.best_metrics["pr_auc"] > 0.3
+
+
 def test_cli_train(tmp_path):
     from typer.testing import CliRunner
 

@@ -34,6 +34,27 @@ from aprendiz.training.dataset import Split
 from aprendiz.training.onnx_export import check_export, export_onnx, onnx_probabilities
 
 LATENCY_ROWS = 200
+# Below this share of the rarer class, algorithms that take class weights get balanced ones
+# (unless the candidate sets class_weight itself), and the report leads with PR-AUC.
+IMBALANCED_BELOW = 0.10
+CLASS_WEIGHTED = frozenset({"logistic_regression", "hist_gradient_boosting"})
+
+
+MIN_TEST_POSITIVES = 30
+
+
+def is_imbalanced(y: np.ndarray) -> bool:
+    rate = float(np.mean(y)) if len(y) else 0.5
+    return min(rate, 1 - rate) < IMBALANCED_BELOW
+
+
+def label_warnings(y_test: np.ndarray) -> list[str]:
+    """What the test split's labels make doubtful (logged by the job, listed in the report)."""
+    positives = int(np.sum(y_test))
+    if positives < MIN_TEST_POSITIVES:
+        return [f"the test split holds {positives} positives, fewer than {MIN_TEST_POSITIVES}: its metrics are noisy; "
+                "more positive examples (or feedback) would make them firm"]
+    return []
 
 
 @dataclass
@@ -206,9 +227,12 @@ def _search(candidate: CandidateConfig, inputs: Inputs, split: Split, config: Tr
     from sklearn.model_selection import ParameterGrid
 
     x_train, y_train = _training_rows(candidate, inputs.x_train, split.y_train, config.seed, result)
+    weights = {"class_weight": "balanced"} if (
+        candidate.algorithm in CLASS_WEIGHTED and is_imbalanced(split.y_train) and "class_weight" not in candidate.params
+    ) else {}
     best: _Best | None = None
     for extra in ParameterGrid(candidate.search):
-        params = {**candidate.params, **extra}
+        params = {**candidate.params, **weights, **extra}
         model = inputs.estimator(params)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)

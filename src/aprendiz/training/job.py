@@ -54,7 +54,7 @@ from aprendiz.registry import (
     new_version,
 )
 from aprendiz.store import jsonable
-from aprendiz.training.candidates import CandidateResult, evaluate, meets_floors, score, train_candidate
+from aprendiz.training.candidates import CandidateResult, evaluate, label_warnings, meets_floors, score, train_candidate
 from aprendiz.training.config import TrainingConfig, TrainingConfigError, load_schema, save_schema
 from aprendiz.training.dataset import (
     Dataset,
@@ -235,6 +235,8 @@ def _run(registry: ModelRegistry, name: str, config: TrainingConfig | None, *, n
     dataset = _read_dataset(registry, name, config, champion_card, labels)
     split = split_dataset(dataset, config)
     log.info("%s: %d rows (%d quarantined), split %s", name, len(dataset.y), dataset.rows_quarantined, split.sizes())
+    for warning in label_warnings(split.y_test):
+        log.warning("%s: %s", name, warning)
 
     candidates = _train_candidates(name, dataset, split, config)
     best, eligible, ok = _rank(candidates, config)

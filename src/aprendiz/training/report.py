@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from aprendiz.training.candidates import is_imbalanced, label_warnings
+
 TABLE_METRICS = (
     "roc_auc", "pr_auc", "f1", "precision", "recall", "recall_at_precision", "brier", "latency_ms", "size_bytes",
 )
@@ -95,23 +97,34 @@ def _confusion(confusion: list[list[int]], title: str, labels: tuple[str, str]) 
     return _png(plt, fig)
 
 
-def _table(summary: dict[str, Any], candidates: list, champion: dict[str, Any] | None) -> tuple[list[str], list[list]]:
+# With few positives, ROC-AUC flatters a model: precision-recall figures lead the table.
+IMBALANCED_FIRST = ("pr_auc", "recall_at_precision")
+
+
+def table_metrics(y_test: np.ndarray) -> tuple[str, ...]:
+    if not is_imbalanced(y_test):
+        return TABLE_METRICS
+    return (*IMBALANCED_FIRST, *(m for m in TABLE_METRICS if m not in IMBALANCED_FIRST))
+
+
+def _table(summary: dict[str, Any], candidates: list, champion: dict[str, Any] | None,
+           metrics: tuple[str, ...] = TABLE_METRICS) -> tuple[list[str], list[list]]:
     """The candidates table (and the champion's row): header and rows."""
     rows = []
     for c in candidates:
         if c.ok:
-            cells = [_fmt(c.test_metrics.get(m, float("nan"))) for m in TABLE_METRICS]
+            cells = [_fmt(c.test_metrics.get(m, float("nan"))) for m in metrics]
             rows.append([c.name, c.algorithm, _fmt(c.validation_score), _fmt(c.threshold), *cells, _fmt(c.fit_seconds),
                          _fit_rows(c), ""])
         else:
-            rows.append([c.name, c.algorithm, *["-"] * (len(TABLE_METRICS) + 2), _fmt(c.fit_seconds), _fit_rows(c),
+            rows.append([c.name, c.algorithm, *["-"] * (len(metrics) + 2), _fmt(c.fit_seconds), _fit_rows(c),
                          c.error or ""])
     if champion is not None and champion.get("metrics"):
         m = champion["metrics"]
         rows.append([f"champion {champion['version']}", champion.get("algorithm", ""), "-", _fmt(champion.get("threshold", float("nan"))),
-                     *[_fmt(m.get(k, float("nan"))) for k in TABLE_METRICS], "-", "-", ""])
+                     *[_fmt(m.get(k, float("nan"))) for k in metrics], "-", "-", ""])
     header = ["candidate", "algorithm", f"validation {summary.get('selection_metric')}", "threshold",
-              *TABLE_METRICS, "fit s", "fit rows", "error"]
+              *metrics, "fit s", "fit rows", "error"]
     return header, rows
 
 
@@ -136,7 +149,8 @@ def build_report(summary: dict[str, Any], candidates: list, y_test: np.ndarray,
     if best is not None:
         files["confusion.png"] = _confusion(best.confusion, f"{best.name} at threshold {best.threshold:.3f} (test)", labels)
 
-    header, rows = _table(summary, candidates, champion)
+    header, rows = _table(summary, candidates, champion, table_metrics(y_test))
+    positives = int(np.sum(y_test))
 
     facts = [
         ("model", summary.get("model")), ("run", summary.get("run_id")),
@@ -146,6 +160,8 @@ def build_report(summary: dict[str, Any], candidates: list, y_test: np.ndarray,
         ("rows read", summary.get("rows_read")), ("rows quarantined", summary.get("rows_quarantined")),
         ("duplicates dropped", summary.get("duplicates_dropped")), ("labels corrected by feedback", summary.get("labels_corrected")),
         ("split", summary.get("split")), ("seed", summary.get("seed")), ("data fingerprint", summary.get("data_fingerprint")),
+        ("positive rate (test)", f"{positives / max(len(y_test), 1):.1%} ({positives} of {len(y_test)})"),
+        *[("warning", w) for w in label_warnings(y_test)],
     ]
     md = [f"# Training report: {summary.get('model')} {summary.get('run_id')}", ""]
     md += [f"- **{k}**: {v}" for k, v in facts]
