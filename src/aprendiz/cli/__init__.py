@@ -220,6 +220,66 @@ def train(
     typer.echo(f"report: {result.report_url}")
 
 
+datasets_app = typer.Typer(no_args_is_help=True, help="Training datasets in the store (datasets/<model>/).")
+app.add_typer(datasets_app, name="datasets")
+
+
+def _model_store(model: str, config: Optional[Path]):
+    """The store ``model``'s datasets live in: its classifier's, else the platform's."""
+    from aprendiz.registry import check_name
+
+    try:
+        check_name(model)
+    except ValueError as exc:
+        typer.echo(f"aprendiz: {exc}", err=True)
+        raise typer.Exit(2) from None
+    platform = _platform(config or _settings().config_file)
+    store = next((platform.store_for(c) for c in platform.classifiers if c.name == model), platform.store)
+    return _registry(store).store
+
+
+@datasets_app.command("push")
+def datasets_push(
+    file: Annotated[Path, typer.Argument(help="A CSV, Parquet or JSON Lines file.", exists=True, dir_okay=False)],
+    model: Annotated[str, typer.Option("--model", "-m", help="The model it trains: stored as datasets/<model>/<file name>.")],
+    config: ConfigOption = None,
+    replace: Annotated[bool, typer.Option("--replace", help="Overwrite a file of the same name.")] = False,
+) -> None:
+    """Upload a data file for ``aprendiz train --model MODEL`` (it reads every data file of the folder)."""
+    from aprendiz.training.dataset import CSV_SUFFIXES, JSONL_SUFFIXES, PARQUET_SUFFIXES
+
+    if not file.name.lower().endswith(CSV_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES):
+        typer.echo(f"aprendiz: {file.name} is not CSV, Parquet or JSON Lines "
+                   f"(by its suffix: {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES)})", err=True)
+        raise typer.Exit(2)
+    store = _model_store(model, config)
+    key = f"datasets/{model}/{file.name}"
+    if store.exists(key) and not replace:
+        typer.echo(f"aprendiz: {store.url}/{key} exists already; --replace overwrites it", err=True)
+        raise typer.Exit(1)
+    store.write_bytes(key, file.read_bytes())
+    typer.echo(f"aprendiz: wrote {file.stat().st_size:,} bytes to {store.url}/{key}")
+    typer.echo(f"next: aprendiz datasets describe {model}   then   aprendiz train --model {model}")
+
+
+@datasets_app.command("describe")
+def datasets_describe(
+    model: Annotated[str, typer.Argument(help="Model name: reads datasets/<model>/ and feedback/<model>/.")],
+    config: ConfigOption = None,
+) -> None:
+    """What a training run would read: schema, label balance, missing values, the rows it would quarantine."""
+    from aprendiz.training.dataset import DatasetError
+    from aprendiz.training.describe import describe_dataset, format_description
+
+    store = _model_store(model, config)
+    try:
+        description = describe_dataset(store, model)
+    except (DatasetError, ValueError) as exc:
+        typer.echo(f"aprendiz: {model}: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(format_description(description))
+
+
 keys_app = typer.Typer(no_args_is_help=True, help="API keys of the gateway (stored hashed in the key file).")
 app.add_typer(keys_app, name="keys")
 

@@ -1,0 +1,100 @@
+"""What a dataset in the store is, before any training: ``aprendiz datasets describe``.
+
+It reads ``datasets/<name>/`` and ``feedback/<name>/`` exactly as a training run would (the same
+training.yaml, kept schema and label names), and says what the run would see: the schema, the
+label balance, the missing values per column, and the rows it would quarantine, and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+
+from aprendiz.registry import Feature, ModelRegistry
+from aprendiz.store import ObjectStore
+from aprendiz.training.config import TrainingConfig, load_schema
+from aprendiz.training.dataset import load_dataset, read_sources
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+DEFAULT_LABELS = ("negative", "positive")  # as a training run names them without a champion or config
+QUARANTINE_SHOWN = 10
+
+
+@dataclass
+class DatasetDescription:
+    name: str
+    sources: list[str]
+    ignored_files: list[str]
+    schema_source: str  # config, schema.json or inferred
+    features: list[Feature]
+    text_column: str | None
+    label_column: str
+    labels: tuple[str, str]
+    label_counts: dict[str, int]  # label name -> rows, after quarantine and deduplication
+    rows_read: int
+    rows_used: int
+    rows_quarantined: int
+    duplicates_dropped: int
+    feedback_read: int
+    missing: dict[str, int] = field(default_factory=dict)  # column -> empty cells in the data files
+    quarantine: list[dict[str, Any]] = field(default_factory=list)  # the first QUARANTINE_SHOWN
+
+    @property
+    def positive_rate(self) -> float:
+        return self.label_counts[self.labels[1]] / max(self.rows_used, 1)
+
+
+def describe_dataset(store: ObjectStore, name: str) -> DatasetDescription:
+    """The dataset as a training run of ``name`` would read it (DatasetError when it could not)."""
+    registry = ModelRegistry(store)
+    config = TrainingConfig.load(store, name)
+    champion = registry.champion(name)
+    card = registry.card(name, champion.version) if champion else None
+    labels: tuple[str, str] = config.labels or (card.labels if card else DEFAULT_LABELS)
+    dataset = load_dataset(store, name, config, kept_schema=load_schema(store, name), labels=labels)
+    sources, _ = read_sources(store, name)
+    return DatasetDescription(
+        name=name, sources=dataset.sources, ignored_files=dataset.ignored_files, schema_source=dataset.schema_source,
+        features=dataset.features, text_column=dataset.text_column, label_column=dataset.label_column,
+        labels=labels, label_counts={labels[0]: int(np.sum(dataset.y == 0)), labels[1]: int(np.sum(dataset.y == 1))},
+        rows_read=dataset.rows_read, rows_used=len(dataset.y), rows_quarantined=dataset.rows_quarantined,
+        duplicates_dropped=dataset.duplicates_dropped, feedback_read=dataset.feedback_read,
+        missing=_missing(source.frame for source in sources), quarantine=dataset.quarantine[:QUARANTINE_SHOWN],
+    )
+
+
+def _missing(frames: Iterable[pd.DataFrame]) -> dict[str, int]:
+    """Empty cells per column over the data files (blank strings, NaN, null)."""
+    counts: dict[str, int] = {}
+    for frame in frames:
+        for column in frame.columns:
+            values = frame[column]
+            empty = values.isna() | values.astype(str).str.strip().eq("")
+            counts[str(column)] = counts.get(str(column), 0) + int(empty.sum())
+    return counts
+
+
+def format_description(d: DatasetDescription) -> str:
+    """The description as the command prints it."""
+    lines = [f"dataset {d.name}: {d.rows_read} rows read from {len(d.sources)} file(s) "
+             f"({', '.join(d.sources)}); feedback records {d.feedback_read}"]
+    if d.ignored_files:
+        lines.append(f"  ignored (not CSV, Parquet or JSON Lines): {', '.join(d.ignored_files)}")
+    if d.text_column is not None:
+        lines.append(f"text column: {d.text_column}")
+    else:
+        lines.append(f"schema ({d.schema_source}), {len(d.features)} features:")
+        lines += [f"  {f.name:<32} {f.type}" for f in d.features]
+    balance = ", ".join(f"{label}: {count}" for label, count in d.label_counts.items())
+    lines.append(f"labels ({d.label_column}): {balance}; positive rate {d.positive_rate:.1%}")
+    lines.append("missing values: " + (", ".join(f"{c}: {n}" for c, n in d.missing.items() if n) or "none"))
+    lines.append(f"rows used: {d.rows_used}; duplicates dropped: {d.duplicates_dropped}; quarantined: {d.rows_quarantined}")
+    for entry in d.quarantine:
+        lines.append(f"  {entry.get('source')} line {entry.get('line')}: {entry.get('reason')}")
+    if d.rows_quarantined > len(d.quarantine):
+        lines.append(f"  ... and {d.rows_quarantined - len(d.quarantine)} more")
+    return "\n".join(lines)

@@ -1,0 +1,71 @@
+"""aprendiz datasets push / describe: a dataset uploaded to the store and described before training."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from aprendiz.cli import app
+from aprendiz.store import ObjectStore
+from aprendiz.training.describe import describe_dataset
+
+
+@pytest.fixture
+def platform_file(tmp_path):
+    path = tmp_path / "aprendiz.yaml"
+    path.write_text(f"store: {{url: {tmp_path / 'store'}}}\nclassifiers: [{{name: churn}}]\n")
+    return path
+
+
+def _csv(path, rows):
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def test_push_then_describe_from_the_command_line(tmp_path, platform_file):
+    data = _csv(tmp_path / "churn.csv", {
+        "tenure": [1, 5, 12, 30, 2, "", 8, 40, 3, "x"],
+        "charges": [20.5, 70.1, 50.0, 99.9, 10.0, 65.2, 33.3, 80.0, 25.0, 45.0],
+        "churned": ["Yes", "No", "No", "No", "Yes", "No", "No", "No", "Yes", "No"],
+    })
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "datasets" / "churn").mkdir(parents=True)
+    (tmp_path / "store" / "datasets" / "churn" / "training.yaml").write_text("label_column: churned\nlabels: [No, Yes]\n")
+    runner = CliRunner()
+    pushed = runner.invoke(app, ["datasets", "push", str(data), "--model", "churn", "--config", str(platform_file)])
+    assert pushed.exit_code == 0, pushed.output
+    assert "datasets/churn/churn.csv" in pushed.output
+    store = ObjectStore(str(tmp_path / "store"))
+    assert store.read_bytes("datasets/churn/churn.csv") == data.read_bytes()
+
+    again = runner.invoke(app, ["datasets", "push", str(data), "--model", "churn", "--config", str(platform_file)])
+    assert again.exit_code == 1 and "--replace" in again.output
+
+    described = runner.invoke(app, ["datasets", "describe", "churn", "--config", str(platform_file)])
+    assert described.exit_code == 0, described.output
+    out = described.output
+    assert "tenure" in out and "charges" in out and "float" in out
+    assert "No: 5" in out and "Yes: 3" in out and "37.5%" in out
+    assert "quarantined: 2" in out and "line 7" in out and "line 11" in out  # the empty and the "x" cell
+
+
+def test_describe_names_missing_values_per_column(tmp_path):
+    store = ObjectStore(str(tmp_path / "store"))
+    store.write_bytes("datasets/m/a.csv", b"a,b,label\n1,,0\n2,3,1\n,4,0\n5,6,1\n")
+    description = describe_dataset(store, "m")
+    assert description.missing == {"a": 1, "b": 1, "label": 0}
+    assert description.rows_read == 4 and description.rows_quarantined == 2
+    assert description.label_counts == {"negative": 0, "positive": 2}
+
+
+def test_describe_of_nothing_says_so(tmp_path, platform_file):
+    result = CliRunner().invoke(app, ["datasets", "describe", "empty", "--config", str(platform_file)])
+    assert result.exit_code == 1 and "no data rows" in result.output
+
+
+def test_push_refuses_a_file_that_is_not_a_dataset(tmp_path, platform_file):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("hello")
+    result = CliRunner().invoke(app, ["datasets", "push", str(notes), "--model", "m", "--config", str(platform_file)])
+    assert result.exit_code == 2 and "CSV, Parquet or JSON Lines" in result.output
