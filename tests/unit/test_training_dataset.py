@@ -133,7 +133,7 @@ def test_too_few_rows_and_one_class(local_store):
     local_store.write_bytes("datasets/bc/d.csv", ("a,label\n" + "".join(f"{i},{i % 2}\n" for i in range(20))).encode())
     with pytest.raises(DatasetError, match="only 20 valid rows.*min_rows=50"):
         check_trainable(_load(local_store), TrainingConfig())
-    local_store.write_bytes("datasets/bc/d.csv", ("a,label\n" + "".join(f"{i},0\n" for i in range(100))).encode())
+    local_store.write_bytes("datasets/bc/d.csv", ("a,label\n" + "".join(f"{i / 2},0\n" for i in range(100))).encode())
     with pytest.raises(DatasetError, match="all 100 valid rows have label 0"):
         check_trainable(_load(local_store), TrainingConfig())
 
@@ -167,6 +167,46 @@ def test_training_yaml_is_loaded_and_checked(local_store):
     local_store.write_bytes("datasets/bc/training.yaml", json.dumps({"floors": {"speed": 1}}).encode())
     with pytest.raises(TrainingConfigError, match="unknown metrics"):
         TrainingConfig.load(local_store, "bc")
+
+
+def test_an_id_column_and_a_constant_one_are_left_out_with_the_reason(local_store):
+    """A customer id (distinct integers) would be memorised, a constant column says nothing: the
+    inferred schema leaves both out and says why; the run's result and report repeat it."""
+    from aprendiz.training.job import run_training
+
+    rng = np.random.default_rng(0)
+    n = 400
+    x = rng.normal(size=(n, 3))
+    frame = pd.DataFrame({"customer_id": rng.permutation(100_000)[:n] + 1, "a": x[:, 0], "b": x[:, 1],
+                          "c": x[:, 2], "plan_version": 3, "label": (x[:, 0] + x[:, 1] > 0).astype(int)})
+    local_store.write_bytes("datasets/churn/data.csv", frame.to_csv(index=False).encode())
+    dataset = load_dataset(local_store, "churn", TrainingConfig(), kept_schema=None, labels=None)
+    assert [f.name for f in dataset.features] == ["a", "b", "c"]
+    assert "distinct" in dataset.left_out["customer_id"] and "an id" in dataset.left_out["customer_id"]
+    assert "constant" in dataset.left_out["plan_version"]
+    config = TrainingConfig(candidates=[default_candidates()[1]])
+    result = run_training(ModelRegistry(local_store), "churn", config)
+    assert set(result.left_out) == {"customer_id", "plan_version"}
+    report = local_store.read_bytes(result.report_keys["report.md"]).decode()
+    assert "customer_id" in report and "constant" in report
+
+
+def test_a_row_counter_is_an_id_a_unique_measurement_is_not_and_all_left_out_is_an_error(local_store):
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"row": range(200), "income_cents": rng.permutation(10**7)[:200], "label": [0, 1] * 100})
+    local_store.write_bytes("datasets/inc/data.csv", frame.to_csv(index=False).encode())
+    dataset = load_dataset(local_store, "inc", TrainingConfig(), kept_schema=None, labels=None)
+    assert [f.name for f in dataset.features] == ["income_cents"] and list(dataset.left_out) == ["row"]
+    local_store.write_bytes("datasets/only/data.csv", frame[["row", "label"]].to_csv(index=False).encode())
+    with pytest.raises(DatasetError, match="every feature column was left out: row"):
+        load_dataset(local_store, "only", TrainingConfig(), kept_schema=None, labels=None)
+
+
+def test_few_distinct_integers_are_a_feature_not_an_id(local_store):
+    frame = pd.DataFrame({"children": [0, 1, 2, 3, 0, 1] * 20, "label": [0, 1] * 60})
+    local_store.write_bytes("datasets/kids/data.csv", frame.to_csv(index=False).encode())
+    dataset = load_dataset(local_store, "kids", TrainingConfig(), kept_schema=None, labels=None)
+    assert [f.name for f in dataset.features] == ["children"] and dataset.left_out == {}
 
 
 @pytest.mark.parametrize(("written", "read"), [

@@ -59,6 +59,16 @@ def test_describe_names_missing_values_per_column(tmp_path):
     assert description.label_counts == {"negative": 0, "positive": 2}
 
 
+def test_describe_says_which_columns_are_left_out(tmp_path):
+    store = ObjectStore(str(tmp_path / "store"))
+    rows = "".join(f"{i},{i % 3}.5,{i % 2}\n" for i in range(60))
+    store.write_bytes("datasets/m/a.csv", ("row_id,x,label\n" + rows).encode())
+    from aprendiz.training.describe import format_description
+
+    text = format_description(describe_dataset(store, "m"))
+    assert "row_id" in text and "left out: an id: 60 distinct integers in 60 rows" in text
+
+
 def test_describe_of_nothing_says_so(tmp_path, platform_file):
     result = CliRunner().invoke(app, ["datasets", "describe", "empty", "--config", str(platform_file)])
     assert result.exit_code == 1 and "no data rows" in result.output

@@ -33,6 +33,7 @@ import hashlib
 import io
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +84,7 @@ class Dataset:
     labels_corrected: int = 0  # dataset rows whose label a feedback row replaced
     ignored_files: list[str] = field(default_factory=list)
     text_column: str | None = None  # set for a text dataset (one text column)
+    left_out: dict[str, str] = field(default_factory=dict)  # columns the inferred schema left out, and why
 
     @property
     def rows_quarantined(self) -> int:
@@ -332,12 +334,24 @@ def _validate(
 # -- schema ----------------------------------------------------------------------------------
 
 
-def infer_schema(sources: list[_Source], label_column: str) -> list[Feature]:
+# An integer column whose values are this distinct (of at least ID_MIN_ROWS rows) is an id when
+# its name says so (id, customer_id, CustomerID, uuid) or it counts rows (its values span little
+# more than their number): a model would memorise it, and a new row's id says nothing. A unique
+# integer measurement (income in cents) is kept.
+ID_DISTINCT_SHARE, ID_MIN_ROWS = 0.95, 50
+ID_NAME = re.compile(r"(^|[_\W])(id|Id|ID|uuid|UUID|key|KEY)$|[a-z](Id|ID)$")
+
+
+def infer_schema(sources: list[_Source], label_column: str,
+                 left_out: dict[str, str] | None = None) -> list[Feature]:
     """Every non-label column, in first-seen order: int when all its numbers are integers, else float.
+    A constant column, or an integer one of nearly all distinct values (an id), is left out, with
+    the reason in ``left_out``.
 
     A dataset whose only feature column holds text raises TextDatasetError; other text columns
     raise DatasetError (categorical features are not supported).
     """
+    left_out = {} if left_out is None else left_out
     columns: list[str] = []
     for source in sources:
         for column in source.frame.columns:
@@ -361,7 +375,19 @@ def infer_schema(sources: list[_Source], label_column: str) -> list[Feature]:
             continue
         ok = status == _OK
         integral = ok.any() and bool(np.all(np.floor(value[ok]) == value[ok]))
+        distinct = len(np.unique(value[ok]))
+        if ok.any() and distinct == 1:
+            left_out[column] = f"constant: every value is {value[ok][0]:g}"
+            continue
+        if integral and ok.sum() >= ID_MIN_ROWS and distinct >= ID_DISTINCT_SHARE * ok.sum():
+            span = float(value[ok].max() - value[ok].min()) + 1
+            if ID_NAME.search(column) or span <= 1.5 * distinct:
+                left_out[column] = f"an id: {distinct} distinct integers in {int(ok.sum())} rows"
+                continue
         features.append(Feature(name=column, type="int" if integral else "float"))
+    if not features and not text_columns:
+        raise DatasetError("every feature column was left out: "
+                           + "; ".join(f"{c} ({why})" for c, why in left_out.items()))
     if text_columns and len(columns) == 1:
         raise TextDatasetError(f"column {text_columns[0]!r} holds text: a text dataset", column=text_columns[0])
     if text_columns:
@@ -386,6 +412,7 @@ def load_dataset(
     """Read and validate ``datasets/<name>/`` and ``feedback/<name>/`` into one deduplicated pool."""
     sources, ignored = read_sources(store, name)
     feedback, feedback_bad = read_feedback_records(store, name)
+    left_out: dict[str, str] = {}
     if config.features is not None:
         features, schema_source = list(config.features), "config"
     elif kept_schema is not None:
@@ -394,7 +421,7 @@ def load_dataset(
         if not any(len(s.frame) for s in sources):
             raise DatasetError(f"no data rows under {dataset_prefix(name)} (CSV, Parquet or JSON Lines)")
         try:
-            features, schema_source = infer_schema(sources, config.label_column), "inferred"
+            features, schema_source = infer_schema(sources, config.label_column, left_out), "inferred"
         except TextDatasetError as exc:
             return _load_text_dataset(sources, ignored, feedback, feedback_bad, exc.column, config.label_column, labels)
     xs, ys, origin, quarantine = [], [], [], []
@@ -432,6 +459,7 @@ def load_dataset(
         duplicates_dropped=int(duplicated.sum()),
         labels_corrected=labels_corrected,
         ignored_files=ignored,
+        left_out=left_out,
     )
 
 

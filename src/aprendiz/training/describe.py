@@ -40,6 +40,7 @@ class DatasetDescription:
     rows_quarantined: int
     duplicates_dropped: int
     feedback_read: int
+    left_out: dict[str, str] = field(default_factory=dict)  # columns the inferred schema leaves out, and why
     missing: dict[str, int] = field(default_factory=dict)  # column -> empty cells in the data files
     quarantine: list[dict[str, Any]] = field(default_factory=list)  # the first QUARANTINE_SHOWN
 
@@ -62,7 +63,7 @@ def describe_dataset(store: ObjectStore, name: str) -> DatasetDescription:
         features=dataset.features, text_column=dataset.text_column, label_column=dataset.label_column,
         labels=labels, label_counts={labels[0]: int(np.sum(dataset.y == 0)), labels[1]: int(np.sum(dataset.y == 1))},
         rows_read=dataset.rows_read, rows_used=len(dataset.y), rows_quarantined=dataset.rows_quarantined,
-        duplicates_dropped=dataset.duplicates_dropped, feedback_read=dataset.feedback_read,
+        duplicates_dropped=dataset.duplicates_dropped, feedback_read=dataset.feedback_read, left_out=dataset.left_out,
         missing=_missing(source.frame for source in sources), quarantine=dataset.quarantine[:QUARANTINE_SHOWN],
     )
 
@@ -89,6 +90,7 @@ def format_description(d: DatasetDescription) -> str:
     else:
         lines.append(f"schema ({d.schema_source}), {len(d.features)} features:")
         lines += [f"  {f.name:<32} {f.type}" for f in d.features]
+        lines += [f"  {column:<32} left out: {why}" for column, why in d.left_out.items()]
     balance = ", ".join(f"{label}: {count}" for label, count in d.label_counts.items())
     lines.append(f"labels ({d.label_column}): {balance}; positive rate {d.positive_rate:.1%}")
     lines.append("missing values: " + (", ".join(f"{c}: {n}" for c, n in d.missing.items() if n) or "none"))

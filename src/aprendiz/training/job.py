@@ -103,6 +103,7 @@ class TrainingResult:
     report_keys: dict[str, str] = field(default_factory=dict)  # file name -> store key
     report_url: str | None = None  # where report.html is (folder path or s3:// URL)
     schema_source: str = ""
+    left_out: dict[str, str] = field(default_factory=dict)  # columns the inferred schema left out, and why
 
     def summary(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -264,7 +265,7 @@ def _run(registry: ModelRegistry, name: str, config: TrainingConfig | None, *, n
         rows_read=dataset.rows_read, rows_quarantined=dataset.rows_quarantined, rows_used=int(len(dataset.y)),
         duplicates_dropped=dataset.duplicates_dropped, labels_corrected=dataset.labels_corrected,
         quarantine_key=quarantine_key, split=split.sizes(), seed=config.seed, duration_s=time.perf_counter() - started,
-        schema_source=dataset.schema_source,
+        schema_source=dataset.schema_source, left_out=dict(dataset.left_out),
     )
     champion_info = None
     if champion is not None:

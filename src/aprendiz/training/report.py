@@ -162,6 +162,7 @@ def build_report(summary: dict[str, Any], candidates: list, y_test: np.ndarray,
         ("split", summary.get("split")), ("seed", summary.get("seed")), ("data fingerprint", summary.get("data_fingerprint")),
         ("positive rate (test)", f"{positives / max(len(y_test), 1):.1%} ({positives} of {len(y_test)})"),
         *[("warning", w) for w in label_warnings(y_test)],
+        *[(f"column left out: {column}", why) for column, why in (summary.get("left_out") or {}).items()],
     ]
     md = [f"# Training report: {summary.get('model')} {summary.get('run_id')}", ""]
     md += [f"- **{k}**: {v}" for k, v in facts]
