@@ -165,6 +165,20 @@ def check_config(config: Annotated[Path, typer.Argument(help="Platform config fi
     typer.echo(_platform(config).model_dump_json(indent=2))
 
 
+def _model_store(model: str, config: Optional[Path]):
+    """The store config of ``model``'s datasets and versions: its classifier's, else the
+    platform's; exit 2 on a bad model name or config."""
+    from aprendiz.registry import check_name
+
+    try:
+        check_name(model)
+    except ValueError as exc:
+        typer.echo(f"aprendiz: {exc}", err=True)
+        raise typer.Exit(2) from None
+    platform = _platform(config or _settings().config_file)
+    return next((platform.store_for(c) for c in platform.classifiers if c.name == model), platform.store)
+
+
 @app.command("train")
 def train(
     model: Annotated[str, typer.Option("--model", "-m", help="Model name: reads datasets/<name>/ and feedback/<name>/.")],
@@ -175,17 +189,10 @@ def train(
 ) -> None:
     """Train the candidates on the store's dataset and feedback, evaluate them against the champion,
     and publish and promote the best when it beats the champion by the configured margin."""
-    from aprendiz.registry import check_name
     from aprendiz.training.dataset import DatasetError, seed_builtin
     from aprendiz.training.job import TrainingError, run_training
 
-    try:
-        check_name(model)
-    except ValueError as exc:
-        typer.echo(f"aprendiz: {exc}", err=True)
-        raise typer.Exit(2) from None
-    platform = _platform(config or _settings().config_file)
-    store = next((platform.store_for(c) for c in platform.classifiers if c.name == model), platform.store)
+    store = _model_store(model, config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         registry = _registry(store)
@@ -224,20 +231,6 @@ datasets_app = typer.Typer(no_args_is_help=True, help="Training datasets in the 
 app.add_typer(datasets_app, name="datasets")
 
 
-def _model_store(model: str, config: Optional[Path]):
-    """The store ``model``'s datasets live in: its classifier's, else the platform's."""
-    from aprendiz.registry import check_name
-
-    try:
-        check_name(model)
-    except ValueError as exc:
-        typer.echo(f"aprendiz: {exc}", err=True)
-        raise typer.Exit(2) from None
-    platform = _platform(config or _settings().config_file)
-    store = next((platform.store_for(c) for c in platform.classifiers if c.name == model), platform.store)
-    return _registry(store).store
-
-
 @datasets_app.command("push")
 def datasets_push(
     file: Annotated[Path, typer.Argument(help="A CSV, Parquet or JSON Lines file.", exists=True, dir_okay=False)],
@@ -252,7 +245,7 @@ def datasets_push(
         typer.echo(f"aprendiz: {file.name} is not CSV, Parquet or JSON Lines "
                    f"(by its suffix: {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES)})", err=True)
         raise typer.Exit(2)
-    store = _model_store(model, config)
+    store = _registry(_model_store(model, config)).store
     key = f"datasets/{model}/{file.name}"
     if store.exists(key) and not replace:
         typer.echo(f"aprendiz: {store.url}/{key} exists already; --replace overwrites it", err=True)
@@ -271,7 +264,7 @@ def datasets_describe(
     from aprendiz.training.dataset import DatasetError
     from aprendiz.training.describe import describe_dataset, format_description
 
-    store = _model_store(model, config)
+    store = _registry(_model_store(model, config)).store
     try:
         description = describe_dataset(store, model)
     except (DatasetError, ValueError) as exc:

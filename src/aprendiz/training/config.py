@@ -26,7 +26,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from aprendiz import yaml12
-from aprendiz.registry import Feature, dataset_prefix
+from aprendiz.registry import Feature, ModelCard, dataset_prefix
 from aprendiz.store import KeyNotFoundError, ObjectStore
 from aprendiz.strict import Strict
 
@@ -186,6 +186,15 @@ def field_errors(exc: ValidationError) -> str:
         fix = _FIXES.get(error["type"])
         lines.append(f"  {where}: {error['msg']}{shown}" + (f"; {fix}" if fix else ""))
     return "\n".join(lines)
+
+
+DEFAULT_LABELS = ("negative", "positive")
+
+
+def run_labels(config: TrainingConfig, champion_card: ModelCard | None) -> tuple[str, str]:
+    """The (negative, positive) names a run gives the labels: training.yaml's, else the
+    champion's, else the defaults."""
+    return config.labels or (champion_card.labels if champion_card else DEFAULT_LABELS)
 
 
 def schema_key(name: str) -> str:

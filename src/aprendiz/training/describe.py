@@ -14,13 +14,12 @@ import numpy as np
 
 from aprendiz.registry import Feature, ModelRegistry
 from aprendiz.store import ObjectStore
-from aprendiz.training.config import TrainingConfig, load_schema
+from aprendiz.training.config import TrainingConfig, load_schema, run_labels
 from aprendiz.training.dataset import load_dataset, read_sources
 
 if TYPE_CHECKING:
     import pandas as pd
 
-DEFAULT_LABELS = ("negative", "positive")  # as a training run names them without a champion or config
 QUARANTINE_SHOWN = 10
 
 
@@ -55,7 +54,7 @@ def describe_dataset(store: ObjectStore, name: str) -> DatasetDescription:
     config = TrainingConfig.load(store, name)
     champion = registry.champion(name)
     card = registry.card(name, champion.version) if champion else None
-    labels: tuple[str, str] = config.labels or (card.labels if card else DEFAULT_LABELS)
+    labels = run_labels(config, card)
     dataset = load_dataset(store, name, config, kept_schema=load_schema(store, name), labels=labels)
     sources, _ = read_sources(store, name)
     return DatasetDescription(

@@ -55,7 +55,7 @@ from aprendiz.registry import (
 )
 from aprendiz.store import jsonable
 from aprendiz.training.candidates import CandidateResult, evaluate, label_warnings, meets_floors, score, train_candidate
-from aprendiz.training.config import TrainingConfig, TrainingConfigError, load_schema, save_schema
+from aprendiz.training.config import TrainingConfig, TrainingConfigError, load_schema, run_labels, save_schema
 from aprendiz.training.dataset import (
     Dataset,
     DatasetError,
@@ -67,7 +67,6 @@ from aprendiz.training.dataset import (
 from aprendiz.training.onnx_export import onnx_probabilities
 
 log = logging.getLogger(__name__)
-DEFAULT_LABELS = ("negative", "positive")
 
 
 class TrainingError(RuntimeError):
@@ -232,7 +231,7 @@ def _run(registry: ModelRegistry, name: str, config: TrainingConfig | None, *, n
         config = _store_call(store, "reading training.yaml", TrainingConfig.load, store, name)
     champion = _store_call(store, "reading champion.json", registry.champion, name)
     champion_card = _store_call(store, "reading the champion's card", registry.card, name, champion.version) if champion else None
-    labels = config.labels or (tuple(champion_card.labels) if champion_card else DEFAULT_LABELS)
+    labels = run_labels(config, champion_card)
     dataset = _read_dataset(registry, name, config, champion_card, labels)
     split = split_dataset(dataset, config)
     log.info("%s: %d rows (%d quarantined), split %s", name, len(dataset.y), dataset.rows_quarantined, split.sizes())
