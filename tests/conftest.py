@@ -35,6 +35,9 @@ QUICK_TRAINING = {
                       "candidates": [{"name": "logistic_regression", "algorithm": "logistic_regression"}]},
     "es-or-en": {"labels": ["english", "spanish"],
                  "candidates": [{"name": "tfidf_logreg", "algorithm": "tfidf_logreg", "params": {"C": 10.0}}]},
+    "credit": {"label_column": "default", "labels": ["No", "Yes"], "unseen_categories": "refuse",
+               "candidates": [{"name": "gradient_boosting", "algorithm": "hist_gradient_boosting",
+                               "params": {"max_iter": 50, "max_depth": 3}}]},
 }
 
 

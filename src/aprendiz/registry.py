@@ -135,11 +135,44 @@ OUTPUT = "probabilities"
 TOKENIZER_FILE = "tokenizer.json"
 
 
+MAX_LEVELS = 64  # a category keeps at most this many levels (the most frequent ones)
+
+
 class Feature(Strict):
-    """One input column of a tabular model, in the order the ONNX input expects."""
+    """One input column of a tabular model, in the order the model takes them.
+
+    ``float`` and ``int`` features are numbers; a ``category`` holds one of its ``levels`` (strings,
+    one-hot encoded inside the ONNX graph). ``missing``: the value may be absent (null), and the
+    graph imputes it (numbers: the training rows' median, or the trees' own missing-value branch;
+    a category: no level set). ``unseen``: what a category does with a value not in ``levels``,
+    ``ignore`` (encoded as no level, like a missing one) or ``refuse`` (a 400 at serving).
+    """
 
     name: str = Field(min_length=1)
-    type: Literal["float", "int"] = "float"
+    type: Literal["float", "int", "category"] = "float"
+    levels: list[str] | None = Field(None, description="category: its values, in encoding order.")
+    missing: bool = Field(False, description="The value may be absent (null): imputed inside the graph.")
+    unseen: Literal["ignore", "refuse"] = Field("ignore", description="category: a value not in levels.")
+
+    @model_validator(mode="after")
+    def _levels(self) -> "Feature":
+        if self.type != "category" and self.levels is not None:
+            raise ValueError(f"feature {self.name!r}: levels are only for type: category")
+        if self.levels is not None:
+            if not self.levels:
+                raise ValueError(f"feature {self.name!r}: levels, when given, must list at least one value")
+            if len(set(self.levels)) != len(self.levels):
+                raise ValueError(f"feature {self.name!r}: a level is listed twice")
+            if len(self.levels) > MAX_LEVELS:
+                raise ValueError(f"feature {self.name!r}: {len(self.levels)} levels, at most {MAX_LEVELS}")
+            if any(not level for level in self.levels):
+                raise ValueError(f"feature {self.name!r}: a level is empty (an empty cell is a missing value)")
+        return self
+
+
+def has_categories(features: list[Feature]) -> bool:
+    """Whether the model takes one input per column (a category among them) rather than one float tensor."""
+    return any(f.type == "category" for f in features)
 
 
 class ModelCard(Strict):
@@ -185,12 +218,22 @@ class ModelCard(Strict):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"feature names appear twice: {duplicates}")
+            unlevelled = [f.name for f in self.features if f.type == "category" and not f.levels]
+            if unlevelled:
+                raise ValueError(f"category features without levels: {unlevelled}")
         else:
             if self.features:
                 raise ValueError("a text model takes no features, only text_field")
             if not self.text_field:
                 raise ValueError("a text model needs text_field")
         return self
+
+    def graph_inputs(self) -> list[str]:
+        """The ONNX inputs the card's model takes: one per feature for a model with a category
+        (see aprendiz.columns), else ``onnx_input``."""
+        if self.kind == "tabular" and has_categories(self.features):
+            return [f.name for f in self.features]
+        return [self.onnx_input]
 
     def label_for(self, probability: float) -> str:
         """The label name the model gives for this positive-class probability."""
@@ -222,7 +265,8 @@ class Champion(Strict):
 class FeedbackRecord(Strict):
     """One labelled example a client sent back: a tabular row (features) or a text, and its true class."""
 
-    features: dict[str, Annotated[float, Field(allow_inf_nan=False)]] | None = None
+    features: dict[str, Annotated[float, Field(allow_inf_nan=False)] | str | None] | None = Field(
+        None, description="Feature values: numbers, a category's level, or null (missing).")
     text: str | None = None
     label: Annotated[int, Field(strict=True, ge=0, le=1)]
     prediction_id: str | None = None
@@ -255,8 +299,9 @@ def _check_onnx(card: ModelCard, onnx_bytes: bytes) -> None:
         raise ValueError(f"model.onnx of {card.name}/{card.version} is not a valid ONNX model: {exc}") from None
     inputs = [i.name for i in graph.input]
     outputs = [o.name for o in graph.output]
-    if card.onnx_input not in inputs:
-        raise ValueError(f"the ONNX model has no input {card.onnx_input!r} (it has {inputs})")
+    lacking = [name for name in card.graph_inputs() if name not in inputs]
+    if lacking:
+        raise ValueError(f"the ONNX model has no input {lacking[0]!r} (it has {inputs})")
     if card.onnx_output not in outputs:
         raise ValueError(f"the ONNX model has no output {card.onnx_output!r} (it has {outputs})")
 

@@ -157,6 +157,7 @@ def stores(moto_server, tmp_path_factory, job_training) -> Stores:
     local = ModelRegistry(ObjectStore(str(tmp_path_factory.mktemp("store"))))
     job_training.train_builtin(s3, "breast-cancer")
     job_training.train_builtin(local, "breast-cancer-local")
+    job_training.train_builtin(local, "credit", "credit")  # numbers and categories, missing values, 3 % positives
     job_training.train_builtin(s3, "es-or-en", "es-or-en", training=MINILM_TRAINING)
     return Stores(s3, local, options)
 
@@ -247,6 +248,11 @@ def platform_config(
             },
             {  # placement auto: a logistic regression, so the ingress replicas hold it
                 "name": "breast-cancer-local",
+                "poll_interval_s": 0.5,
+                "store": {"url": stores.local.store.url},
+            },
+            {  # placement auto: histogram boosting behind the category encoder, light, so in the ingress
+                "name": "credit",
                 "poll_interval_s": 0.5,
                 "store": {"url": stores.local.store.url},
             },

@@ -25,3 +25,32 @@ def gc_thresholds():
 @pytest.fixture
 def recording_metrics() -> type[RecordingGatewayMetrics]:
     return RecordingGatewayMetrics
+
+
+@pytest.fixture(scope="session")
+def serve_loop():
+    """One event loop for every in-process classifier server of the session, as a replica has one:
+    ``@serve.batch`` keeps its queue (and that queue's loop) on the decorated method, not per
+    server, so a server awaited on a second loop would wait forever on the first one's queue."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    yield loop.run_until_complete
+    pending = asyncio.all_tasks(loop)  # the servers' pollers, cost meters and batch loops
+    for task in pending:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    loop.close()
+
+
+@pytest.fixture
+def replica_context(monkeypatch):
+    """The one thing a replica would give an in-process classifier server: ``serve.get_replica_context()``,
+    which ``@serve.batch`` reads its deployment's ``max_ongoing_requests`` from."""
+    from types import SimpleNamespace
+
+    from ray import serve
+
+    context = SimpleNamespace(_deployment_config=SimpleNamespace(max_ongoing_requests=128),
+                              replica_id=SimpleNamespace(unique_id="in-process"))
+    monkeypatch.setattr(serve, "get_replica_context", lambda: context)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,12 +21,8 @@ NAME = "breast-cancer"
 
 
 @pytest.fixture(autouse=True)
-def replica_context(monkeypatch):
-    from ray import serve
-
-    context = SimpleNamespace(_deployment_config=SimpleNamespace(max_ongoing_requests=128),
-                              replica_id=SimpleNamespace(unique_id="in-process"))
-    monkeypatch.setattr(serve, "get_replica_context", lambda: context)
+def _replica(replica_context):
+    """Every server here is built as in a replica (the shared stand-in of tests/unit/conftest.py)."""
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +35,9 @@ def trained(tmp_path_factory, job_training):
     return root, first, second
 
 
-@pytest.fixture(scope="module")
-def run():
-    """One event loop for the module, as a replica has: ``@serve.batch`` keeps its queue (and that
-    queue's loop) on the decorated method, not per server."""
-    loop = asyncio.new_event_loop()
-    yield loop.run_until_complete
-    pending = asyncio.all_tasks(loop)  # the servers' pollers, cost meters and batch loops
-    for task in pending:
-        task.cancel()
-    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-    loop.close()
+@pytest.fixture
+def run(serve_loop):
+    return serve_loop
 
 
 @pytest.fixture

@@ -46,8 +46,9 @@ def test_push_then_describe_from_the_command_line(tmp_path, platform_file):
     assert described.exit_code == 0, described.output
     out = described.output
     assert "tenure" in out and "charges" in out and "float" in out
-    assert "No: 5" in out and "Yes: 3" in out and "37.5%" in out
-    assert "quarantined: 2" in out and "line 7" in out and "line 11" in out  # the empty and the "x" cell
+    assert "int; may be missing" in out  # tenure's empty cell is a missing value, kept
+    assert "No: 6" in out and "Yes: 3" in out and "33.3%" in out
+    assert "quarantined: 1" in out and "line 11" in out and "line 7" not in out  # the "x" cell only
 
 
 def test_describe_names_missing_values_per_column(tmp_path):
@@ -55,8 +56,9 @@ def test_describe_names_missing_values_per_column(tmp_path):
     store.write_bytes("datasets/m/a.csv", b"a,b,label\n1,,0\n2,3,1\n,4,0\n5,6,1\n")
     description = describe_dataset(store, "m")
     assert description.missing == {"a": 1, "b": 1, "label": 0}
-    assert description.rows_read == 4 and description.rows_quarantined == 2
-    assert description.label_counts == {"negative": 0, "positive": 2}
+    assert description.rows_read == 4 and description.rows_quarantined == 0  # both may be missing: kept
+    assert [f.missing for f in description.features] == [True, True]
+    assert description.label_counts == {"negative": 2, "positive": 2}
 
 
 def test_describe_says_which_columns_are_left_out(tmp_path):

@@ -247,9 +247,10 @@ def test_every_default_algorithm_exports_onnx_that_agrees(local_store):
             CandidateConfig(name="hgb", algorithm="hist_gradient_boosting", params={"max_iter": 15}),
         ]
     )
-    split = split_dataset(load_dataset(local_store, NAME, config, kept_schema=None, labels=None), config)
+    dataset = load_dataset(local_store, NAME, config, kept_schema=None, labels=None)
+    split = split_dataset(dataset, config)
     for candidate in config.candidates:
-        result = train_candidate(candidate, split, config)
+        result = train_candidate(candidate, split, config, dataset.features)
         assert result.ok, result.error
         expected = result.pipeline.predict_proba(split.x_test)
         got = onnx_probabilities(result.onnx_bytes, split.x_test)
@@ -269,18 +270,20 @@ def test_knn_fits_on_a_stated_stratified_sample_of_the_training_rows(local_store
     seed_breast_cancer_dataset(local_store)
     candidate = CandidateConfig(name="knn", algorithm="knn", params={"n_neighbors": 5}, max_train_rows=100)
     config = TrainingConfig(candidates=[candidate])
-    split = split_dataset(load_dataset(local_store, NAME, config, kept_schema=None, labels=None), config)
-    result = train_candidate(candidate, split, config)
+    dataset = load_dataset(local_store, NAME, config, kept_schema=None, labels=None)
+    split = split_dataset(dataset, config)
+    result = train_candidate(candidate, split, config, dataset.features)
     assert result.ok, result.error
     assert result.train_rows == 100 and result.pipeline.named_steps["model"].n_samples_fit_ == 100
     positives = split.y_train.mean()
     assert abs(result.pipeline.named_steps["model"]._y.mean() - positives) < 0.02  # stratified
     assert f"100 of {len(split.y_train)}" in result.note
-    again = train_candidate(candidate, split, config)
+    again = train_candidate(candidate, split, config, dataset.features)
     np.testing.assert_array_equal(again.test_probabilities, result.test_probabilities)  # seeded
     files = build_report({"selection_metric": "roc_auc"}, [result], split.y_test, None, ("benign", "malignant"))
     assert f"100 of {len(split.y_train)}" in files["report.md"].decode()
-    uncapped = train_candidate(CandidateConfig(name="knn", algorithm="knn", max_train_rows=10_000), split, config)
+    uncapped = train_candidate(CandidateConfig(name="knn", algorithm="knn", max_train_rows=10_000), split, config,
+                               dataset.features)
     assert uncapped.train_rows == len(split.y_train) and uncapped.note == ""
 
 

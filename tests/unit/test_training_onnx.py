@@ -17,7 +17,7 @@ def test_chunked_scoring_equals_one_call_for_a_knn():
     x, y = make_classification(n_samples=300, n_features=6, random_state=0)
     x = x.astype(np.float32)
     model = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=5)).fit(x[:200], y[:200])
-    onnx_bytes = export_onnx(model, n_features=6)
+    onnx_bytes = export_onnx(model, 6)
     whole = onnx_probabilities(onnx_bytes, x[200:], chunk_rows=1000)
     sliced = onnx_probabilities(onnx_bytes, x[200:], chunk_rows=7)  # 100 rows: 15 slices, the last of 2
     assert sliced.shape == whole.shape == (100, 2)

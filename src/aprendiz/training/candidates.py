@@ -28,7 +28,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from aprendiz.registry import OUTPUT, TABULAR_INPUT
+from aprendiz.columns import feeds_from_matrix
+from aprendiz.registry import OUTPUT, Feature
 from aprendiz.training.config import LOWER_IS_BETTER, CandidateConfig, TrainingConfig
 from aprendiz.training.dataset import Split
 from aprendiz.training.onnx_export import check_export, export_onnx, onnx_probabilities
@@ -91,9 +92,17 @@ class CandidateResult:
                 "training rows (max_train_rows)")
 
 
-def build_estimator(algorithm: str, params: dict[str, Any], seed: int):
-    """A scikit-learn Pipeline for one algorithm and its parameters."""
+# How each algorithm meets a missing number: the training rows' median, imputed inside the pipeline
+# (and so inside the exported graph), except for histogram boosting, whose trees learn a branch for it.
+MISSING_HANDLING = {"hist_gradient_boosting": "native: the trees learn which branch a missing value takes"}
+IMPUTED = "imputed with the training rows' median (inside the graph)"
+
+
+def build_estimator(algorithm: str, params: dict[str, Any], seed: int, *, impute: bool = False):
+    """A scikit-learn Pipeline for one algorithm and its parameters. ``impute``: a number may be
+    missing (NaN), so a median imputer leads the pipeline of an algorithm that needs one."""
     from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
     from sklearn.neural_network import MLPClassifier
@@ -101,24 +110,29 @@ def build_estimator(algorithm: str, params: dict[str, Any], seed: int):
     from sklearn.preprocessing import StandardScaler
 
     params = dict(params)
+    steps: list[tuple[str, Any]] = []
+    if impute and algorithm not in MISSING_HANDLING:
+        steps.append(("impute", SimpleImputer(strategy="median", keep_empty_features=True)))
+    if algorithm in ("knn", "logistic_regression", "mlp"):
+        steps.append(("scale", StandardScaler()))
     if algorithm == "knn":
-        return Pipeline([("scale", StandardScaler()), ("model", KNeighborsClassifier(**params))])
+        return Pipeline(steps + [("model", KNeighborsClassifier(**params))])
     if algorithm == "logistic_regression":
         params.setdefault("max_iter", 1000)
-        return Pipeline([("scale", StandardScaler()), ("model", LogisticRegression(**params))])
+        return Pipeline(steps + [("model", LogisticRegression(**params))])
     if algorithm == "mlp":
         if "hidden_layer_sizes" in params:
             sizes = params["hidden_layer_sizes"]
             params["hidden_layer_sizes"] = tuple(sizes) if isinstance(sizes, (list, tuple)) else (int(sizes),)
         params.setdefault("max_iter", 500)
         params.setdefault("random_state", seed)
-        return Pipeline([("scale", StandardScaler()), ("model", MLPClassifier(**params))])
+        return Pipeline(steps + [("model", MLPClassifier(**params))])
     if algorithm == "hist_gradient_boosting":
         params.setdefault("random_state", seed)
-        return Pipeline([("model", HistGradientBoostingClassifier(**params))])
+        return Pipeline(steps + [("model", HistGradientBoostingClassifier(**params))])
     if algorithm == "gradient_boosting":
         params.setdefault("random_state", seed)
-        return Pipeline([("model", GradientBoostingClassifier(**params))])
+        return Pipeline(steps + [("model", GradientBoostingClassifier(**params))])
     raise ValueError(f"unknown algorithm {algorithm!r}")
 
 
@@ -174,7 +188,7 @@ def score(metrics: dict[str, float], metric: str) -> float:
     return -value if metric in LOWER_IS_BETTER else value
 
 
-def onnx_latency_ms(onnx_bytes: bytes, x: np.ndarray, rows: int = LATENCY_ROWS) -> float:
+def onnx_latency_ms(onnx_bytes: bytes, x: np.ndarray, features: list[Feature], rows: int = LATENCY_ROWS) -> float:
     """Mean time of one single-row onnxruntime call (one thread), in milliseconds."""
     import onnxruntime as ort
 
@@ -182,12 +196,13 @@ def onnx_latency_ms(onnx_bytes: bytes, x: np.ndarray, rows: int = LATENCY_ROWS) 
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
-    sample = np.asarray(x[:rows], dtype=np.float32)
-    session.run([OUTPUT], {TABULAR_INPUT: sample[:1]})  # warm-up
+    feeds = feeds_from_matrix(x[:rows], features)
+    count = len(next(iter(feeds.values())))
+    session.run([OUTPUT], {k: v[:1] for k, v in feeds.items()})  # warm-up
     start = time.perf_counter()
-    for i in range(len(sample)):
-        session.run([OUTPUT], {TABULAR_INPUT: sample[i : i + 1]})
-    return (time.perf_counter() - start) * 1000.0 / max(len(sample), 1)
+    for i in range(count):
+        session.run([OUTPUT], {k: v[i : i + 1] for k, v in feeds.items()})
+    return (time.perf_counter() - start) * 1000.0 / max(count, 1)
 
 
 @dataclass
@@ -297,20 +312,21 @@ def train_with(candidate: CandidateConfig, split: Split, config: TrainingConfig,
     return result
 
 
-def tabular_inputs(candidate: CandidateConfig, split: Split, config: TrainingConfig) -> Inputs:
-    n_features = split.x_train.shape[1]
+def tabular_inputs(candidate: CandidateConfig, split: Split, config: TrainingConfig, features: list[Feature]) -> Inputs:
+    impute = any(f.missing and f.type != "category" for f in features)
     return Inputs(
         split.x_train, split.x_val, split.x_test,
-        estimator=lambda params: build_estimator(candidate.algorithm, params, config.seed),
-        export=lambda pipeline: (export_onnx(pipeline, n_features), {}),
-        served=lambda onnx_bytes: onnx_probabilities(onnx_bytes, split.x_test),
-        latency_ms=lambda onnx_bytes: onnx_latency_ms(onnx_bytes, split.x_test),
+        estimator=lambda params: build_estimator(candidate.algorithm, params, config.seed, impute=impute),
+        export=lambda pipeline: (export_onnx(pipeline, features), {}),
+        served=lambda onnx_bytes: onnx_probabilities(onnx_bytes, split.x_test, features),
+        latency_ms=lambda onnx_bytes: onnx_latency_ms(onnx_bytes, split.x_test, features),
     )
 
 
-def train_candidate(candidate: CandidateConfig, split: Split, config: TrainingConfig) -> CandidateResult:
+def train_candidate(candidate: CandidateConfig, split: Split, config: TrainingConfig,
+                    features: list[Feature]) -> CandidateResult:
     """Search, fit, threshold, export, verify and evaluate one tabular candidate."""
-    return train_with(candidate, split, config, lambda: tabular_inputs(candidate, split, config))
+    return train_with(candidate, split, config, lambda: tabular_inputs(candidate, split, config, features))
 
 
 def meets_floors(metrics: dict[str, float], floors: dict[str, float]) -> list[str]:

@@ -105,6 +105,9 @@ class TrainingConfig(Strict):
         None, description="(negative, positive) names for the card; unset: the champion's, else (negative, positive)."
     )
     features: list[Feature] | None = Field(None, description="The schema; unset: inferred once, kept in schema.json.")
+    unseen_categories: Literal["ignore", "refuse"] = Field(
+        "ignore", description="An inferred category's answer to a value not among its levels: encode it as no "
+        "level (ignore) or refuse the request with a 400 (refuse).")
     candidates: list[CandidateConfig] = Field(default_factory=default_candidates, min_length=1)
     selection_metric: SelectionMetric = "roc_auc"
     margin: float = Field(0.005, ge=0, description="How much better than the champion a challenger must be.")

@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from aprendiz.registry import Feature, FeedbackRecord, dataset_prefix, feedback_lines
+from aprendiz.columns import category_text, one_hot, spans, width
+from aprendiz.registry import MAX_LEVELS, Feature, FeedbackRecord, dataset_prefix, feedback_lines
 from aprendiz.store import ObjectStore, jsonable
 from aprendiz.training.config import CONFIG_FILE, SCHEMA_FILE, TrainingConfig
 
@@ -52,6 +53,8 @@ MIN_PER_CLASS = 5
 
 _OK, _MISSING, _WRONG, _NONFINITE, _OUT_OF_RANGE = 0, 1, 2, 3, 4
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # models compute in float32: beyond it a value is infinite
+# Cells that mean "no value" (the markers R, pandas and spreadsheets write), besides an empty one.
+NA_TEXTS = frozenset({"NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "#N/A"})
 
 
 class DatasetError(ValueError):
@@ -225,7 +228,7 @@ def _parse_value(value: Any) -> tuple[float, int]:
         return number, _number_status(number)
     if isinstance(value, str):
         text = value.strip()
-        if not text:
+        if not text or text in NA_TEXTS:
             return math.nan, _MISSING
         try:
             number = float(text)
@@ -296,24 +299,65 @@ def _describe(value: Any) -> str:
     return repr(value.strip() if isinstance(value, str) else value)
 
 
+def _parse_category(column: pd.Series | None, n: int) -> tuple[list[str | None], np.ndarray]:
+    """Each cell as its level text (None when missing) and a status (_OK, _MISSING, _WRONG)."""
+    if column is None:
+        return [None] * n, np.full(n, _MISSING, dtype=np.int8)
+    texts: list[str | None] = []
+    status = np.empty(n, dtype=np.int8)
+    for i, value in enumerate(column.tolist()):
+        try:
+            text = category_text(value)
+        except ValueError:
+            texts.append(None)
+            status[i] = _WRONG
+            continue
+        if text in NA_TEXTS:
+            text = None
+        texts.append(text)
+        status[i] = _MISSING if text is None else _OK
+    return texts, status
+
+
 def _validate(
     frame: pd.DataFrame, lines: np.ndarray, source: str, features: list[Feature], label_column: str, labels
 ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
-    """The valid rows (float32 x, int64 y) of one frame, and the quarantine entries of the others."""
+    """The valid rows (float32 model matrix, int64 y) of one frame, and the quarantine entries of the others.
+
+    A missing value is kept when its feature may be missing (NaN, or no level set); a category's
+    value not among its levels is kept (no level set) unless the feature refuses unseen ones."""
     n = len(frame)
     y, label_reasons = _parse_labels(frame.get(label_column), n, labels)
-    x = np.empty((n, len(features)), dtype=np.float64)
+    x = np.empty((n, width(features)), dtype=np.float64)
     problems: list[list[str]] = [[r] if r else [] for r in label_reasons]
-    for j, feature in enumerate(features):
+    for feature, (start, stop) in zip(features, spans(features)):
         column = frame.get(feature.name)
+        if feature.type == "category":
+            texts, status = _parse_category(column, n)
+            x[:, start:stop] = one_hot(texts, list(feature.levels or ()))
+            known = set(feature.levels or ())
+            for i in np.flatnonzero(status != _OK):
+                if status[i] == _MISSING:
+                    if not feature.missing:
+                        problems[i].append(f"missing value for feature {feature.name!r}")
+                else:
+                    problems[i].append(f"feature {feature.name!r}: {_describe(column.iloc[i])} is not a category level "
+                                       "(a string, or an integer)")
+            if feature.unseen == "refuse":
+                for i in np.flatnonzero(status == _OK):
+                    if texts[i] not in known:
+                        problems[i].append(f"feature {feature.name!r}: {texts[i]!r} is not one of its levels "
+                                           "(the feature refuses unseen values)")
+            continue
         values, status = _parse_column(column, n)
         if feature.type == "int":
             fractional = (status == _OK) & (np.floor(values) != values)
             status = np.where(fractional, _WRONG, status)
-        x[:, j] = values
+        x[:, start] = values
         for i in np.flatnonzero(status != _OK):
             if status[i] == _MISSING:
-                problems[i].append(f"missing value for feature {feature.name!r}")
+                if not feature.missing:
+                    problems[i].append(f"missing value for feature {feature.name!r}")
             elif status[i] == _NONFINITE:
                 problems[i].append(f"feature {feature.name!r}: {_describe(column.iloc[i])} is not finite")
             elif status[i] == _OUT_OF_RANGE:
@@ -342,14 +386,36 @@ ID_DISTINCT_SHARE, ID_MIN_ROWS = 0.95, 50
 ID_NAME = re.compile(r"(^|[_\W])(id|Id|ID|uuid|UUID|key|KEY)$|[a-z](Id|ID)$")
 
 
+def _column_cells(sources: list[_Source], column: str) -> tuple[np.ndarray, np.ndarray, list]:
+    """A column across every source: parsed numbers, their statuses, and the raw cells."""
+    values, statuses, raw = [], [], []
+    for source in sources:
+        if column in source.frame.columns:
+            v, st = _parse_column(source.frame[column], len(source.frame))
+            values.append(v)
+            statuses.append(st)
+            raw.extend(source.frame[column].tolist())
+    if not values:
+        return np.zeros(0), np.zeros(0, dtype=np.int8), []
+    return np.concatenate(values), np.concatenate(statuses), raw
+
+
+def _levels_seen(raw: list) -> tuple[list[str], bool, int]:
+    """A category column's distinct level texts (sorted), whether a cell is missing, and the present count."""
+    texts, status = _parse_category(pd.Series(raw, dtype=object), len(raw))
+    present = [t for t, st in zip(texts, status) if st == _OK and t is not None]
+    return sorted(set(present)), bool((status == _MISSING).any()), len(present)
+
+
 def infer_schema(sources: list[_Source], label_column: str,
                  left_out: dict[str, str] | None = None) -> list[Feature]:
-    """Every non-label column, in first-seen order: int when all its numbers are integers, else float.
-    A constant column, or an integer one of nearly all distinct values (an id), is left out, with
-    the reason in ``left_out``.
+    """Every non-label column, in first-seen order: int when all its numbers are integers, float
+    when they are numbers, a category when most cells are text (or booleans) of at most
+    MAX_LEVELS distinct values (its levels sorted). ``missing`` is set where a cell is missing.
+    A constant column, an integer one of nearly all distinct values (an id), and text of too many
+    distinct values are left out, with the reason in ``left_out``.
 
-    A dataset whose only feature column holds text raises TextDatasetError; other text columns
-    raise DatasetError (categorical features are not supported).
+    A dataset whose only feature column holds free text raises TextDatasetError.
     """
     left_out = {} if left_out is None else left_out
     columns: list[str] = []
@@ -359,19 +425,21 @@ def infer_schema(sources: list[_Source], label_column: str,
                 columns.append(str(column))
     if not columns:
         raise DatasetError("the dataset has no feature columns (only the label, or nothing)")
-    features, text_columns = [], []
+    features = []
     for column in columns:
-        statuses, values = [], []
-        for source in sources:
-            if column in source.frame.columns:
-                v, s = _parse_column(source.frame[column], len(source.frame))
-                values.append(v)
-                statuses.append(s)
-        value = np.concatenate(values)
-        status = np.concatenate(statuses)
+        value, status, raw = _column_cells(sources, column)
         present = status != _MISSING
         if present.any() and (status[present] == _WRONG).mean() > 0.5:
-            text_columns.append(column)
+            levels, missing, count = _levels_seen(raw)
+            if len(columns) == 1 and not (len(levels) <= MAX_LEVELS and 4 * len(levels) <= count):
+                raise TextDatasetError(f"column {column!r} holds text: a text dataset", column=column)
+            if len(levels) == 1:
+                left_out[column] = f"constant: every value is {levels[0]!r}"
+            elif len(levels) > MAX_LEVELS:
+                left_out[column] = (f"text of {len(levels)} distinct values, more than a category's {MAX_LEVELS} levels "
+                                    "(to keep it, declare it in training.yaml as type: category with its levels)")
+            else:
+                features.append(Feature(name=column, type="category", levels=levels, missing=missing))
             continue
         ok = status == _OK
         integral = ok.any() and bool(np.all(np.floor(value[ok]) == value[ok]))
@@ -384,18 +452,39 @@ def infer_schema(sources: list[_Source], label_column: str,
             if ID_NAME.search(column) or span <= 1.5 * distinct:
                 left_out[column] = f"an id: {distinct} distinct integers in {int(ok.sum())} rows"
                 continue
-        features.append(Feature(name=column, type="int" if integral else "float"))
-    if not features and not text_columns:
+        if not ok.any():
+            left_out[column] = "empty: no value in any row"
+            continue
+        features.append(Feature(name=column, type="int" if integral else "float", missing=bool((status == _MISSING).any())))
+    if not features:
         raise DatasetError("every feature column was left out: "
                            + "; ".join(f"{c} ({why})" for c, why in left_out.items()))
-    if text_columns and len(columns) == 1:
-        raise TextDatasetError(f"column {text_columns[0]!r} holds text: a text dataset", column=text_columns[0])
-    if text_columns:
-        raise DatasetError(
-            f"columns {text_columns} hold text, not numbers: categorical features are not supported yet "
-            "(declare the numeric features in training.yaml to leave them out)"
-        )
     return features
+
+
+def complete_schema(features: list[Feature], sources: list[_Source], schema_source: str) -> list[Feature]:
+    """A declared or kept schema completed from the data: a category declared without levels gets
+    the levels seen (sorted). A kept schema (schema.json, an earlier run's inference) also takes
+    what the data show now: levels seen since are added (up to MAX_LEVELS), and a feature found
+    missing becomes ``missing``. A schema declared in training.yaml is otherwise as written."""
+    completed = []
+    for feature in features:
+        update: dict[str, Any] = {}
+        if feature.type == "category" and (feature.levels is None or schema_source == "schema.json"):
+            _, _, raw = _column_cells(sources, feature.name)
+            seen, missing, _ = _levels_seen(raw)
+            kept = list(feature.levels or ())
+            levels = kept + [level for level in seen if level not in set(kept)]
+            if not levels:
+                raise DatasetError(f"category feature {feature.name!r} has no value in any row to take levels from")
+            update["levels"] = levels[:MAX_LEVELS]
+            if schema_source == "schema.json":
+                update["missing"] = feature.missing or missing
+        elif schema_source == "schema.json" and not feature.missing:
+            _, status, _ = _column_cells(sources, feature.name)
+            update["missing"] = bool((status == _MISSING).any())
+        completed.append(feature.model_copy(update=update) if update else feature)
+    return completed
 
 
 # -- the pool --------------------------------------------------------------------------------
@@ -414,14 +503,16 @@ def load_dataset(
     feedback, feedback_bad = read_feedback_records(store, name)
     left_out: dict[str, str] = {}
     if config.features is not None:
-        features, schema_source = list(config.features), "config"
+        features, schema_source = complete_schema(list(config.features), sources, "config"), "config"
     elif kept_schema is not None:
-        features, schema_source = list(kept_schema), "schema.json"
+        features, schema_source = complete_schema(list(kept_schema), sources, "schema.json"), "schema.json"
     else:
         if not any(len(s.frame) for s in sources):
             raise DatasetError(f"no data rows under {dataset_prefix(name)} (CSV, Parquet or JSON Lines)")
         try:
             features, schema_source = infer_schema(sources, config.label_column, left_out), "inferred"
+            features = [f.model_copy(update={"unseen": config.unseen_categories}) if f.type == "category" else f
+                        for f in features]
         except TextDatasetError as exc:
             return _load_text_dataset(sources, ignored, feedback, feedback_bad, exc.column, config.label_column, labels)
     xs, ys, origin, quarantine = [], [], [], []
@@ -482,7 +573,7 @@ def _tabular_feedback(feedback, features: list[Feature], label_column: str, labe
     """The feedback records as validated rows (x, y, bad); text feedback is quarantined."""
     rows = _feedback_rows(feedback, label_column, quarantine)
     if not rows:
-        return np.zeros((0, len(features)), dtype=np.float32), np.zeros(0, dtype=np.int64), []
+        return np.zeros((0, width(features)), dtype=np.float32), np.zeros(0, dtype=np.int64), []
     frame = pd.DataFrame.from_records(rows).astype(object)
     return _validate(frame, np.arange(1, len(frame) + 1), "feedback", features, label_column, labels)
 
@@ -655,11 +746,30 @@ def seed_es_or_en_dataset(store: ObjectStore, name: str = "es-or-en") -> bool:
     return _seed(store, name, files("aprendiz.training").joinpath(ES_OR_EN_CSV).read_bytes(), ("english", "spanish"))
 
 
+CREDIT_ROWS = 20_000
+
+
+def seed_credit_dataset(store: ObjectStore, name: str = "credit") -> bool:
+    """Write the generated credit-default table (:mod:`aprendiz.training.synthetic`: numbers and
+    categories, missing values, 3 % positives) as ``datasets/<name>/data.csv`` unless it is there,
+    and its ``training.yaml`` (label column ``default``, labels No / Yes) when there is none."""
+    from aprendiz.training.synthetic import TRAINING_YAML, credit_csv
+
+    key = dataset_prefix(name) + "data.csv"
+    if store.exists(key):
+        return False
+    if not store.exists(dataset_prefix(name) + CONFIG_FILE):
+        store.write_bytes(dataset_prefix(name) + CONFIG_FILE, TRAINING_YAML.encode())
+    store.write_bytes(key, credit_csv(CREDIT_ROWS))
+    return True
+
+
 # The datasets the project ships (no download), and what each is: `aprendiz train --model <name>`
 # writes one into the store when the store has no data for that name yet.
 BUILTIN_DATASETS = {
     "breast-cancer": (seed_breast_cancer_dataset, "scikit-learn's breast cancer data"),
     "es-or-en": (seed_es_or_en_dataset, "the shipped Spanish/English texts"),
+    "credit": (seed_credit_dataset, "a generated credit-default table (categories, missing values, 3 % positives)"),
 }
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from aprendiz.registry import Feature, ModelRegistry
 from aprendiz.store import ObjectStore
 from aprendiz.training.config import TrainingConfig, load_schema, run_labels
-from aprendiz.training.dataset import load_dataset, read_sources
+from aprendiz.training.dataset import NA_TEXTS, load_dataset, read_sources
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,14 +68,25 @@ def describe_dataset(store: ObjectStore, name: str) -> DatasetDescription:
 
 
 def _missing(frames: Iterable[pd.DataFrame]) -> dict[str, int]:
-    """Empty cells per column over the data files (blank strings, NaN, null)."""
+    """Missing cells per column over the data files (blank, NaN, null, or an NA marker such as "NA")."""
     counts: dict[str, int] = {}
     for frame in frames:
         for column in frame.columns:
             values = frame[column]
-            empty = values.isna() | values.astype(str).str.strip().eq("")
+            text = values.astype(str).str.strip()
+            empty = values.isna() | text.eq("") | text.isin(NA_TEXTS)
             counts[str(column)] = counts.get(str(column), 0) + int(empty.sum())
     return counts
+
+
+def _feature_kind(feature: Feature) -> str:
+    """A schema line's type: ``float``, ``int`` or ``category [a, b, c]``, then ``may be missing``."""
+    kind: str = feature.type
+    if feature.type == "category":
+        levels = feature.levels or []
+        kind += f" [{', '.join(levels[:8])}{', ...' if len(levels) > 8 else ''}] ({len(levels)} levels"
+        kind += ", unseen values refused)" if feature.unseen == "refuse" else ")"
+    return kind + ("; may be missing" if feature.missing else "")
 
 
 def format_description(d: DatasetDescription) -> str:
@@ -88,7 +99,7 @@ def format_description(d: DatasetDescription) -> str:
         lines.append(f"text column: {d.text_column}")
     else:
         lines.append(f"schema ({d.schema_source}), {len(d.features)} features:")
-        lines += [f"  {f.name:<32} {f.type}" for f in d.features]
+        lines += [f"  {f.name:<32} {_feature_kind(f)}" for f in d.features]
         lines += [f"  {column:<32} left out: {why}" for column, why in d.left_out.items()]
     balance = ", ".join(f"{label}: {count}" for label, count in d.label_counts.items())
     lines.append(f"labels ({d.label_column}): {balance}; positive rate {d.positive_rate:.1%}")

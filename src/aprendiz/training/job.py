@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from aprendiz.columns import spans
 from aprendiz.registry import (
     INPUT_IDS,
     OUTPUT,
@@ -54,7 +55,16 @@ from aprendiz.registry import (
     new_version,
 )
 from aprendiz.store import jsonable
-from aprendiz.training.candidates import CandidateResult, evaluate, label_warnings, meets_floors, score, train_candidate
+from aprendiz.training.candidates import (
+    IMPUTED,
+    MISSING_HANDLING,
+    CandidateResult,
+    evaluate,
+    label_warnings,
+    meets_floors,
+    score,
+    train_candidate,
+)
 from aprendiz.training.config import TrainingConfig, TrainingConfigError, load_schema, run_labels, save_schema
 from aprendiz.training.dataset import (
     Dataset,
@@ -143,6 +153,11 @@ def _align_with_champion(features: list[Feature], champion_card: ModelCard | Non
             f"the dataset's features {[f.name for f in features][:5]}... differ from the champion's "
             f"{wanted[:5]}...: serving cannot swap to another schema (train it under a new model name)"
         )
+    retyped = [f"{f.name} ({c.type} -> {f.type})" for f, c in zip(features, champion_card.features)
+               if (f.type == "category") != (c.type == "category")]
+    if retyped:
+        raise TrainingError(f"features change between number and category against the champion: {retyped[:5]}; "
+                            "serving cannot swap to another schema (train it under a new model name)")
     return features
 
 
@@ -159,7 +174,8 @@ def _check_text_champion(text_column: str, champion_card: ModelCard | None) -> N
         )
 
 
-def _evaluate_champion(registry: ModelRegistry, name: str, version: str, split, config: TrainingConfig):
+def _evaluate_champion(registry: ModelRegistry, name: str, version: str, split, config: TrainingConfig,
+                       features: list[Feature]):
     """(card, metrics, test probabilities) of the champion on the test rows, or (card or None, None, None, reason)."""
     artifact = _store_call(registry.store, "loading the champion", registry.load, name, version)
     card = artifact.card
@@ -171,7 +187,7 @@ def _evaluate_champion(registry: ModelRegistry, name: str, version: str, split, 
             positive = text_onnx_probabilities(artifact.onnx_bytes, artifact.files[TOKENIZER_FILE], texts)[:, 1]
         else:
             positive = onnx_probabilities(
-                artifact.onnx_bytes, split.x_test, input_name=card.onnx_input, output_name=card.onnx_output
+                artifact.onnx_bytes, split.x_test, features, input_name=card.onnx_input, output_name=card.onnx_output
             )[:, 1]
         metrics, confusion = evaluate(split.y_test, positive.astype(np.float64), card.threshold)
         metrics["size_bytes"] = float(len(artifact.onnx_bytes))
@@ -244,7 +260,7 @@ def _run(registry: ModelRegistry, name: str, config: TrainingConfig | None, *, n
     champion_problem = None
     if champion is not None:
         champion_card, champion_metrics, champion_probs, champion_problem = _evaluate_champion(
-            registry, name, champion.version, split, config
+            registry, name, champion.version, split, config, dataset.features
         )
     promoted, reason = _decide(best, eligible, ok, config, champion, champion_metrics, champion_problem)
 
@@ -291,7 +307,8 @@ def _read_dataset(registry: ModelRegistry, name: str, config: TrainingConfig, ch
     else:
         aligned = _align_with_champion(dataset.features, champion_card, dataset.schema_source == "inferred")
     if aligned != dataset.features:  # an inferred schema takes the champion's column order
-        index = [[f.name for f in dataset.features].index(f.name) for f in aligned]
+        where = dict(zip([f.name for f in dataset.features], spans(dataset.features)))
+        index = [j for f in aligned for j in range(*where[f.name])]
         dataset.x, dataset.features = np.ascontiguousarray(dataset.x[:, index]), aligned
     check_trainable(dataset, config)
     return dataset
@@ -304,7 +321,7 @@ def _train_candidates(name: str, dataset: Dataset, split, config: TrainingConfig
         configs = config.candidates if "candidates" in config.model_fields_set else default_text_candidates()
         candidates = train_text_candidates(configs, split, config)
     else:
-        candidates = [train_candidate(c, split, config) for c in _progress(config.candidates, name)]
+        candidates = [train_candidate(c, split, config, dataset.features) for c in _progress(config.candidates, name)]
     for candidate in candidates:
         log.info("%s: candidate %s %s", name, candidate.name, "trained" if candidate.ok else f"failed: {candidate.error}")
     return candidates
@@ -401,5 +418,9 @@ def _card_fields(name, run_id, dataset, labels, best, config, metric, split, res
             "sources": dataset.sources, "champion_before": result.champion_before,
             "champion_metrics": champion_metrics, "reason": reason, "onnx_max_diff": best.onnx_max_diff,
             "scikit_learn": sklearn.__version__,
+            "missing_numbers": (MISSING_HANDLING.get(best.algorithm, IMPUTED)
+                                if any(f.missing and f.type != "category" for f in dataset.features) else None),
+            "categories": ("one-hot inside the graph; a missing value, or an unseen one the feature ignores, sets "
+                           "no level" if any(f.type == "category" for f in dataset.features) else None),
         },
     }

@@ -1,7 +1,8 @@
 """Exporting scikit-learn classifiers to the registry's ONNX contract, and checking exports.
 
-The contract: input ``input`` float32 [N, F], output ``probabilities`` float32 [N, 2], no
-ZipMap, opsets ``TARGET_OPSET``. Every export is checked against the model it came from
+The contract: output ``probabilities`` float32 [N, 2], no ZipMap, opsets ``TARGET_OPSET``;
+input ``input`` float32 [N, F] for a model of numbers, else one input per feature behind the
+encoder of :mod:`aprendiz.columns`. Every export is checked against the model it came from
 before it may be published.
 """
 
@@ -9,20 +10,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from aprendiz.registry import OUTPUT, TABULAR_INPUT
+from aprendiz.columns import attach_encoder, feeds_from_matrix, width
+from aprendiz.registry import OUTPUT, TABULAR_INPUT, Feature, has_categories
 
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 
 
-def export_onnx(pipeline, n_features: int) -> bytes:
-    """The pipeline as ONNX: input "input" float32 [None, F], output "probabilities" float32 [None, 2]."""
+def export_onnx(pipeline, features: list[Feature] | int) -> bytes:
+    """The pipeline (fit on the model matrix of ``features``) as ONNX: "input" float32 [None, F]
+    when every feature is a number (an int: that many numbers), else one input per feature and the
+    encoder before the model; output "probabilities" float32 [None, 2]."""
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
+    if isinstance(features, int):
+        features = [Feature(name=f"f{i}") for i in range(features)]
     final = pipeline.steps[-1][1]
     model = to_onnx(
         pipeline,
-        initial_types=[(TABULAR_INPUT, FloatTensorType([None, n_features]))],
+        initial_types=[(TABULAR_INPUT, FloatTensorType([None, width(features)]))],
         options={type(final): {"zipmap": False}},  # plain tensors, not a list of dicts
         target_opset=TARGET_OPSET,
     )
@@ -30,6 +36,8 @@ def export_onnx(pipeline, n_features: int) -> bytes:
     outputs = [o.name for o in model.graph.output]
     if OUTPUT not in outputs:
         raise RuntimeError(f"skl2onnx gave outputs {outputs}, without 'probabilities'")
+    if has_categories(features):
+        model = attach_encoder(model, features)
     return model.SerializeToString()
 
 
@@ -63,14 +71,19 @@ def run_in_chunks(session, output_name: str, feeds: dict[str, np.ndarray], rows:
 
 
 def onnx_probabilities(
-    onnx_bytes: bytes, x: np.ndarray, *, input_name: str = TABULAR_INPUT, output_name: str = OUTPUT,
-    chunk_rows: int = CHUNK_ROWS,
+    onnx_bytes: bytes, x: np.ndarray, features: list[Feature] | None = None, *, input_name: str = TABULAR_INPUT,
+    output_name: str = OUTPUT, chunk_rows: int = CHUNK_ROWS,
 ) -> np.ndarray:
-    """Run the exported model with onnxruntime on CPU: float [N, 2] class probabilities."""
+    """Run the exported model with onnxruntime on CPU on model-matrix rows ``x`` of ``features``
+    (fed as the inputs they encode from; None: numbers only): float [N, 2] class probabilities."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    return run_in_chunks(session, output_name, {input_name: np.asarray(x, dtype=np.float32)}, chunk_rows)
+    if features is not None and has_categories(features):
+        feeds = feeds_from_matrix(x, features)
+    else:
+        feeds = {input_name: np.asarray(x, dtype=np.float32)}
+    return run_in_chunks(session, output_name, feeds, chunk_rows)
 
 
 # A vote-based model (k-NN) may differ by one neighbour's vote in at most this share of rows:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from aprendiz import columns
 from aprendiz.registry import ATTENTION_MASK, INPUT_IDS, TOKENIZER_FILE, LoadedArtifact, ModelCard
 from aprendiz.training.onnx_export import CHUNK_ROWS, run_in_chunks
 
@@ -84,7 +85,7 @@ class OnnxClassifier:
     @property
     def signature(self) -> tuple:
         """What a request must look like; a swap must keep it (a new schema is a new model name)."""
-        return (self.card.kind, tuple(f.name for f in self.card.features), self.card.text_field)
+        return (self.card.kind, tuple((f.name, f.type == "category") for f in self.card.features), self.card.text_field)
 
     @classmethod
     def load(cls, artifact: LoadedArtifact, *, threads: int = 1) -> "OnnxClassifier":
@@ -114,7 +115,7 @@ class OnnxClassifier:
             raise ModelLoadError(f"{card.name} {card.version}: onnxruntime cannot load model.onnx: {exc}") from exc
         inputs = {i.name for i in session.get_inputs()}
         outputs = {o.name for o in session.get_outputs()}
-        needed = {INPUT_IDS, ATTENTION_MASK} if card.kind == "text" else {card.onnx_input}
+        needed = {INPUT_IDS, ATTENTION_MASK} if card.kind == "text" else set(card.graph_inputs())
         if not needed <= inputs:
             raise ModelLoadError(f"{card.name} {card.version}: graph inputs {sorted(inputs)} lack {sorted(needed - inputs)}")
         if card.onnx_output not in outputs:
@@ -125,7 +126,7 @@ class OnnxClassifier:
 
     def self_check(self) -> None:
         """One probe (a zero row, or a short text): one finite probability in [0, 1]."""
-        probe = ["hola"] if self.card.kind == "text" else np.zeros((1, len(self.card.features)), dtype=np.float32)
+        probe = ["hola"] if self.card.kind == "text" else columns.probe(self.card.features)
         try:
             probability = self.predict(probe)
         except Exception as exc:
@@ -138,9 +139,13 @@ class OnnxClassifier:
         """Join several requests' inputs into one batch (arrays or lists of texts)."""
         if isinstance(parts[0], np.ndarray):
             return np.concatenate(parts)
+        if isinstance(parts[0], columns.Columns):
+            return columns.Columns.concat(parts)
         return [text for part in parts for text in part]
 
     def _feeds(self, batch: Any) -> dict[str, np.ndarray]:
+        if isinstance(batch, columns.Columns):
+            return batch.values
         if self._tokenizer is None:
             return {self.card.onnx_input: batch}
         encodings = self._tokenizer.encode_batch(list(batch))

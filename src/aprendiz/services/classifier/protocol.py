@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from aprendiz.columns import MISSING_TEXT, Columns, category_text
 from aprendiz.errors import InvalidRequestError
-from aprendiz.registry import ModelCard
+from aprendiz.registry import Feature, ModelCard, has_categories
 
 V2_NUMERIC = {"FP32", "FP64", "INT32", "INT64"}
 
@@ -58,11 +59,50 @@ def decode_text(instance: Any, card: ModelCard, where: str) -> str:
     return instance
 
 
-def decode_instance(instance: Any, card: ModelCard, where: str) -> list[float]:
-    """One instance: a list of numbers in the card's feature order, or an object keyed by feature name."""
-    names = [f.name for f in card.features]
+def _feature_value(feature: Feature, value: Any, where: str) -> float | str:
+    """One feature's value: a float (NaN: missing) for a number, the level text ("": missing) for a category."""
+    if value is None or (feature.missing and isinstance(value, float) and math.isnan(value)):
+        if not feature.missing:
+            raise InvalidRequestError(f"{where} is missing; feature {feature.name!r} is required (the model was "
+                                      "trained with a value in every row)", param=where)
+        return MISSING_TEXT if feature.type == "category" else math.nan
+    if feature.type != "category":
+        return _number(value, where)
+    return _level(feature, value, where)
+
+
+def _level(feature: Feature, value: Any, where: str) -> str:
+    """A category's value checked against its levels ("" when missing and allowed)."""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidRequestError(f"{where} is not UTF-8 text", param=where) from None
+    levels = feature.levels or []
+    try:
+        text = category_text(value)
+    except ValueError:
+        raise InvalidRequestError(f"{where} must be a level of category {feature.name!r} (a string such as "
+                                  f"{levels[0]!r}), not {type(value).__name__} {_short(value)}", param=where) from None
+    if text is None:
+        if not feature.missing:
+            raise InvalidRequestError(f"{where} is missing; feature {feature.name!r} is required (the model was "
+                                      "trained with a value in every row)", param=where)
+        return MISSING_TEXT
+    if feature.unseen == "refuse" and text not in levels:
+        shown = ", ".join(map(repr, levels[:10])) + (" ..." if len(levels) > 10 else "")
+        raise InvalidRequestError(f"{where}: {_short(text)} is not a level of category {feature.name!r} "
+                                  f"(its levels: {shown})", param=where)
+    return text
+
+
+def decode_instance(instance: Any, card: ModelCard, where: str) -> list[float | str]:
+    """One instance: a list of values in the card's feature order, or an object keyed by feature
+    name (a feature that may be missing may be left out, or null)."""
+    features = card.features
+    names = [f.name for f in features]
     if isinstance(instance, dict):
-        missing = [n for n in names if n not in instance]
+        missing = [f.name for f in features if f.name not in instance and not f.missing]
         unknown = sorted(set(instance) - set(names))
         if missing or unknown:
             parts = []
@@ -71,20 +111,32 @@ def decode_instance(instance: Any, card: ModelCard, where: str) -> list[float]:
             if unknown:
                 parts.append(f"unknown features {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
             raise InvalidRequestError(f"{where}: {'; '.join(parts)}", param=where)
-        return [_number(instance[n], f"{where}.{n}") for n in names]
+        return [_feature_value(f, instance.get(f.name), f"{where}.{f.name}") for f in features]
     if isinstance(instance, list):
         if len(instance) != len(names):
             raise InvalidRequestError(
                 f"{where} has {len(instance)} values; model {card.name} takes {len(names)} features", param=where
             )
-        return [_number(v, f"{where}[{i}] ({names[i]})") for i, v in enumerate(instance)]
+        return [_feature_value(f, v, f"{where}[{i}] ({f.name})") for i, (f, v) in enumerate(zip(features, instance))]
     raise InvalidRequestError(
-        f"{where} must be a list of {len(names)} numbers or an object keyed by feature name", param=where
+        f"{where} must be a list of {len(names)} {'values' if has_categories(features) else 'numbers'} "
+        "or an object keyed by feature name", param=where
     )
 
 
-def decode_instances(body: Any, card: ModelCard, max_instances: int) -> np.ndarray | list[str]:
-    """The ``instances`` of a V1 body: float32 [N, F] for a tabular model, strings for a text model."""
+def _batch(rows: list[list[float | str]], card: ModelCard) -> np.ndarray | Columns:
+    """Decoded instances as the model's batch: float32 [N, F], or Columns for a model with categories."""
+    if not has_categories(card.features):
+        return np.asarray(rows, dtype=np.float32)
+    return Columns({
+        f.name: np.asarray([[row[j]] for row in rows], dtype=object if f.type == "category" else np.float32)
+        for j, f in enumerate(card.features)
+    })
+
+
+def decode_instances(body: Any, card: ModelCard, max_instances: int) -> np.ndarray | Columns | list[str]:
+    """The ``instances`` of a V1 body: float32 [N, F] (NaN: missing) for a model of numbers,
+    Columns for one with categories, strings for a text model."""
     if not isinstance(body, dict) or "instances" not in body:
         raise InvalidRequestError('the body must be a JSON object with "instances": [...]', param="instances")
     instances = body["instances"]
@@ -96,11 +148,11 @@ def decode_instances(body: Any, card: ModelCard, max_instances: int) -> np.ndarr
         )
     if card.kind == "text":
         return [decode_text(x, card, f"instances[{i}]") for i, x in enumerate(instances)]
-    fast = _plain_rows(instances, len(card.features))
-    if fast is not None:
-        return fast
-    rows = [decode_instance(x, card, f"instances[{i}]") for i, x in enumerate(instances)]
-    return np.asarray(rows, dtype=np.float32)
+    if not has_categories(card.features):
+        fast = _plain_rows(instances, len(card.features))
+        if fast is not None:
+            return fast
+    return _batch([decode_instance(x, card, f"instances[{i}]") for i, x in enumerate(instances)], card)
 
 
 def _plain_rows(instances: list, width: int) -> np.ndarray | None:
@@ -141,6 +193,10 @@ def decode_v2(body: bytes, header_length: int | None, card: ModelCard, max_insta
         raise InvalidRequestError(f"invalid V2 request: missing or malformed field {exc}", param="inputs") from None
     except RecursionError:
         raise InvalidRequestError("invalid V2 request: the body is nested too deeply to be read", param="inputs") from None
+    names = [f.name for f in card.features]
+    if card.kind == "tabular" and (has_categories(card.features) or len(request.inputs) > 1
+                                   or (request.inputs and request.inputs[0].name in names)):
+        return _decode_v2_columns(request.inputs, card, max_instances), request
     if len(request.inputs) != 1:
         raise InvalidRequestError(f"V2 request must carry exactly one input tensor, not {len(request.inputs)}", param="inputs")
     tensor = request.inputs[0]
@@ -157,19 +213,84 @@ def decode_v2(body: bytes, header_length: int | None, card: ModelCard, max_insta
         raise InvalidRequestError(f"{where} has shape {shape}; model {card.name} takes [N, {n_features}]", param="inputs")
     if not 1 <= shape[0] <= max_instances:
         raise InvalidRequestError(f"{where} has {shape[0]} rows; 1 to {max_instances} per request", param="inputs")
+    array = _v2_numbers(tensor, where, shape)
+    may_miss = np.asarray([f.missing for f in card.features], dtype=bool)
+    bad = ~np.isfinite(array) & ~(np.isnan(array) & may_miss[None, :])
+    if bad.any():
+        row, column = (int(i) for i in np.argwhere(bad)[0])
+        what = "is missing (NaN), and the feature is required" if np.isnan(array[row, column]) else (
+            "holds a non-finite number or one beyond float32's range (about ±3.4e38)")
+        raise InvalidRequestError(f"{where} row {row}, feature {names[column]!r} {what}", param="inputs")
+    return array, request
+
+
+def _v2_numbers(tensor, where: str, shape: list[int]) -> np.ndarray:
+    """A numeric tensor as float32 (a JSON null reads as NaN)."""
+    from kserve.errors import InvalidInput
+
     try:
-        with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused below
-            array = tensor.as_numpy().astype(np.float32, copy=False)
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 becomes inf, refused by the caller
+            return tensor.as_numpy().astype(np.float32, copy=False)
     except OverflowError:
         raise InvalidRequestError(f"{where}: a number is too large even for a float (float32 is the model's type)",
                                   param="inputs") from None
     except (ValueError, TypeError, InvalidInput) as exc:
         raise InvalidRequestError(f"{where}: data does not match shape {shape}: {exc}", param="inputs") from None
-    if not np.isfinite(array).all():
-        row = int(np.argwhere(~np.isfinite(array))[0][0])
-        raise InvalidRequestError(f"{where} row {row} holds a non-finite number or one beyond float32's range "
-                                  "(about ±3.4e38)", param="inputs")
-    return array, request
+
+
+def _decode_v2_columns(inputs: list, card: ModelCard, max_instances: int) -> np.ndarray | Columns:
+    """One named input per feature (KServe's and MLServer's pandas-codec convention), each of shape
+    [N] or [N, 1]: a numeric datatype for a number (NaN or null: missing), BYTES for a category.
+    The model's batch: float32 [N, F] for a model of numbers, else Columns."""
+    by_name = {tensor.name: tensor for tensor in inputs}
+    names = [f.name for f in card.features]
+    absent = [f.name for f in card.features if f.name not in by_name]
+    unknown = sorted(set(by_name) - set(names))
+    if absent or unknown or len(by_name) != len(inputs):
+        parts = [f"missing inputs {absent[:5]}"] if absent else []
+        parts += [f"unknown inputs {unknown[:5]}"] if unknown else []
+        parts += ["an input named twice"] if len(by_name) != len(inputs) else []
+        raise InvalidRequestError(f"V2 request for model {card.name} takes one input per feature {names[:8]}"
+                                  f"{' ...' if len(names) > 8 else ''}: {'; '.join(parts)}", param="inputs")
+    columns: dict[str, np.ndarray] = {}
+    rows = None
+    for feature in card.features:
+        tensor = by_name[feature.name]
+        where = f"input {feature.name!r}"
+        shape = list(tensor.shape)
+        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+            raise InvalidRequestError(f"{where} has shape {shape}; each feature's input is [N] or [N, 1]", param="inputs")
+        if rows is None:
+            rows = shape[0]
+            if not 1 <= rows <= max_instances:
+                raise InvalidRequestError(f"{where} has {rows} rows; 1 to {max_instances} per request", param="inputs")
+        elif shape[0] != rows:
+            raise InvalidRequestError(f"{where} has {shape[0]} rows, the first input {rows}: every input holds the "
+                                      "same rows", param="inputs")
+        if feature.type == "category":
+            if tensor.datatype != "BYTES":
+                raise InvalidRequestError(f"{where} has datatype {tensor.datatype}; category {feature.name!r} takes "
+                                          "BYTES (strings)", param="inputs")
+            values = _flatten(tensor.data) if tensor._raw_data is None else tensor.as_numpy().reshape(-1).tolist()
+            if len(values) != rows:
+                raise InvalidRequestError(f"{where} holds {len(values)} values; its shape says {rows}", param="inputs")
+            texts = [_level(feature, v, f"{where} row {i}") for i, v in enumerate(values)]
+            columns[feature.name] = np.asarray(texts, dtype=object).reshape(-1, 1)
+            continue
+        if tensor.datatype not in V2_NUMERIC:
+            raise InvalidRequestError(f"{where} has datatype {tensor.datatype}; number {feature.name!r} takes "
+                                      f"{sorted(V2_NUMERIC)}", param="inputs")
+        array = _v2_numbers(tensor, where, shape).reshape(-1, 1)
+        bad = ~np.isfinite(array[:, 0]) & ~(np.isnan(array[:, 0]) & feature.missing)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            what = "is missing (NaN or null), and the feature is required" if np.isnan(array[row, 0]) else (
+                "holds a non-finite number or one beyond float32's range (about ±3.4e38)")
+            raise InvalidRequestError(f"{where} row {row} {what}", param="inputs")
+        columns[feature.name] = array
+    if not has_categories(card.features):
+        return np.ascontiguousarray(np.concatenate([columns[n] for n in names], axis=1))
+    return Columns(columns)
 
 
 def _decode_v2_texts(tensor, where: str, card: ModelCard, max_instances: int) -> list[str]:
@@ -225,6 +346,9 @@ def encode_v2(probabilities: np.ndarray, labels: list[str], card: ModelCard, req
 def v2_metadata(card: ModelCard) -> dict[str, Any]:
     if card.kind == "text":
         inputs = [{"name": card.text_field, "datatype": "BYTES", "shape": [-1]}]
+    elif has_categories(card.features):
+        inputs = [{"name": f.name, "datatype": "BYTES" if f.type == "category" else "FP32", "shape": [-1, 1]}
+                  for f in card.features]
     else:
         inputs = [{"name": card.onnx_input, "datatype": "FP32", "shape": [-1, len(card.features)]}]
     return {
@@ -240,6 +364,7 @@ def v2_metadata(card: ModelCard) -> dict[str, Any]:
         "parameters": {
             "kind": card.kind,
             "features": [f.name for f in card.features],
+            "schema": [f.model_dump(exclude_none=True) for f in card.features],
             "labels": list(card.labels),
             "threshold": card.threshold,
         },

@@ -25,6 +25,7 @@ from typing import Any, Awaitable, Callable
 
 import numpy as np
 
+from aprendiz import columns
 from aprendiz.config import ClassifierModel
 from aprendiz.errors import ServiceUnavailableError
 from aprendiz.metrics import ClassifierMetrics
@@ -241,16 +242,13 @@ class ClassifierService:
         """Write the examples to the store; the answer (2xx) is sent only after the write returned."""
         model = self.model()
         rows, labels, ids = protocol.decode_feedback(body, model.card, self.config.max_instances)
-        names = [f.name for f in model.card.features]
         now = datetime.now(timezone.utc)
-
-        def example(row) -> dict[str, Any]:
-            return {"text": row} if model.card.kind == "text" else {"features": dict(zip(names, map(float, row)))}
-
+        examples = ([{"text": text} for text in rows] if model.card.kind == "text"
+                    else [{"features": values} for values in columns.records(rows, model.card.features)])
         records = [
-            FeedbackRecord(**example(row), label=label, prediction_id=prediction_id, model_version=model.version,
+            FeedbackRecord(**example, label=label, prediction_id=prediction_id, model_version=model.version,
                            received_at=now)
-            for row, label, prediction_id in zip(rows, labels, ids)
+            for example, label, prediction_id in zip(examples, labels, ids)
         ]
         try:
             key = await asyncio.to_thread(self._registry.write_feedback, self.name, records)
