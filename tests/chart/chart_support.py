@@ -26,6 +26,7 @@ CRDS_DIR = _crds_dir()
 # The upstream CRD file of each custom kind (../shared/crds/README.md names their sources).
 CRD_FILES = {
     ("ray.io", "RayService"): "ray.io_rayservices.yaml",
+    ("ray.io", "RayJob"): "ray.io_rayjobs.yaml",
     ("monitoring.coreos.com", "PodMonitor"): "monitoring.coreos.com_podmonitors.yaml",
     ("monitoring.coreos.com", "ServiceMonitor"): "monitoring.coreos.com_servicemonitors.yaml",
     ("monitoring.coreos.com", "PrometheusRule"): "monitoring.coreos.com_prometheusrules.yaml",
@@ -76,8 +77,8 @@ class Rendered:
                 specs.append((where, spec["template"]["spec"]))
             elif o["kind"] == "CronJob":
                 specs.append((where, spec["jobTemplate"]["spec"]["template"]["spec"]))
-            elif o["kind"] == "RayService":
-                cluster = spec["rayClusterConfig"]
+            elif o["kind"] in ("RayService", "RayJob"):
+                cluster = spec["rayClusterConfig" if o["kind"] == "RayService" else "rayClusterSpec"]
                 specs.append((f"{where} head", cluster["headGroupSpec"]["template"]["spec"]))
                 for group in cluster.get("workerGroupSpecs", []):
                     specs.append((f"{where} {group['groupName']} workers", group["template"]["spec"]))

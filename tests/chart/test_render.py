@@ -444,6 +444,30 @@ def test_training_cronjobs_run_the_cli(helm):
     assert not [o for o in rendered.objects if o["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")]
 
 
+def test_training_rayjobs_run_the_cli_on_a_ray_cluster_of_their_own(helm, crds_dir):
+    """training.rayJob: one KubeRay RayJob per model, `aprendiz train --ray auto` its entrypoint, on a
+    cluster of the training image that KubeRay removes after the run; checked against KubeRay's CRD."""
+    assert not render(helm).of_kind("RayJob")  # off by default
+    rendered = render(helm, values=CHART / "ci" / "classifier-only-values.yaml")
+    jobs = {j["metadata"]["labels"]["aprendiz.dev/model"]: j for j in rendered.of_kind("RayJob")}
+    assert set(jobs) == {"breast-cancer", "es-or-en"}
+    for model, job in jobs.items():
+        assert validate_custom_resource(crds_dir, job) == []
+        spec = job["spec"]
+        assert spec["entrypoint"].split() == ["aprendiz", "train", "--model", model, "--config",
+                                              "/etc/aprendiz/config/aprendiz.yaml", "--ray", "auto", "--pushgateway",
+                                              "http://pushgateway.monitoring.svc:9091"]
+        assert spec["shutdownAfterJobFinishes"] is True and spec["submissionMode"] == "K8sJobMode"
+        (workers,) = spec["rayClusterSpec"]["workerGroupSpecs"]
+        assert workers["replicas"] == workers["minReplicas"] == workers["maxReplicas"] == 3
+        head = spec["rayClusterSpec"]["headGroupSpec"]
+        assert head["rayStartParams"]["num-cpus"] == "0"  # the head schedules; the workers fit
+        for pod in (head["template"]["spec"], workers["template"]["spec"]):
+            (container,) = pod["containers"]
+            assert container["image"].startswith("aprendiz/train:")
+            assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/etc/aprendiz/config", "/tmp", "/dev/shm"}
+
+
 def test_train_on_install_is_a_post_install_hook(helm):
     rendered = render(helm, values=CHART / "ci" / "cpu-values.yaml")
     (job,) = rendered.of_kind("Job")

@@ -76,3 +76,48 @@ spec:
 {{- define "aprendiz.trainingName" -}}
 {{- printf "%s-train-%s" (include "aprendiz.fullname" .root) .model | trunc 52 | trimSuffix "-" | trimSuffix "." -}}
 {{- end -}}
+
+{{/* A pod of a training RayJob's cluster (the head or a worker): the training image, the platform
+     config, scratch and shared memory; call with (dict "root" $ "container" "ray-head" "resources" ...). */}}
+{{- define "aprendiz.trainingRayPod" -}}
+{{- $root := .root -}}
+metadata:
+  labels:
+    {{- include "aprendiz.labels" (dict "root" $root "component" "training") | nindent 4 }}
+spec:
+  serviceAccountName: {{ include "aprendiz.trainingServiceAccount" $root }}
+  automountServiceAccountToken: false
+  securityContext: {{- include "aprendiz.podSecurityContext" $root | nindent 4 }}
+  {{- with $root.Values.imagePullSecrets }}
+  imagePullSecrets: {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $root.Values.training.nodeSelector }}
+  nodeSelector: {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $root.Values.training.tolerations }}
+  tolerations: {{- toYaml . | nindent 4 }}
+  {{- end }}
+  containers:
+    - name: {{ .container }}
+      image: {{ include "aprendiz.image" (dict "root" $root "image" $root.Values.images.training) }}
+      imagePullPolicy: {{ $root.Values.images.training.pullPolicy }}
+      env:
+        {{- include "aprendiz.storageEnv" $root | nindent 8 }}
+        - {name: HOME, value: /tmp}
+        - {name: MPLCONFIGDIR, value: /tmp/matplotlib}
+      securityContext:
+        {{- include "aprendiz.containerSecurityContext" $root | nindent 8 }}
+        readOnlyRootFilesystem: true
+      resources: {{- toYaml .resources | nindent 8 }}
+      volumeMounts:
+        - {name: config, mountPath: /etc/aprendiz/config, readOnly: true}
+        - {name: tmp, mountPath: /tmp}
+        - {name: dshm, mountPath: /dev/shm}
+  volumes:
+    - name: config
+      configMap: {name: {{ include "aprendiz.fullname" $root }}-config}
+    - name: tmp
+      emptyDir: {sizeLimit: 4Gi}
+    - name: dshm
+      emptyDir: {medium: Memory, sizeLimit: {{ add $root.Values.training.rayJob.objectStoreBytes 268435456 | quote }}}
+{{- end -}}

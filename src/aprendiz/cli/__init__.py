@@ -186,11 +186,17 @@ def train(
     pushgateway: Annotated[
         Optional[str], typer.Option("--pushgateway", help="Prometheus Pushgateway URL for the run's metrics.")
     ] = None,
+    ray: Annotated[
+        Optional[str], typer.Option("--ray", help="Fit every candidate's grid points as Ray tasks: 'local' starts a "
+                                    "Ray here for the run, 'auto' joins the cluster this runs in (a RayJob's), or a "
+                                    "cluster address. Unset: in this process, one after the other.")
+    ] = None,
 ) -> None:
     """Train the candidates on the store's dataset and feedback, evaluate them against the champion,
     and publish and promote the best when it beats the champion by the configured margin."""
     from aprendiz.training.dataset import DatasetError, seed_builtin
     from aprendiz.training.job import TrainingError, run_training
+    from aprendiz.training.parallel import RayRunner
 
     store = _model_store(model, config)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -199,7 +205,8 @@ def train(
         written = seed_builtin(registry.store, model)
         if written:
             typer.echo(f"aprendiz: wrote {written} to {store.url}/datasets/{model}/data.csv")
-        result = run_training(registry, model, pushgateway=pushgateway)
+        runner = RayRunner(ray) if ray else None
+        result = run_training(registry, model, pushgateway=pushgateway, runner=runner)
     except (TrainingError, DatasetError, ValueError) as exc:
         typer.echo(f"aprendiz: training {model} failed: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -223,6 +230,8 @@ def train(
         + f", used {result.rows_used}; split {result.split}; {result.duration_s:.1f} s"
     )
     verdict = f"promoted {result.version}" if result.promoted else "not promoted"
+    if runner is not None:
+        typer.echo(f"candidates trained as Ray tasks on {len(runner.nodes)} node(s)")
     typer.echo(f"aprendiz: {model}: best {result.best_candidate}; {verdict}: {result.reason}")
     typer.echo(f"report: {result.report_url}")
 

@@ -78,6 +78,7 @@ class CandidateResult:
     pipeline: Any = None
     error: str | None = None
     files: dict[str, bytes] = field(default_factory=dict)  # published beside model.onnx (text: tokenizer.json)
+    node: str | None = None  # the Ray node that trained it (RayRunner), None in this process
 
     @property
     def ok(self) -> bool:

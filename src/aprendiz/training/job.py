@@ -63,7 +63,6 @@ from aprendiz.training.candidates import (
     label_warnings,
     meets_floors,
     score,
-    train_candidate,
 )
 from aprendiz.training.config import TrainingConfig, TrainingConfigError, load_schema, run_labels, save_schema
 from aprendiz.training.dataset import (
@@ -75,6 +74,7 @@ from aprendiz.training.dataset import (
     split_dataset,
 )
 from aprendiz.training.onnx_export import onnx_probabilities
+from aprendiz.training.parallel import CandidateRunner, LocalRunner
 
 log = logging.getLogger(__name__)
 
@@ -212,15 +212,18 @@ def run_training(
     *,
     now: datetime | None = None,
     pushgateway: str | None = None,
+    runner: CandidateRunner | None = None,
 ) -> TrainingResult:
-    """One training run of model ``name``; see the module docstring. Raises TrainingError / DatasetError on failure."""
+    """One training run of model ``name``; see the module docstring. ``runner``: where the tabular
+    candidates are fit (default: this process; ``RayRunner``: Ray tasks). Raises TrainingError /
+    DatasetError on failure."""
     from aprendiz.metrics import TrainingMetrics
 
     started = time.perf_counter()
     metrics = TrainingMetrics(name) if pushgateway else None
     result = None
     try:
-        result = _run(registry, name, config, now=now, started=started)
+        result = _run(registry, name, config, now=now, started=started, runner=runner)
         return result
     finally:
         if metrics is not None and pushgateway is not None:
@@ -240,7 +243,8 @@ def run_training(
                 log.warning("could not push metrics to %s: %s", pushgateway, exc)
 
 
-def _run(registry: ModelRegistry, name: str, config: TrainingConfig | None, *, now, started: float) -> TrainingResult:
+def _run(registry: ModelRegistry, name: str, config: TrainingConfig | None, *, now, started: float,
+         runner: CandidateRunner | None = None) -> TrainingResult:
     store = registry.store
     run_id = new_version(now)
     if config is None:
@@ -254,7 +258,7 @@ def _run(registry: ModelRegistry, name: str, config: TrainingConfig | None, *, n
     for warning in label_warnings(split.y_test):
         log.warning("%s: %s", name, warning)
 
-    candidates = _train_candidates(name, dataset, split, config)
+    candidates = _train_candidates(name, dataset, split, config, runner)
     best, eligible, ok = _rank(candidates, config)
     champion_metrics = champion_probs = None
     champion_problem = None
@@ -314,14 +318,16 @@ def _read_dataset(registry: ModelRegistry, name: str, config: TrainingConfig, ch
     return dataset
 
 
-def _train_candidates(name: str, dataset: Dataset, split, config: TrainingConfig) -> list[CandidateResult]:
+def _train_candidates(name: str, dataset: Dataset, split, config: TrainingConfig,
+                      runner: CandidateRunner | None) -> list[CandidateResult]:
     if dataset.text_column is not None:
         from aprendiz.training.text_candidates import default_text_candidates, train_text_candidates
 
         configs = config.candidates if "candidates" in config.model_fields_set else default_text_candidates()
         candidates = train_text_candidates(configs, split, config)
     else:
-        candidates = [train_candidate(c, split, config, dataset.features) for c in _progress(config.candidates, name)]
+        runner = runner or LocalRunner(lambda items: _progress(items, name))
+        candidates = runner.train(config.candidates, split, config, dataset.features)
     for candidate in candidates:
         log.info("%s: candidate %s %s", name, candidate.name, "trained" if candidate.ok else f"failed: {candidate.error}")
     return candidates
