@@ -18,7 +18,7 @@ from typing import Any
 
 from benchmarks.common import PYTHON, ROOT, summary
 
-FEATURES = 20
+FEATURES = 30  # the issue's (#17) 1M rows x 30 features
 
 
 def synthetic_csv(rows: int, seed: int = 0) -> bytes:
@@ -31,8 +31,9 @@ def synthetic_csv(rows: int, seed: int = 0) -> bytes:
     return frame.to_csv(index=False, float_format="%.6g").encode()
 
 
-def worker(rows: int, without: tuple[str, ...] = ()) -> dict[str, Any]:
-    """One training run on ``rows`` synthetic rows, the default candidates but those named in ``without``."""
+def worker(rows: int, without: tuple[str, ...] = (), ray: str | None = None) -> dict[str, Any]:
+    """One training run on ``rows`` synthetic rows, the default candidates but those named in ``without``;
+    ``ray``: their grid points as Ray tasks (RayRunner at that address, "local": a Ray started for the run)."""
     from aprendiz.registry import ModelRegistry
     from aprendiz.store import ObjectStore
     from aprendiz.training.config import TrainingConfig, default_candidates
@@ -43,7 +44,9 @@ def worker(rows: int, without: tuple[str, ...] = ()) -> dict[str, Any]:
         store.write_bytes("datasets/synthetic/data.csv", synthetic_csv(rows))
         started = time.perf_counter()
         config = TrainingConfig(candidates=[c for c in default_candidates() if c.name not in without])
-        result = run_training(ModelRegistry(store), "synthetic", config)
+        from aprendiz.training.parallel import RayRunner
+
+        result = run_training(ModelRegistry(store), "synthetic", config, runner=RayRunner(ray) if ray else None)
         wall = time.perf_counter() - started
     return {
         "rows": rows,
@@ -52,6 +55,7 @@ def worker(rows: int, without: tuple[str, ...] = ()) -> dict[str, Any]:
         "candidates": {c["name"]: {"fit_seconds": c["fit_seconds"], "error": c["error"],
                                    "roc_auc": (c["metrics"] or {}).get("roc_auc")} for c in result.candidates},
         "best": result.best_candidate,
+        "ray": ray,
     }
 
 
@@ -91,6 +95,7 @@ if __name__ == "__main__":
     parser.add_argument("--rows", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--without", action="append", default=[], help="leave this default candidate out")
+    parser.add_argument("--ray", help="train the candidates as Ray tasks (local: a Ray started for the run)")
     args = parser.parse_args()
-    args.out.write_text(json.dumps(worker(args.rows, tuple(args.without))))
+    args.out.write_text(json.dumps(worker(args.rows, tuple(args.without), args.ray)))
     sys.exit(0)

@@ -338,3 +338,23 @@ def test_cli_train(tmp_path):
     assert f"report: {store_dir}/models/{NAME}/" in ok.output
     failed = runner.invoke(app, ["train", "--model", "empty-model", "--config", str(config)])
     assert failed.exit_code == 1 and "training empty-model failed: no data rows" in failed.output
+
+
+def test_a_large_test_split_checks_the_export_on_a_stratified_sample(local_store, monkeypatch):
+    """Past EXPORT_CHECK_ROWS test rows, onnxruntime scores a seeded stratified sample (checked against the
+    fitted model there) and the metrics are the fitted model's on every test row, which the note says."""
+    from aprendiz.training import candidates
+
+    monkeypatch.setattr(candidates, "EXPORT_CHECK_ROWS", 50)
+    seed_breast_cancer_dataset(local_store)
+    candidate = CandidateConfig(name="knn", algorithm="knn", params={"n_neighbors": 5})
+    config = TrainingConfig(candidates=[candidate])
+    dataset = load_dataset(local_store, NAME, config, kept_schema=None, labels=None)
+    split = split_dataset(dataset, config)
+    result = train_candidate(candidate, split, config, dataset.features)
+    assert result.ok, result.error
+    assert len(result.test_probabilities) == len(split.y_test) > 50
+    np.testing.assert_allclose(result.test_probabilities, result.pipeline.predict_proba(split.x_test)[:, 1])
+    assert "stratified 50-row sample" in result.note and f"all {len(split.y_test)} test rows" in result.note
+    checked = candidates._check_rows(split.y_test, 0)
+    assert len(checked) == 50 and abs(split.y_test[checked].mean() - split.y_test.mean()) < 0.03

@@ -253,6 +253,17 @@ def _parse_column(column: pd.Series | None, n: int) -> tuple[np.ndarray, np.ndar
         status = np.select([np.isnan(values), ~np.isfinite(values), np.abs(values) > FLOAT32_MAX],
                            [_MISSING, _NONFINITE, _OUT_OF_RANGE], _OK).astype(np.int8)
         return values, status
+    if pd.api.types.infer_dtype(column, skipna=True) == "string":
+        # CSV cells: pandas parses the numbers at once; a cell it cannot (blank, an NA marker, text,
+        # a form only Python's float reads) is parsed one by one below, so the result is the same.
+        values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        status = np.select([~np.isfinite(values), np.abs(values) > FLOAT32_MAX],
+                           [_NONFINITE, _OUT_OF_RANGE], _OK).astype(np.int8)
+        unread = np.flatnonzero(np.isnan(values))
+        cells = column.to_numpy(dtype=object)
+        for i in unread:
+            values[i], status[i] = _parse_value(cells[i])
+        return values, status
     parsed = [_parse_value(v) for v in column.tolist()]
     values = np.fromiter((p[0] for p in parsed), dtype=np.float64, count=n)
     status = np.fromiter((p[1] for p in parsed), dtype=np.int8, count=n)

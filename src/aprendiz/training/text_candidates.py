@@ -390,7 +390,8 @@ def text_inputs(candidate: CandidateConfig, features: _Features, config: Trainin
         x_train, x_val, x_test,
         estimator=lambda params: _estimator(candidate.algorithm, params, config.seed),
         export=lambda model: (export(model), {TOKENIZER_FILE: tokenizer_json}),
-        served=lambda onnx_bytes: text_onnx_probabilities(onnx_bytes, tokenizer_json, test_texts),
+        served=lambda onnx_bytes, index: text_onnx_probabilities(onnx_bytes, tokenizer_json,
+                                                                 [test_texts[i] for i in index]),
         latency_ms=lambda onnx_bytes: text_latency_ms(onnx_bytes, tokenizer_json, test_texts),
     )
 
