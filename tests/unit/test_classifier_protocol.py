@@ -95,7 +95,10 @@ def test_v2_numeric_tensor():
         ([{"name": "input", "shape": [11, 2], "datatype": "FP32", "data": [0] * 22}], ["11 rows"]),
         ([{"name": "input", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3]}], ["does not match shape"]),
         ([{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1, 10**400]}], ["infinity"]),
-        ([{"name": "input", "shape": [1, 2], "datatype": "FP64", "data": [1, 1e39]}], ["non-finite", "float32"]),
+        ([{"name": "input", "shape": [1, 2], "datatype": "FP64", "data": [1, 1e39]}],
+         ["row 0 holds a non-finite", "float32", "(feature 'b')"]),
+        ([{"name": "input", "shape": [1, 2], "datatype": "FP32", "data": [1, None]}],
+         ["row 0 is missing", "required", "(feature 'b')"]),
     ],
 )
 def test_v2_errors(inputs, words):

@@ -220,7 +220,7 @@ def decode_v2(body: bytes, header_length: int | None, card: ModelCard, max_insta
         row, column = (int(i) for i in np.argwhere(bad)[0])
         what = "is missing (NaN), and the feature is required" if np.isnan(array[row, column]) else (
             "holds a non-finite number or one beyond float32's range (about ±3.4e38)")
-        raise InvalidRequestError(f"{where} row {row}, feature {names[column]!r} {what}", param="inputs")
+        raise InvalidRequestError(f"{where} row {row} {what} (feature {names[column]!r})", param="inputs")
     return array, request
 
 
