@@ -62,13 +62,18 @@ def decode_text(instance: Any, card: ModelCard, where: str) -> str:
 def _feature_value(feature: Feature, value: Any, where: str) -> float | str:
     """One feature's value: a float (NaN: missing) for a number, the level text ("": missing) for a category."""
     if value is None or (feature.missing and isinstance(value, float) and math.isnan(value)):
-        if not feature.missing:
-            raise InvalidRequestError(f"{where} is missing; feature {feature.name!r} is required (the model was "
-                                      "trained with a value in every row)", param=where)
-        return MISSING_TEXT if feature.type == "category" else math.nan
+        return _missing(feature, where)
     if feature.type != "category":
         return _number(value, where)
     return _level(feature, value, where)
+
+
+def _missing(feature: Feature, where: str) -> float | str:
+    """A missing value as the model takes it (NaN, or "" for a category); a 400 when the feature is required."""
+    if not feature.missing:
+        raise InvalidRequestError(f"{where} is missing; feature {feature.name!r} is required (the model was "
+                                  "trained with a value in every row)", param=where)
+    return MISSING_TEXT if feature.type == "category" else math.nan
 
 
 def _level(feature: Feature, value: Any, where: str) -> str:
@@ -85,10 +90,7 @@ def _level(feature: Feature, value: Any, where: str) -> str:
         raise InvalidRequestError(f"{where} must be a level of category {feature.name!r} (a string such as "
                                   f"{levels[0]!r}), not {type(value).__name__} {_short(value)}", param=where) from None
     if text is None:
-        if not feature.missing:
-            raise InvalidRequestError(f"{where} is missing; feature {feature.name!r} is required (the model was "
-                                      "trained with a value in every row)", param=where)
-        return MISSING_TEXT
+        return str(_missing(feature, where))
     if feature.unseen == "refuse" and text not in levels:
         shown = ", ".join(map(repr, levels[:10])) + (" ..." if len(levels) > 10 else "")
         raise InvalidRequestError(f"{where}: {_short(text)} is not a level of category {feature.name!r} "
@@ -213,23 +215,29 @@ def decode_v2(body: bytes, header_length: int | None, card: ModelCard, max_insta
         raise InvalidRequestError(f"{where} has shape {shape}; model {card.name} takes [N, {n_features}]", param="inputs")
     if not 1 <= shape[0] <= max_instances:
         raise InvalidRequestError(f"{where} has {shape[0]} rows; 1 to {max_instances} per request", param="inputs")
-    array = _v2_numbers(tensor, where, shape)
-    may_miss = np.asarray([f.missing for f in card.features], dtype=bool)
+    return _v2_numbers(tensor, where, shape, card.features), request
+
+
+def _v2_numbers(tensor, where: str, shape: list[int], features: list[Feature]) -> np.ndarray:
+    """A numeric tensor of these features' columns as float32 (a JSON null reads as NaN); a 400 for a
+    non-finite value, or a missing one where the feature is required."""
+    array = _v2_float32(tensor, where, shape).reshape(-1, len(features))
+    may_miss = np.asarray([f.missing for f in features], dtype=bool)
     bad = ~np.isfinite(array) & ~(np.isnan(array) & may_miss[None, :])
     if bad.any():
         row, column = (int(i) for i in np.argwhere(bad)[0])
-        what = "is missing (NaN), and the feature is required" if np.isnan(array[row, column]) else (
+        what = "is missing (NaN or null), and the feature is required" if np.isnan(array[row, column]) else (
             "holds a non-finite number or one beyond float32's range (about ±3.4e38)")
-        raise InvalidRequestError(f"{where} row {row} {what} (feature {names[column]!r})", param="inputs")
-    return array, request
+        named = f" (feature {features[column].name!r})" if len(features) > 1 else ""
+        raise InvalidRequestError(f"{where} row {row} {what}{named}", param="inputs")
+    return array
 
 
-def _v2_numbers(tensor, where: str, shape: list[int]) -> np.ndarray:
-    """A numeric tensor as float32 (a JSON null reads as NaN)."""
+def _v2_float32(tensor, where: str, shape: list[int]) -> np.ndarray:
     from kserve.errors import InvalidInput
 
     try:
-        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 becomes inf, refused by the caller
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 becomes inf, refused by _v2_numbers
             return tensor.as_numpy().astype(np.float32, copy=False)
     except OverflowError:
         raise InvalidRequestError(f"{where}: a number is too large even for a float (float32 is the model's type)",
@@ -280,14 +288,7 @@ def _decode_v2_columns(inputs: list, card: ModelCard, max_instances: int) -> np.
         if tensor.datatype not in V2_NUMERIC:
             raise InvalidRequestError(f"{where} has datatype {tensor.datatype}; number {feature.name!r} takes "
                                       f"{sorted(V2_NUMERIC)}", param="inputs")
-        array = _v2_numbers(tensor, where, shape).reshape(-1, 1)
-        bad = ~np.isfinite(array[:, 0]) & ~(np.isnan(array[:, 0]) & feature.missing)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            what = "is missing (NaN or null), and the feature is required" if np.isnan(array[row, 0]) else (
-                "holds a non-finite number or one beyond float32's range (about ±3.4e38)")
-            raise InvalidRequestError(f"{where} row {row} {what}", param="inputs")
-        columns[feature.name] = array
+        columns[feature.name] = _v2_numbers(tensor, where, shape, [feature])
     if not has_categories(card.features):
         return np.ascontiguousarray(np.concatenate([columns[n] for n in names], axis=1))
     return Columns(columns)
