@@ -47,3 +47,33 @@ def test_a_neighbour_vote_flipped_by_a_near_tie_is_allowed_in_a_few_rows_only():
     two_votes[7] += [2 / k, -2 / k]
     with pytest.raises(RuntimeError, match="disagrees"):
         check_export(two_votes, expected, 1e-4, vote=1 / k)
+
+
+def test_an_xgboost_candidate_exports_with_the_encoder_and_missing_values_and_agrees(tmp_path):
+    """XGBoost through onnxmltools' converter, inside the same export as every candidate: the
+    credit table's categories (the encoder), its missing incomes (XGBoost's own missing branch,
+    no imputer) and its 3 % positives (scale_pos_weight). The agreement check is the usual one."""
+    from aprendiz.registry import ModelRegistry
+    from aprendiz.store import ObjectStore
+    from aprendiz.training.candidates import class_weights
+    from aprendiz.training.config import CandidateConfig, TrainingConfig
+    from aprendiz.training.job import run_training
+    from aprendiz.training.synthetic import credit_csv
+
+    store = ObjectStore(str(tmp_path))
+    store.write_bytes("datasets/credit/data.csv", credit_csv(3000))
+    config = TrainingConfig(label_column="default", labels=("No", "Yes"), candidates=[
+        CandidateConfig(name="xgb", algorithm="xgboost", params={"n_estimators": 60, "max_depth": 4})])
+    result = run_training(ModelRegistry(store), "credit", config)
+    row = result.candidates[0]
+    assert row["error"] is None and result.promoted, (row["error"], result.reason)
+    assert row["onnx_max_diff"] <= 1e-4
+    assert row["params"]["scale_pos_weight"] > 10  # negatives / positives at about 3 %
+    assert row["metrics"]["roc_auc"] > 0.8
+    card = ModelRegistry(store).load("credit", result.version).card
+    assert card.algorithm == "xgboost" and card.training["missing_numbers"].startswith("native")
+    assert card.graph_inputs() == [f.name for f in card.features]  # one input per feature: the encoder
+    # balanced classes: no weight; a weight the candidate sets is left alone
+    assert class_weights("xgboost", {}, np.array([0, 1] * 50)) == {}
+    assert class_weights("xgboost", {"scale_pos_weight": 2}, np.array([0] * 97 + [1] * 3)) == {}
+    assert class_weights("logistic_regression", {}, np.array([0] * 97 + [1] * 3)) == {"class_weight": "balanced"}

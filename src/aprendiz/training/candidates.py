@@ -45,7 +45,7 @@ EXPORT_CHECK_ROWS = 20_000
 # Below this share of the rarer class, algorithms that take class weights get balanced ones
 # (unless the candidate sets class_weight itself), and the report leads with PR-AUC.
 IMBALANCED_BELOW = 0.10
-CLASS_WEIGHTED = frozenset({"logistic_regression", "hist_gradient_boosting"})
+CLASS_WEIGHTED = frozenset({"logistic_regression", "hist_gradient_boosting", "xgboost"})
 
 
 MIN_TEST_POSITIVES = 30
@@ -104,7 +104,8 @@ class CandidateResult:
 
 # How each algorithm meets a missing number: the training rows' median, imputed inside the pipeline
 # (and so inside the exported graph), except for histogram boosting, whose trees learn a branch for it.
-MISSING_HANDLING = {"hist_gradient_boosting": "native: the trees learn which branch a missing value takes"}
+NATIVE_MISSING = "native: the trees learn which branch a missing value takes"
+MISSING_HANDLING = {"hist_gradient_boosting": NATIVE_MISSING, "xgboost": NATIVE_MISSING}
 IMPUTED = "imputed with the training rows' median (inside the graph)"
 
 
@@ -143,7 +144,35 @@ def build_estimator(algorithm: str, params: dict[str, Any], seed: int, *, impute
     if algorithm == "gradient_boosting":
         params.setdefault("random_state", seed)
         return Pipeline(steps + [("model", GradientBoostingClassifier(**params))])
+    if algorithm == "xgboost":
+        return Pipeline(steps + [("model", xgboost_classifier(params, seed))])
     raise ValueError(f"unknown algorithm {algorithm!r}")
+
+
+# XGBoost's defaults here: histogram trees (as Ray Train's distributed candidate grows them), one thread
+# per fit (candidates and grid points are the parallel unit, see aprendiz.training.parallel).
+XGBOOST_DEFAULTS = {"n_estimators": 200, "max_depth": 6, "learning_rate": 0.1, "tree_method": "hist", "n_jobs": 1}
+
+
+def xgboost_classifier(params: dict[str, Any], seed: int):
+    """An ``xgboost.XGBClassifier`` with the defaults above."""
+    from xgboost import XGBClassifier
+
+    return XGBClassifier(**{**XGBOOST_DEFAULTS, "random_state": seed, **params})
+
+
+def class_weights(algorithm: str, params: dict[str, Any], y_train: np.ndarray) -> dict[str, Any]:
+    """The parameters that balance the classes, for an algorithm that takes them on imbalanced
+    labels (unless the candidate sets them itself): scikit-learn's ``class_weight: balanced``, or
+    XGBoost's ``scale_pos_weight`` of negatives / positives."""
+    if algorithm not in CLASS_WEIGHTED or not is_imbalanced(y_train):
+        return {}
+    if algorithm == "xgboost":
+        if "scale_pos_weight" in params:
+            return {}
+        positives = max(int(np.sum(y_train)), 1)
+        return {"scale_pos_weight": (len(y_train) - positives) / positives}
+    return {} if "class_weight" in params else {"class_weight": "balanced"}
 
 
 def choose_threshold(y_val: np.ndarray, p_val: np.ndarray, min_precision: float) -> tuple[float, str, bool]:
@@ -255,9 +284,7 @@ def _search(candidate: CandidateConfig, inputs: Inputs, split: Split, config: Tr
     from sklearn.model_selection import ParameterGrid
 
     x_train, y_train = _training_rows(candidate, inputs.x_train, split.y_train, config.seed, result)
-    weights = {"class_weight": "balanced"} if (
-        candidate.algorithm in CLASS_WEIGHTED and is_imbalanced(split.y_train) and "class_weight" not in candidate.params
-    ) else {}
+    weights = class_weights(candidate.algorithm, candidate.params, split.y_train)
     best: _Best | None = None
     for extra in ParameterGrid(candidate.search):
         params = {**candidate.params, **weights, **extra}

@@ -35,7 +35,7 @@ SCHEMA_FILE = "schema.json"
 
 # Tabular algorithms, then text ones (a dataset of one text column; see aprendiz.training.text_candidates).
 Algorithm = Literal[
-    "knn", "logistic_regression", "mlp", "hist_gradient_boosting", "gradient_boosting",
+    "knn", "logistic_regression", "mlp", "hist_gradient_boosting", "gradient_boosting", "xgboost",
     "minilm_logreg", "minilm_mlp", "tfidf_logreg",
 ]
 # Metrics a run computes on the held-out test set.

@@ -26,6 +26,8 @@ def export_onnx(pipeline, features: list[Feature] | int) -> bytes:
     if isinstance(features, int):
         features = [Feature(name=f"f{i}") for i in range(features)]
     final = pipeline.steps[-1][1]
+    if type(final).__module__.startswith("xgboost"):
+        _register_xgboost()
     model = to_onnx(
         pipeline,
         initial_types=[(TABULAR_INPUT, FloatTensorType([None, width(features)]))],
@@ -39,6 +41,20 @@ def export_onnx(pipeline, features: list[Feature] | int) -> bytes:
     if has_categories(features):
         model = attach_encoder(model, features)
     return model.SerializeToString()
+
+
+def _register_xgboost() -> None:
+    """Teach skl2onnx XGBoost's classifier, with onnxmltools' converter (a TreeEnsembleClassifier;
+    a missing value takes the branch XGBoost learnt for it)."""
+    from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import calculate_linear_classifier_output_shapes
+    from xgboost import XGBClassifier
+
+    update_registered_converter(
+        XGBClassifier, "XGBoostXGBClassifier", calculate_linear_classifier_output_shapes, convert_xgboost,
+        options={"nocl": [True, False], "zipmap": [True, False, "columns"]},
+    )
 
 
 def _dedupe_opsets(model) -> None:
