@@ -21,6 +21,7 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from aprendiz.registry import OUTPUT, TABULAR_INPUT, Feature, has_categories
 
@@ -47,9 +48,9 @@ def width(features: list[Feature]) -> int:
 
 def category_text(value: Any) -> str | None:
     """A category's value as its level text: a string stripped, an integer (or an integral
-    float) in decimal, a boolean as "true" / "false"; None when missing (null, NaN or blank).
+    float) in decimal, a boolean as "true" / "false"; None when missing (null, NaN, pandas' NA or blank).
     ValueError for anything else (a fraction, a list, an object)."""
-    if value is None:
+    if value is None or value is pd.NA or value is pd.NaT:  # pandas' own markers, in Arrow-backed columns
         return None
     if isinstance(value, str):
         return value.strip() or None

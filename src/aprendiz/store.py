@@ -104,6 +104,18 @@ class ObjectStore:
     def __repr__(self) -> str:
         return f"ObjectStore({_redact(self._url)!r})"
 
+    def arrow(self, key: str = "") -> tuple[Any, str]:
+        """(pyarrow filesystem, path): the store as the filesystem Ray Data reads Parquet shards
+        from and Ray Train writes checkpoints to, and the path of ``key`` (a folder or an object;
+        "": the store's root) in it. A local folder is pyarrow's own local filesystem; anything
+        else is this store's fsspec filesystem behind pyarrow's adapter, so both see the same objects."""
+        import pyarrow.fs as pafs
+
+        path = self._path(key) if key else self._root
+        if self._local:
+            return pafs.LocalFileSystem(), path
+        return pafs.PyFileSystem(pafs.FSSpecHandler(self._fs)), path
+
     def _path(self, key: str) -> str:
         return self._root + "/" + "/".join(_split_key(key))
 

@@ -248,3 +248,28 @@ def test_the_encoder_and_its_inverse_round_trip():
     feeds = feeds_from_matrix(matrix, features)
     assert feeds["c"][:, 0].tolist() == ["y", "", "x", ""]  # unseen and missing both set no level
     assert len(Columns.concat([Columns(feeds), Columns(feeds)])) == 8
+
+
+def test_pandas_missing_markers_from_arrow_backed_columns_are_missing_values():
+    """Ray Data hands the distributed job Parquet blocks as pandas frames whose string and nullable
+    columns hold ``pd.NA`` (not None): a missing category, number or label. It was read as "<NA> is
+    not a category level" and the row quarantined."""
+    import pandas as pd
+
+    from aprendiz.columns import category_text
+    from aprendiz.training.dataset import validate_rows
+
+    assert category_text(pd.NA) is None and category_text(pd.NaT) is None
+    features = [Feature(name="plan", type="category", levels=["basic", "gold"], missing=True),
+                Feature(name="income", missing=True)]
+    frame = pd.DataFrame({
+        "plan": pd.array(["gold", None, "basic"], dtype="string[pyarrow]"),
+        "income": pd.array([1.5, None, 2.0], dtype="Float64"),
+        "label": pd.array(["Yes", "No", None], dtype="string[pyarrow]"),
+    })
+    x, y, bad = validate_rows(frame, np.arange(3), "shard", features, "label", ("No", "Yes"))
+    assert y.tolist() == [1, 0] and np.isnan(x[1, 2]) and x[1, :2].tolist() == [0.0, 0.0]
+    assert [b["reason"] for b in bad] == ["missing label"]
+    mixed = pd.DataFrame({"plan": ["gold"] * 2, "income": pd.Series([pd.NA, "2.5"], dtype=object), "label": ["No", "Yes"]})
+    x, _, bad = validate_rows(mixed, np.arange(2), "shard", features, "label", ("No", "Yes"))
+    assert not bad and np.isnan(x[0, 2]) and x[1, 2] == 2.5

@@ -74,6 +74,8 @@ def test_an_xgboost_candidate_exports_with_the_encoder_and_missing_values_and_ag
     assert card.algorithm == "xgboost" and card.training["missing_numbers"].startswith("native")
     assert card.graph_inputs() == [f.name for f in card.features]  # one input per feature: the encoder
     # balanced classes: no weight; a weight the candidate sets is left alone
-    assert class_weights("xgboost", {}, np.array([0, 1] * 50)) == {}
-    assert class_weights("xgboost", {"scale_pos_weight": 2}, np.array([0] * 97 + [1] * 3)) == {}
-    assert class_weights("logistic_regression", {}, np.array([0] * 97 + [1] * 3)) == {"class_weight": "balanced"}
+    assert class_weights("xgboost", {}, 50, 50) == {}
+    assert class_weights("xgboost", {}, 97, 3) == {"scale_pos_weight": 97 / 3}
+    assert class_weights("xgboost", {"scale_pos_weight": 2}, 97, 3) == {}
+    assert class_weights("logistic_regression", {}, 97, 3) == {"class_weight": "balanced"}
+    assert class_weights("knn", {}, 97, 3) == {}

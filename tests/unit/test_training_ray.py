@@ -81,3 +81,84 @@ def test_grid_points_and_the_best_point():
     assert best_point(candidate, points, results, "brier").params["C"] == 0.1  # lower is better
     failed = [CandidateResult(name="lr", algorithm="logistic_regression", error="ValueError: x")] * 2
     assert best_point(candidate, points, failed, "roc_auc").error == "ValueError: x"
+
+
+DISTRIBUTED = textwrap.dedent("""
+    import io, json, sys
+    from ray.cluster_utils import Cluster
+
+    from aprendiz.registry import FeedbackRecord, ModelRegistry
+    from aprendiz.store import ObjectStore
+    from aprendiz.training.config import TrainingConfig
+    from aprendiz.training.job import run_training
+    from aprendiz.training.onnx_export import onnx_probabilities
+    from aprendiz.training.parallel import RayRunner
+    from aprendiz.training.synthetic import TRAINING_YAML, credit_frame
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    try:
+        store = ObjectStore(sys.argv[1])
+        frame = credit_frame(4500)
+        frame.loc[7, "default"] = "maybe"  # one invalid row: quarantined, with its reason
+        for i in range(3):  # three Parquet shards
+            buffer = io.BytesIO()
+            frame.iloc[i * 1500:(i + 1) * 1500].to_parquet(buffer)
+            store.write_bytes(f"datasets/credit/part-{i}.parquet", buffer.getvalue())
+        store.write_bytes("datasets/credit/training.yaml", (TRAINING_YAML + (
+            "distributed: {workers: 2, candidate: {name: xgb, algorithm: xgboost, "
+            "params: {n_estimators: 40, max_depth: 4}}}\\n")).encode())
+        registry = ModelRegistry(store)
+        feedback = FeedbackRecord(features={"age": 30, "income": None, "balance": 9000.0, "student": "Yes",
+                                            "plan": "basic", "region": "north"}, label=1)
+        store.write_bytes("feedback/credit/20261206T000000Z.jsonl", (feedback.model_dump_json() + "\\n").encode())
+        config = TrainingConfig.load(store, "credit")
+        runs = [run_training(registry, "credit", config, runner=RayRunner(cluster.address)) for _ in range(2)]
+        first = runs[0]
+        artifact = registry.load("credit", first.version)
+        x = frame.drop(columns=["customer_id", "default"]).iloc[:50]
+        print("RESULT " + json.dumps({
+            "cluster_nodes": len(cluster.list_all_nodes()),
+            "runs": [{k: r.summary()[k] for k in ("promoted", "reason", "candidates", "rows_read", "rows_quarantined",
+                      "rows_used", "split", "champion_metrics", "quarantine_key", "schema_source")} for r in runs],
+            "card": artifact.card.model_dump(mode="json"),
+            "quarantine": store.read_bytes(first.quarantine_key).decode(),
+        }, default=str))
+    finally:
+        cluster.shutdown()
+""")
+
+
+@pytest.mark.timeout(420)
+def test_xgboost_trains_on_parquet_shards_across_two_ray_train_workers_on_a_2_node_cluster(tmp_path):
+    """The distributed path (issue #17): Ray Data reads three Parquet shards from the store, Ray
+    Train's XGBoostTrainer fits one model with a worker on each node (1 CPU each), the export is
+    checked against the booster on every test row, and the run promotes it; a second run scores
+    the champion on the same test rows in the same pass."""
+    done = subprocess.run([sys.executable, "-c", DISTRIBUTED, str(tmp_path / "store")], capture_output=True,
+                          text=True, timeout=400)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    result = json.loads(lines[-1][len("RESULT "):])
+    assert result["cluster_nodes"] == 2
+    first, second = result["runs"]
+    assert first["promoted"], first["reason"]
+    (candidate,) = first["candidates"]
+    assert candidate["error"] is None and candidate["algorithm"] == "xgboost"
+    workers = candidate["worker_rows"]  # one worker per node (a CPU each), each fit on its share
+    assert len(workers) == 2 and min(workers) > 0 and sum(workers) == first["split"]["train"]
+    assert candidate["onnx_max_diff"] <= 1e-4 and candidate["metrics"]["roc_auc"] > 0.9
+    assert candidate["params"]["scale_pos_weight"] > 10  # 3 % positives
+    assert "Ray Train workers" in candidate["note"]
+    # 4,500 rows and the feedback record read; the bad label quarantined with its reason
+    assert first["rows_read"] == 4501 and first["rows_quarantined"] == 1 and first["rows_used"] == 4500
+    assert sum(first["split"].values()) == 4500 and "'maybe'" in result["quarantine"]
+    assert first["schema_source"] == "inferred"
+    card = result["card"]
+    assert card["algorithm"] == "xgboost" and [f["name"] for f in card["features"]][:2] == ["age", "income"]
+    assert card["training"]["missing_numbers"].startswith("native")
+    # the second run met the first's model as champion, scored on the same (hashed) test rows
+    assert second["split"] == first["split"] and second["champion_metrics"]["roc_auc"] == pytest.approx(
+        candidate["metrics"]["roc_auc"], abs=1e-6)
+    assert not second["promoted"] and "does not beat the champion" in second["reason"]

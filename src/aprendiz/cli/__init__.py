@@ -189,7 +189,8 @@ def train(
     ray: Annotated[
         Optional[str], typer.Option("--ray", help="Fit every candidate's grid points as Ray tasks: 'local' starts a "
                                     "Ray here for the run, 'auto' joins the cluster this runs in (a RayJob's), or a "
-                                    "cluster address. Unset: in this process, one after the other.")
+                                    "cluster address. Unset: in this process, one after the other. A model whose "
+                                    "training.yaml sets 'distributed' always trains on Ray (unset: 'local').")
     ] = None,
 ) -> None:
     """Train the candidates on the store's dataset and feedback, evaluate them against the champion,
@@ -230,7 +231,10 @@ def train(
         + f", used {result.rows_used}; split {result.split}; {result.duration_s:.1f} s"
     )
     verdict = f"promoted {result.version}" if result.promoted else "not promoted"
-    if runner is not None:
+    for row in result.candidates:
+        if row["note"]:
+            typer.echo(f"{row['name']}: {row['note']}")
+    if runner is not None and runner.nodes:
         typer.echo(f"candidates trained as Ray tasks on {len(runner.nodes)} node(s)")
     typer.echo(f"aprendiz: {model}: best {result.best_candidate}; {verdict}: {result.reason}")
     typer.echo(f"report: {result.report_url}")

@@ -87,6 +87,7 @@ class CandidateResult:
     files: dict[str, bytes] = field(default_factory=dict)  # published beside model.onnx (text: tokenizer.json)
     node: str | None = None  # the Ray node that trained it (RayRunner), None in this process
     metrics_note: str = ""  # set when the test metrics are not onnxruntime's (a test split over EXPORT_CHECK_ROWS)
+    worker_rows: list[int] = field(default_factory=list)  # the training rows of each Ray Train worker (distributed)
 
     @property
     def ok(self) -> bool:
@@ -161,17 +162,15 @@ def xgboost_classifier(params: dict[str, Any], seed: int):
     return XGBClassifier(**{**XGBOOST_DEFAULTS, "random_state": seed, **params})
 
 
-def class_weights(algorithm: str, params: dict[str, Any], y_train: np.ndarray) -> dict[str, Any]:
+def class_weights(algorithm: str, params: dict[str, Any], negatives: int, positives: int) -> dict[str, Any]:
     """The parameters that balance the classes, for an algorithm that takes them on imbalanced
     labels (unless the candidate sets them itself): scikit-learn's ``class_weight: balanced``, or
     XGBoost's ``scale_pos_weight`` of negatives / positives."""
-    if algorithm not in CLASS_WEIGHTED or not is_imbalanced(y_train):
+    total = negatives + positives
+    if algorithm not in CLASS_WEIGHTED or not total or min(negatives, positives) / total >= IMBALANCED_BELOW:
         return {}
     if algorithm == "xgboost":
-        if "scale_pos_weight" in params:
-            return {}
-        positives = max(int(np.sum(y_train)), 1)
-        return {"scale_pos_weight": (len(y_train) - positives) / positives}
+        return {} if "scale_pos_weight" in params else {"scale_pos_weight": negatives / max(positives, 1)}
     return {} if "class_weight" in params else {"class_weight": "balanced"}
 
 
@@ -284,7 +283,8 @@ def _search(candidate: CandidateConfig, inputs: Inputs, split: Split, config: Tr
     from sklearn.model_selection import ParameterGrid
 
     x_train, y_train = _training_rows(candidate, inputs.x_train, split.y_train, config.seed, result)
-    weights = class_weights(candidate.algorithm, candidate.params, split.y_train)
+    positives = int(np.sum(split.y_train))
+    weights = class_weights(candidate.algorithm, candidate.params, len(split.y_train) - positives, positives)
     best: _Best | None = None
     for extra in ParameterGrid(candidate.search):
         params = {**candidate.params, **weights, **extra}

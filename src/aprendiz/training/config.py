@@ -97,6 +97,32 @@ def default_candidates() -> list[CandidateConfig]:
     ]
 
 
+class DistributedConfig(Strict):
+    """Training beyond one machine (:mod:`aprendiz.training.distributed`): one XGBoost candidate
+    trained data-parallel by Ray Train across ``workers``, on the dataset's Parquet shards read by
+    Ray Data. Set it for a dataset too large for one machine's memory; the in-process candidates
+    are then not trained."""
+
+    workers: int = Field(2, ge=1, le=256, description="Ray Train workers; each holds its share of the training rows.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="Ray CPUs per worker (XGBoost's threads).")
+    candidate: CandidateConfig = Field(
+        default_factory=lambda: CandidateConfig(name="xgboost", algorithm="xgboost"),
+        description="The candidate: algorithm xgboost; params as XGBoost's scikit-learn names (n_estimators, "
+                    "max_depth, learning_rate, ...). No search grid.",
+    )
+    schema_sample_rows: int = Field(
+        100_000, ge=100, description="An undeclared schema is inferred from the first shard's first rows, this many.")
+
+    @model_validator(mode="after")
+    def _xgboost(self) -> "DistributedConfig":
+        if self.candidate.algorithm != "xgboost":
+            raise ValueError(f"distributed.candidate: algorithm {self.candidate.algorithm!r} cannot train across "
+                             "workers; use xgboost")
+        if self.candidate.search:
+            raise ValueError("distributed.candidate: a search grid is not supported across workers; set params")
+        return self
+
+
 class TrainingConfig(Strict):
     """How ``aprendiz train`` trains, evaluates and promotes one model."""
 
@@ -120,6 +146,8 @@ class TrainingConfig(Strict):
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
     validation_fraction: float = Field(0.2, gt=0, lt=0.5)
     onnx_tolerance: float = Field(1e-4, gt=0, description="Max |onnxruntime - scikit-learn| probability difference.")
+    distributed: DistributedConfig | None = Field(
+        None, description="Train one XGBoost candidate across Ray Train workers on Parquet shards (data beyond one machine).")
 
     @model_validator(mode="after")
     def _check(self) -> "TrainingConfig":

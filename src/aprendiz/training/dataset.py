@@ -35,7 +35,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -93,6 +93,14 @@ class Dataset:
     def rows_quarantined(self) -> int:
         return len(self.quarantine)
 
+    @property
+    def rows_used(self) -> int:
+        return len(self.y)
+
+    @property
+    def rows_from_feedback(self) -> int:
+        return int(self.from_feedback.sum())
+
     def fingerprint(self, seed: int) -> str:
         digest = hashlib.sha256()
         digest.update(json.dumps([f.name for f in self.features]).encode())
@@ -103,6 +111,32 @@ class Dataset:
         digest.update(np.ascontiguousarray(self.y, dtype=np.int64).tobytes())
         digest.update(str(seed).encode())
         return digest.hexdigest()
+
+
+class Pool(Protocol):
+    """What a run records of the rows it trained on: a :class:`Dataset` in this process, or the
+    sharded one of :mod:`aprendiz.training.distributed` that never is in one process."""
+
+    features: list[Feature]
+    text_column: str | None
+    sources: list[str]
+    schema_source: str
+    rows_read: int
+    quarantine: list[dict[str, Any]]
+    duplicates_dropped: int
+    labels_corrected: int
+    left_out: dict[str, str]
+
+    @property
+    def rows_quarantined(self) -> int: ...
+
+    @property
+    def rows_used(self) -> int: ...
+
+    @property
+    def rows_from_feedback(self) -> int: ...
+
+    def fingerprint(self, seed: int) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -122,14 +156,14 @@ class Split:
 
 
 @dataclass
-class _Source:
+class Source:
     key: str
     frame: pd.DataFrame  # raw values (strings for CSV)
     lines: np.ndarray  # line number (CSV, JSONL) or row number (Parquet) of each row
     bad: list[dict[str, Any]]  # rows that could not even be parsed
 
 
-def _data_keys(store: ObjectStore, name: str) -> tuple[list[str], list[str]]:
+def data_keys(store: ObjectStore, name: str) -> tuple[list[str], list[str]]:
     prefix = dataset_prefix(name)
     keys, ignored = [], []
     for key in store.list(prefix):
@@ -143,12 +177,12 @@ def _data_keys(store: ObjectStore, name: str) -> tuple[list[str], list[str]]:
     return keys, ignored
 
 
-def _read_csv(key: str, data: bytes) -> _Source:
+def _read_csv(key: str, data: bytes) -> Source:
     text = data.decode("utf-8-sig", errors="replace")
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if not header:
-        return _Source(key, pd.DataFrame(), np.zeros(0, dtype=np.int64), [])
+        return Source(key, pd.DataFrame(), np.zeros(0, dtype=np.int64), [])
     header = [h.strip() for h in header]
     rows, lines, bad = [], [], []
     for row in reader:
@@ -167,10 +201,10 @@ def _read_csv(key: str, data: bytes) -> _Source:
         rows.append(row)
         lines.append(reader.line_num)
     frame = pd.DataFrame(rows, columns=header, dtype=object)
-    return _Source(key, frame, np.asarray(lines, dtype=np.int64), bad)
+    return Source(key, frame, np.asarray(lines, dtype=np.int64), bad)
 
 
-def _read_jsonl(key: str, data: bytes) -> _Source:
+def _read_jsonl(key: str, data: bytes) -> Source:
     records, lines, bad = [], [], []
     for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
         if not line.strip():
@@ -186,20 +220,20 @@ def _read_jsonl(key: str, data: bytes) -> _Source:
         records.append(record)
         lines.append(number)
     frame = pd.DataFrame.from_records(records) if records else pd.DataFrame()
-    return _Source(key, frame.astype(object), np.asarray(lines, dtype=np.int64), bad)
+    return Source(key, frame.astype(object), np.asarray(lines, dtype=np.int64), bad)
 
 
-def _read_parquet(key: str, data: bytes) -> _Source:
+def _read_parquet(key: str, data: bytes) -> Source:
     try:
         frame = pd.read_parquet(io.BytesIO(data))
     except Exception as exc:  # pyarrow raises its own error types
         raise DatasetError(f"{key} is not a readable Parquet file: {exc}") from None
-    return _Source(key, frame, np.arange(1, len(frame) + 1, dtype=np.int64), [])
+    return Source(key, frame, np.arange(1, len(frame) + 1, dtype=np.int64), [])
 
 
-def read_sources(store: ObjectStore, name: str) -> tuple[list[_Source], list[str]]:
+def read_sources(store: ObjectStore, name: str) -> tuple[list[Source], list[str]]:
     """Every data file of ``datasets/<name>/``, parsed into raw frames; and the files ignored."""
-    keys, ignored = _data_keys(store, name)
+    keys, ignored = data_keys(store, name)
     sources = []
     for key in keys:
         data = store.read_bytes(key)
@@ -217,7 +251,7 @@ def read_sources(store: ObjectStore, name: str) -> tuple[list[_Source], list[str
 
 
 def _parse_value(value: Any) -> tuple[float, int]:
-    if value is None:
+    if value is None or value is pd.NA:
         return math.nan, _MISSING
     if isinstance(value, (bool, np.bool_)):
         return math.nan, _WRONG
@@ -293,7 +327,7 @@ def _parse_labels(column: pd.Series | None, n: int, labels: tuple[str, str] | No
             except ValueError:
                 reasons[i] = f"label {original!r} is not {allowed}"
                 continue
-        if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
+        if value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value)):
             reasons[i] = "missing label"
         elif isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
             reasons[i] = f"label {original!r} is not {allowed}"
@@ -330,7 +364,7 @@ def _parse_category(column: pd.Series | None, n: int) -> tuple[list[str | None],
     return texts, status
 
 
-def _validate(
+def validate_rows(
     frame: pd.DataFrame, lines: np.ndarray, source: str, features: list[Feature], label_column: str, labels
 ) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """The valid rows (float32 model matrix, int64 y) of one frame, and the quarantine entries of the others.
@@ -397,7 +431,7 @@ ID_DISTINCT_SHARE, ID_MIN_ROWS = 0.95, 50
 ID_NAME = re.compile(r"(^|[_\W])(id|Id|ID|uuid|UUID|key|KEY)$|[a-z](Id|ID)$")
 
 
-def _column_cells(sources: list[_Source], column: str) -> tuple[np.ndarray, np.ndarray, list]:
+def _column_cells(sources: list[Source], column: str) -> tuple[np.ndarray, np.ndarray, list]:
     """A column across every source: parsed numbers, their statuses, and the raw cells."""
     values, statuses, raw = [], [], []
     for source in sources:
@@ -418,7 +452,7 @@ def _levels_seen(raw: list) -> tuple[list[str], bool, int]:
     return sorted(set(present)), bool((status == _MISSING).any()), len(present)
 
 
-def infer_schema(sources: list[_Source], label_column: str,
+def infer_schema(sources: list[Source], label_column: str,
                  left_out: dict[str, str] | None = None) -> list[Feature]:
     """Every non-label column, in first-seen order: int when all its numbers are integers, float
     when they are numbers, a category when most cells are text (or booleans) of at most
@@ -473,7 +507,7 @@ def infer_schema(sources: list[_Source], label_column: str,
     return features
 
 
-def complete_schema(features: list[Feature], sources: list[_Source], schema_source: str) -> list[Feature]:
+def complete_schema(features: list[Feature], sources: list[Source], schema_source: str) -> list[Feature]:
     """A declared or kept schema completed from the data: a category declared without levels gets
     the levels seen (sorted). A kept schema (schema.json, an earlier run's inference) also takes
     what the data show now: levels seen since are added (up to MAX_LEVELS), and a feature found
@@ -501,6 +535,22 @@ def complete_schema(features: list[Feature], sources: list[_Source], schema_sour
 # -- the pool --------------------------------------------------------------------------------
 
 
+def resolve_schema(name: str, sources: list[Source], config: TrainingConfig, kept_schema: list[Feature] | None,
+                   left_out: dict[str, str]) -> tuple[list[Feature], str]:
+    """(features, where they come from): training.yaml's, else the kept schema.json, each completed
+    from the data (levels and missingness seen); else inferred from the data (the columns left out,
+    and why, added to ``left_out``). TextDatasetError: the data is one text column."""
+    if config.features is not None:
+        return complete_schema(list(config.features), sources, "config"), "config"
+    if kept_schema is not None:
+        return complete_schema(list(kept_schema), sources, "schema.json"), "schema.json"
+    if not any(len(s.frame) for s in sources):
+        raise DatasetError(f"no data rows under {dataset_prefix(name)} (CSV, Parquet or JSON Lines)")
+    features = infer_schema(sources, config.label_column, left_out)
+    return [f.model_copy(update={"unseen": config.unseen_categories}) if f.type == "category" else f
+            for f in features], "inferred"
+
+
 def load_dataset(
     store: ObjectStore,
     name: str,
@@ -513,25 +563,16 @@ def load_dataset(
     sources, ignored = read_sources(store, name)
     feedback, feedback_bad = read_feedback_records(store, name)
     left_out: dict[str, str] = {}
-    if config.features is not None:
-        features, schema_source = complete_schema(list(config.features), sources, "config"), "config"
-    elif kept_schema is not None:
-        features, schema_source = complete_schema(list(kept_schema), sources, "schema.json"), "schema.json"
-    else:
-        if not any(len(s.frame) for s in sources):
-            raise DatasetError(f"no data rows under {dataset_prefix(name)} (CSV, Parquet or JSON Lines)")
-        try:
-            features, schema_source = infer_schema(sources, config.label_column, left_out), "inferred"
-            features = [f.model_copy(update={"unseen": config.unseen_categories}) if f.type == "category" else f
-                        for f in features]
-        except TextDatasetError as exc:
-            return _load_text_dataset(sources, ignored, feedback, feedback_bad, exc.column, config.label_column, labels)
+    try:
+        features, schema_source = resolve_schema(name, sources, config, kept_schema, left_out)
+    except TextDatasetError as exc:
+        return _load_text_dataset(sources, ignored, feedback, feedback_bad, exc.column, config.label_column, labels)
     xs, ys, origin, quarantine = [], [], [], []
     rows_read = 0
     for source in sources:
         rows_read += len(source.frame) + len(source.bad)
         quarantine.extend(source.bad)
-        x, y, bad = _validate(source.frame, source.lines, source.key, features, config.label_column, labels)
+        x, y, bad = validate_rows(source.frame, source.lines, source.key, features, config.label_column, labels)
         xs.append(x)
         ys.append(y)
         origin.append(np.zeros(len(y), dtype=bool))
@@ -565,7 +606,7 @@ def load_dataset(
     )
 
 
-def _feedback_rows(feedback, label_column: str, quarantine: list, *, text_column: str | None = None) -> list[dict]:
+def feedback_rows(feedback, label_column: str, quarantine: list, *, text_column: str | None = None) -> list[dict]:
     """The feedback records that fit the dataset (texts for a text dataset, features for a tabular one)
     as rows with their label; the others are quarantined."""
     rows = []
@@ -582,11 +623,11 @@ def _feedback_rows(feedback, label_column: str, quarantine: list, *, text_column
 
 def _tabular_feedback(feedback, features: list[Feature], label_column: str, labels, quarantine: list):
     """The feedback records as validated rows (x, y, bad); text feedback is quarantined."""
-    rows = _feedback_rows(feedback, label_column, quarantine)
+    rows = feedback_rows(feedback, label_column, quarantine)
     if not rows:
         return np.zeros((0, width(features)), dtype=np.float32), np.zeros(0, dtype=np.int64), []
     frame = pd.DataFrame.from_records(rows).astype(object)
-    return _validate(frame, np.arange(1, len(frame) + 1), "feedback", features, label_column, labels)
+    return validate_rows(frame, np.arange(1, len(frame) + 1), "feedback", features, label_column, labels)
 
 
 def _last_label_wins(keys: list, y: np.ndarray, from_feedback: np.ndarray) -> tuple[np.ndarray, int]:
@@ -636,7 +677,7 @@ def _load_text_dataset(sources, ignored, feedback, feedback_bad, column: str, la
         quarantine.extend(source.bad)
         add(source.frame, source.lines, source.key, False)
     quarantine.extend(feedback_bad)
-    rows = _feedback_rows(feedback, label_column, quarantine, text_column=column)
+    rows = feedback_rows(feedback, label_column, quarantine, text_column=column)
     rows_read += len(feedback) + len(feedback_bad)
     if rows:
         add(pd.DataFrame.from_records(rows).astype(object), np.arange(1, len(rows) + 1), "feedback", True)

@@ -68,6 +68,7 @@ from aprendiz.training.config import TrainingConfig, TrainingConfigError, load_s
 from aprendiz.training.dataset import (
     Dataset,
     DatasetError,
+    Pool,
     check_trainable,
     load_dataset,
     quarantine_bytes,
@@ -135,6 +136,7 @@ def _candidate_row(c: CandidateResult) -> dict[str, Any]:
         "validation_score": c.validation_score, "threshold": c.threshold, "threshold_rule": c.threshold_rule,
         "metrics": c.test_metrics, "confusion": c.confusion, "onnx_max_diff": c.onnx_max_diff,
         "fit_seconds": c.fit_seconds, "train_rows": c.train_rows, "note": c.note, "error": c.error,
+        "worker_rows": c.worker_rows,
     }
 
 
@@ -176,7 +178,7 @@ def _check_text_champion(text_column: str, champion_card: ModelCard | None) -> N
 
 def _evaluate_champion(registry: ModelRegistry, name: str, version: str, split, config: TrainingConfig,
                        features: list[Feature]):
-    """(card, metrics, test probabilities) of the champion on the test rows, or (card or None, None, None, reason)."""
+    """(card, metrics, test probabilities, None) of the champion on the test rows, or (card, None, None, reason)."""
     artifact = _store_call(registry.store, "loading the champion", registry.load, name, version)
     card = artifact.card
     try:
@@ -189,11 +191,18 @@ def _evaluate_champion(registry: ModelRegistry, name: str, version: str, split, 
             positive = onnx_probabilities(
                 artifact.onnx_bytes, split.x_test, features, input_name=card.onnx_input, output_name=card.onnx_output
             )[:, 1]
-        metrics, confusion = evaluate(split.y_test, positive.astype(np.float64), card.threshold)
-        metrics["size_bytes"] = float(len(artifact.onnx_bytes))
-        return card, metrics, positive.astype(np.float64), None
+        metrics, probabilities = champion_metrics(card, len(artifact.onnx_bytes), split.y_test, positive)
+        return card, metrics, probabilities, None
     except Exception as exc:  # a champion that cannot run is no bar to clear
         return card, None, None, f"{type(exc).__name__}: {exc}"
+
+
+def champion_metrics(card: ModelCard, size_bytes: int, y_test: np.ndarray, positive: np.ndarray):
+    """The champion's test metrics at its own card threshold, and its positive-class probabilities (float64)."""
+    positive = np.asarray(positive, dtype=np.float64)
+    metrics, _ = evaluate(y_test, positive, card.threshold)
+    metrics["size_bytes"] = float(size_bytes)
+    return metrics, positive
 
 
 def _progress(items: list, name: str):
@@ -243,6 +252,20 @@ def run_training(
                 log.warning("could not push metrics to %s: %s", pushgateway, exc)
 
 
+@dataclass
+class Trained:
+    """What training produced, in this process or across Ray Train workers, for the run to conclude on."""
+
+    pool: Pool  # the rows: where from, how many, what was quarantined
+    sizes: dict[str, int]  # the split's sizes
+    y_test: np.ndarray
+    candidates: list[CandidateResult]
+    champion_card: ModelCard | None = None
+    champion_metrics: dict[str, float] | None = None
+    champion_probabilities: np.ndarray | None = None
+    champion_problem: str | None = None  # why the champion could not be evaluated
+
+
 def _run(registry: ModelRegistry, name: str, config: TrainingConfig | None, *, now, started: float,
          runner: CandidateRunner | None = None) -> TrainingResult:
     store = registry.store
@@ -252,46 +275,90 @@ def _run(registry: ModelRegistry, name: str, config: TrainingConfig | None, *, n
     champion = _store_call(store, "reading champion.json", registry.champion, name)
     champion_card = _store_call(store, "reading the champion's card", registry.card, name, champion.version) if champion else None
     labels = run_labels(config, champion_card)
+    if config.distributed is not None:
+        trained = _train_distributed(registry, name, run_id, config, champion, champion_card, labels, runner)
+    else:
+        trained = _train_in_process(registry, name, config, champion, champion_card, labels, runner)
+    return _conclude(registry, name, run_id, config, labels, champion, trained, now=now, started=started)
+
+
+def _train_in_process(registry: ModelRegistry, name: str, config: TrainingConfig, champion: Champion | None,
+                      champion_card: ModelCard | None, labels, runner: CandidateRunner | None) -> Trained:
+    """Read the whole pool here, split it, train every candidate (here or as Ray tasks), evaluate the champion."""
     dataset = _read_dataset(registry, name, config, champion_card, labels)
     split = split_dataset(dataset, config)
     log.info("%s: %d rows (%d quarantined), split %s", name, len(dataset.y), dataset.rows_quarantined, split.sizes())
     for warning in label_warnings(split.y_test):
         log.warning("%s: %s", name, warning)
-
-    candidates = _train_candidates(name, dataset, split, config, runner)
-    best, eligible, ok = _rank(candidates, config)
-    champion_metrics = champion_probs = None
-    champion_problem = None
+    trained = Trained(dataset, split.sizes(), split.y_test, _train_candidates(name, dataset, split, config, runner))
     if champion is not None:
-        champion_card, champion_metrics, champion_probs, champion_problem = _evaluate_champion(
-            registry, name, champion.version, split, config, dataset.features
-        )
-    promoted, reason = _decide(best, eligible, ok, config, champion, champion_metrics, champion_problem)
+        (trained.champion_card, trained.champion_metrics, trained.champion_probabilities,
+         trained.champion_problem) = _evaluate_champion(registry, name, champion.version, split, config, dataset.features)
+    return trained
+
+
+def _train_distributed(registry: ModelRegistry, name: str, run_id: str, config: TrainingConfig,
+                       champion: Champion | None, champion_card: ModelCard | None, labels,
+                       runner: CandidateRunner | None) -> Trained:
+    """The pool stays in Ray Data's shards; one XGBoost candidate trains across Ray Train workers."""
+    from aprendiz.training.distributed import train_sharded
+    from aprendiz.training.parallel import RayRunner
+
+    store = registry.store
+    kept_schema = _store_call(store, "reading schema.json", load_schema, store, name)
+    artifact = _store_call(store, "loading the champion", registry.load, name, champion.version) if champion else None
+    address = runner.address if isinstance(runner, RayRunner) else "local"
+    sharded = train_sharded(
+        store, name, run_id, config, labels, kept_schema=kept_schema, address=address,
+        align=lambda features, inferred: _align_with_champion(features, champion_card, inferred),
+        champion=artifact,
+    )
+    for warning in label_warnings(sharded.y_test):
+        log.warning("%s: %s", name, warning)
+    trained = Trained(sharded.pool, sharded.sizes, sharded.y_test, [sharded.candidate])
+    if artifact is not None:
+        trained.champion_card = artifact.card
+        if sharded.champion_probabilities is None:
+            trained.champion_problem = sharded.champion_problem
+        else:
+            trained.champion_metrics, trained.champion_probabilities = champion_metrics(
+                artifact.card, len(artifact.onnx_bytes), sharded.y_test, sharded.champion_probabilities)
+    return trained
+
+
+def _conclude(registry: ModelRegistry, name: str, run_id: str, config: TrainingConfig, labels,
+              champion: Champion | None, trained: Trained, *, now, started: float) -> TrainingResult:
+    """Rank the candidates, decide against the champion, and write what the run leaves in the store."""
+    store, pool = registry.store, trained.pool
+    best, eligible, ok = _rank(trained.candidates, config)
+    promoted, reason = _decide(best, eligible, ok, config, champion, trained.champion_metrics, trained.champion_problem)
 
     # From here on the store changes (the data checks have passed).
     quarantine_key = None
-    if dataset.quarantine:
+    if pool.quarantine:
         quarantine_key = f"datasets/{name}/quarantine/{run_id}.jsonl"
-        _store_call(store, "writing the quarantine file", store.write_bytes, quarantine_key, quarantine_bytes(dataset.quarantine))
-    if dataset.schema_source == "inferred":
-        _store_call(store, "writing schema.json", save_schema, store, name, dataset.features, config.label_column)
+        _store_call(store, "writing the quarantine file", store.write_bytes, quarantine_key, quarantine_bytes(pool.quarantine))
+    if pool.schema_source == "inferred":
+        _store_call(store, "writing schema.json", save_schema, store, name, pool.features, config.label_column)
 
     result = TrainingResult(
         name=name, run_id=run_id, promoted=promoted, reason=reason, version=None,
         champion_before=champion.version if champion else None, best_candidate=best.name,
         selection_metric=config.selection_metric, best_metrics=dict(best.test_metrics),
-        champion_metrics=champion_metrics, candidates=[_candidate_row(c) for c in candidates],
-        rows_read=dataset.rows_read, rows_quarantined=dataset.rows_quarantined, rows_used=int(len(dataset.y)),
-        duplicates_dropped=dataset.duplicates_dropped, labels_corrected=dataset.labels_corrected,
-        quarantine_key=quarantine_key, split=split.sizes(), seed=config.seed, duration_s=time.perf_counter() - started,
-        schema_source=dataset.schema_source, left_out=dict(dataset.left_out),
+        champion_metrics=trained.champion_metrics, candidates=[_candidate_row(c) for c in trained.candidates],
+        rows_read=pool.rows_read, rows_quarantined=pool.rows_quarantined, rows_used=pool.rows_used,
+        duplicates_dropped=pool.duplicates_dropped, labels_corrected=pool.labels_corrected,
+        quarantine_key=quarantine_key, split=dict(trained.sizes), seed=config.seed,
+        duration_s=time.perf_counter() - started, schema_source=pool.schema_source, left_out=dict(pool.left_out),
     )
     champion_info = None
     if champion is not None:
-        champion_info = {"version": champion.version, "metrics": champion_metrics, "probabilities": champion_probs,
-                         "algorithm": champion_card.algorithm if champion_card else "",
-                         "threshold": champion_card.threshold if champion_card else float("nan")}
-    _publish(registry, result, candidates, best, dataset, split, config, labels, champion, champion_info, now=now)
+        card = trained.champion_card
+        champion_info = {"version": champion.version, "metrics": trained.champion_metrics,
+                         "probabilities": trained.champion_probabilities,
+                         "algorithm": card.algorithm if card else "", "threshold": card.threshold if card else float("nan")}
+    _publish(registry, result, trained.candidates, best, pool, trained.y_test, config, labels, champion, champion_info,
+             now=now)
     result.duration_s = time.perf_counter() - started
     _store_call(store, "writing result.json", store.write_json, f"runs/{name}/{run_id}/result.json", jsonable(result.summary()))
     return result
@@ -370,8 +437,8 @@ def _decide(best, eligible, ok, config: TrainingConfig, champion, champion_metri
 
 
 def _publish(registry: ModelRegistry, result: TrainingResult, candidates: list[CandidateResult], best: CandidateResult,
-             dataset: Dataset, split, config: TrainingConfig, labels, champion: Champion | None, champion_info,
-             *, now) -> None:
+             dataset: Pool, y_test: np.ndarray, config: TrainingConfig, labels, champion: Champion | None,
+             champion_info, *, now) -> None:
     """The report, and when promoted the new version and champion.json; fills in the result's keys.
 
     The promotion is conditional on ``champion`` still serving: a run that another run beat to it
@@ -380,9 +447,9 @@ def _publish(registry: ModelRegistry, result: TrainingResult, candidates: list[C
 
     store, name, run_id = registry.store, result.name, result.run_id
     summary = result.summary() | {"model": name, "data_fingerprint": dataset.fingerprint(config.seed)}
-    report = build_report(summary, candidates, split.y_test, champion_info, labels)
+    report = build_report(summary, candidates, y_test, champion_info, labels)
     if result.promoted:
-        fields = _card_fields(name, run_id, dataset, labels, best, config, result.selection_metric, split, result,
+        fields = _card_fields(name, run_id, dataset, labels, best, config, result.selection_metric, result,
                               result.champion_metrics, result.reason)
         if now is not None:
             fields["created_at"] = now
@@ -405,7 +472,7 @@ def _publish(registry: ModelRegistry, result: TrainingResult, candidates: list[C
     result.report_url = f"{store.url}/{result.report_keys['report.html']}"
 
 
-def _card_fields(name, run_id, dataset, labels, best, config, metric, split, result, champion_metrics, reason) -> dict:
+def _card_fields(name, run_id, dataset, labels, best, config, metric, result, champion_metrics, reason) -> dict:
     import sklearn
 
     text = dataset.text_column is not None
@@ -417,10 +484,10 @@ def _card_fields(name, run_id, dataset, labels, best, config, metric, split, res
         "data_fingerprint": dataset.fingerprint(config.seed), "algorithm": best.algorithm,
         "training": {
             "run_id": run_id, "candidate": best.name, "params": best.params, "seed": config.seed,
-            "split": split.sizes(), "selection_metric": metric, "validation_score": best.validation_score,
+            "split": result.split, "selection_metric": metric, "validation_score": best.validation_score,
             "threshold_rule": best.threshold_rule, "confusion_test": best.confusion, "min_precision": config.min_precision,
             "rows_read": dataset.rows_read, "rows_quarantined": dataset.rows_quarantined,
-            "rows_from_feedback": int(dataset.from_feedback.sum()), "labels_corrected": dataset.labels_corrected,
+            "rows_from_feedback": dataset.rows_from_feedback, "labels_corrected": dataset.labels_corrected,
             "sources": dataset.sources, "champion_before": result.champion_before,
             "champion_metrics": champion_metrics, "reason": reason, "onnx_max_diff": best.onnx_max_diff,
             "scikit_learn": sklearn.__version__,

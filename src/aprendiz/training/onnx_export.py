@@ -95,11 +95,15 @@ def onnx_probabilities(
     import onnxruntime as ort
 
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    return run_in_chunks(session, output_name, model_feeds(x, features, input_name), chunk_rows)
+
+
+def model_feeds(x: np.ndarray, features: list[Feature] | None, input_name: str = TABULAR_INPUT) -> dict[str, np.ndarray]:
+    """The graph's inputs for model-matrix rows ``x``: one per feature when it has categories, else
+    ``input_name`` float32 [N, F] (``features`` None: numbers only)."""
     if features is not None and has_categories(features):
-        feeds = feeds_from_matrix(x, features)
-    else:
-        feeds = {input_name: np.asarray(x, dtype=np.float32)}
-    return run_in_chunks(session, output_name, feeds, chunk_rows)
+        return feeds_from_matrix(x, features)
+    return {input_name: np.asarray(x, dtype=np.float32)}
 
 
 # A vote-based model (k-NN) may differ by one neighbour's vote in at most this share of rows:

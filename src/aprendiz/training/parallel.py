@@ -12,6 +12,8 @@ point that fails is reported as the candidate's error only when every point of i
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -71,6 +73,27 @@ def _train_point(point: CandidateConfig, split: Split, config: TrainingConfig, f
     return result
 
 
+@contextmanager
+def ray_session(address: str) -> Iterator[None]:
+    """Ray for the block: ``"local"`` starts one on this machine (stopped after), ``"auto"`` joins
+    the cluster this process runs in (a RayJob's), another value is a cluster address; a Ray this
+    process has already joined is used as it is (and left running)."""
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if address == "local":
+            ray.init(**options)
+        else:
+            ray.init(address=address, **options)
+    try:
+        yield
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
 class RayRunner:
     """Every grid point of every candidate as a Ray task of ``cpus_per_task`` CPUs.
 
@@ -87,14 +110,7 @@ class RayRunner:
     def train(self, candidates, split, config, features):
         import ray
 
-        started_here = not ray.is_initialized()
-        if started_here:
-            options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if self.address == "local":
-                ray.init(**options)
-            else:
-                ray.init(address=self.address, **options)
-        try:
+        with ray_session(self.address):
             task = ray.remote(num_cpus=self.cpus_per_task, max_retries=1)(_train_point)
             split_ref = ray.put(split)
             grids = [grid_points(c) for c in candidates]
@@ -102,9 +118,6 @@ class RayRunner:
             log.info("training %d grid points of %d candidates as Ray tasks on %s", sum(map(len, grids)),
                      len(candidates), ray.get_runtime_context().gcs_address)
             results = [ray.get(r) for r in refs]
-        finally:
-            if started_here:
-                ray.shutdown()
         self.nodes = {r.node for rs in results for r in rs if r.node}
         return [best_point(c, points, rs, config.selection_metric)
                 for c, points, rs in zip(candidates, grids, results)]
