@@ -77,7 +77,13 @@ def plan(quick: bool) -> dict[str, Any]:
         # 1M rows once, every default candidate: k-NN fits on at most 20,000 training rows
         # (max_train_rows), so its cost grows with the rows it scores, not with their square.
         "training_large_rows": [] if quick else [1_000_000],
+        "training_large_repeats": 3,
         "training_large_without": [],
+        # the same 1M rows with the candidates' grid points as Ray tasks on a local Ray (one run)
+        "training_ray_local_rows": [] if quick else [1_000_000],
+        # Parquet shards through the distributed path: Ray Data, Ray Train's XGBoostTrainer (one run each)
+        "training_distributed_rows": [200_000] if quick else [1_000_000, 10_000_000],
+        "training_distributed_workers": 2,
         "input_len": generator.INPUT_LEN,
         "output_len": generator.OUTPUT_LEN,
         "engine": {k: v for k, v in shipped_generator().items() if k in ("engine_kwargs", "env", "num_cpus")},
@@ -560,11 +566,18 @@ def training(quick: bool, started: float) -> None:
     p = plan(quick)
     idle = wait_until_idle(log=log)
     rows = tr.measure(p["training_rows"], p["training_repeats"], log=log)
-    rows.update(tr.measure(p["training_large_rows"], 1, log=log, without=tuple(p["training_large_without"])))
+    rows.update(tr.measure(p["training_large_rows"], p["training_large_repeats"], log=log,
+                           without=tuple(p["training_large_without"])))
+    ray_local = tr.measure(p["training_ray_local_rows"], 1, log=log, extra=("--ray", "local"))
+    workers = p["training_distributed_workers"]
+    distributed = tr.measure(p["training_distributed_rows"], 1, log=log, extra=("--distributed", str(workers)))
     write_result("training", {"settings": {"rows": p["training_rows"], "repeats": p["training_repeats"],
                                            "features": tr.FEATURES, "large_rows": p["training_large_rows"],
-                                           "large_without": p["training_large_without"]},
-                              "machine_state": recheck_idle(idle), "rows": rows},
+                                           "large_repeats": p["training_large_repeats"],
+                                           "large_without": p["training_large_without"],
+                                           "distributed_workers": workers, "shard_rows": tr.SHARD_ROWS},
+                              "machine_state": recheck_idle(idle), "rows": rows, "ray_local": ray_local,
+                              "distributed": distributed},
                  mode="quick" if quick else "full", started=started)
 
 

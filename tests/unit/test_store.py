@@ -178,3 +178,24 @@ def test_of_racing_create_only_writers_exactly_one_wins(store):
         t.join(30)
     assert len(won) == 1 and len(lost) == 15
     assert store.read_bytes("race/claim") == str(won[0]).encode()
+
+
+def test_the_store_as_a_pyarrow_filesystem_reads_what_the_store_wrote(store):
+    """Ray Data reads a distributed run's Parquet shards, and Ray Train writes its checkpoint,
+    through ``store.arrow()``: the same objects, local folder or S3 alike."""
+    import io
+
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    buffer = io.BytesIO()
+    pd.DataFrame({"a": [1.5, 2.5], "label": [0, 1]}).to_parquet(buffer)
+    store.write_bytes("datasets/big/part-0.parquet", buffer.getvalue())
+    fs, path = store.arrow("datasets/big/part-0.parquet")
+    assert pq.read_table(path, filesystem=fs).to_pandas()["a"].tolist() == [1.5, 2.5]
+    fs, folder = store.arrow("runs/big/r1/ray-train")
+    fs.create_dir(folder)
+    with fs.open_output_stream(folder + "/model.ubj") as out:
+        out.write(b"booster")
+    assert store.read_bytes("runs/big/r1/ray-train/model.ubj") == b"booster"
+    assert store.arrow()[1] == store.arrow("x")[1].rsplit("/", 1)[0]  # the root

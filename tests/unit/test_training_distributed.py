@@ -10,13 +10,14 @@ import pytest
 
 from aprendiz.registry import Feature
 from aprendiz.store import ObjectStore
-from aprendiz.training.config import TrainingConfig
+from aprendiz.training.config import TrainingConfig, TrainingConfigError
 from aprendiz.training.dataset import DatasetError
 from aprendiz.training.distributed import (
     TEST,
     TRAIN,
     VALIDATION,
     booster_params,
+    check_capacity,
     encode_block,
     parquet_keys,
     row_hashes,
@@ -79,3 +80,14 @@ def test_the_distributed_config_takes_xgboost_only_and_maps_its_params():
     assert rounds == 30 and native["learning_rate"] == 0.2 and native["scale_pos_weight"] == 9
     assert native["seed"] == 7 and native["nthread"] == 2 and native["tree_method"] == "hist"
     assert "n_jobs" not in native and "random_state" not in native and None not in native.values()
+
+
+def test_workers_the_local_ray_cannot_hold_are_refused_not_waited_for():
+    """Ray Train waits for its workers' CPUs to appear: on a fixed-size Ray (a local one) that is a
+    hang, so a run asking for more than the Ray holds is refused, naming the fields to change."""
+    config = TrainingConfig.model_validate({"distributed": {"workers": 4, "cpus_per_worker": 2}})
+    assert config.distributed is not None
+    with pytest.raises(TrainingConfigError, match=r"distributed.workers × cpus_per_worker = 4 × 2.0 = 8 CPUs.*2"):
+        check_capacity(config.distributed, cluster_cpus=2.0, fixed_size=True)
+    check_capacity(config.distributed, cluster_cpus=8.0, fixed_size=True)
+    check_capacity(config.distributed, cluster_cpus=2.0, fixed_size=False)  # a cluster may scale up: logged only

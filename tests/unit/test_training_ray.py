@@ -1,7 +1,8 @@
-"""The training job's Ray path on a real 2-node local Ray cluster (Ray's own ``cluster_utils``: two
+"""The training job's Ray paths on a real 2-node local Ray cluster (Ray's own ``cluster_utils``: two
 raylets on this machine, one CPU each): every candidate's grid points run as Ray tasks across
-both nodes, and the run promotes its best with each grid point's score recorded. It runs in a
-subprocess of its own, so no Ray this test process may have joined is reused."""
+both nodes, and the run promotes its best with each grid point's score recorded; and the
+distributed path trains XGBoost with Ray Train, a worker on each node, on Parquet shards read by
+Ray Data. Each runs in a subprocess of its own, so no Ray this test process may have joined is reused."""
 
 from __future__ import annotations
 
@@ -15,10 +16,31 @@ import pytest
 from aprendiz.training.config import CandidateConfig
 from aprendiz.training.parallel import best_point, grid_points
 
-SCRIPT = textwrap.dedent("""
-    import json, sys
-    from ray.cluster_utils import Cluster
+CLUSTER = """
+import io, json, sys
+from ray.cluster_utils import Cluster
 
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+cluster.add_node(num_cpus=1)
+cluster.wait_for_nodes()
+try:
+{body}
+finally:
+    cluster.shutdown()
+"""
+
+
+def on_cluster(body: str, store) -> dict:
+    """Run ``body`` (the store's folder in sys.argv[1], ``cluster`` a 2-node Ray cluster of one CPU a
+    node) in a Python of its own; the JSON it printed after "RESULT "."""
+    script = CLUSTER.replace("{body}", textwrap.indent(textwrap.dedent(body), "    "))
+    done = subprocess.run([sys.executable, "-c", script, str(store)], capture_output=True, text=True, timeout=400)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    assert done.returncode == 0 and lines, done.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+GRID_POINTS = """
     from aprendiz.registry import ModelRegistry
     from aprendiz.store import ObjectStore
     from aprendiz.training.config import TrainingConfig
@@ -26,36 +48,26 @@ SCRIPT = textwrap.dedent("""
     from aprendiz.training.parallel import RayRunner
     from aprendiz.training.synthetic import TRAINING_YAML, credit_csv
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    try:
-        store = ObjectStore(sys.argv[1])
-        store.write_bytes("datasets/credit/data.csv", credit_csv(3000))
-        store.write_bytes("datasets/credit/training.yaml", TRAINING_YAML.encode())
-        config = TrainingConfig.load(store, "credit").model_copy(update={"candidates": TrainingConfig.model_validate({
-            "candidates": [
-                {"name": "lr", "algorithm": "logistic_regression", "search": {"C": [0.1, 1.0, 10.0]}},
-                {"name": "hgb", "algorithm": "hist_gradient_boosting", "params": {"max_iter": 30},
-                 "search": {"max_depth": [2, 3]}},
-                {"name": "knn", "algorithm": "knn", "params": {"n_neighbors": 5}},
-            ]}).candidates})
-        runner = RayRunner(cluster.address)
-        result = run_training(ModelRegistry(store), "credit", config, runner=runner)
-        print("RESULT " + json.dumps({"nodes": len(runner.nodes), "cluster_nodes": len(cluster.list_all_nodes()),
-                                      "promoted": result.promoted, "candidates": result.candidates}, default=str))
-    finally:
-        cluster.shutdown()
-""")
+    store = ObjectStore(sys.argv[1])
+    store.write_bytes("datasets/credit/data.csv", credit_csv(3000))
+    store.write_bytes("datasets/credit/training.yaml", TRAINING_YAML.encode())
+    config = TrainingConfig.load(store, "credit").model_copy(update={"candidates": TrainingConfig.model_validate({
+        "candidates": [
+            {"name": "lr", "algorithm": "logistic_regression", "search": {"C": [0.1, 1.0, 10.0]}},
+            {"name": "hgb", "algorithm": "hist_gradient_boosting", "params": {"max_iter": 30},
+             "search": {"max_depth": [2, 3]}},
+            {"name": "knn", "algorithm": "knn", "params": {"n_neighbors": 5}},
+        ]}).candidates})
+    runner = RayRunner(cluster.address)
+    result = run_training(ModelRegistry(store), "credit", config, runner=runner)
+    print("RESULT " + json.dumps({"nodes": len(runner.nodes), "cluster_nodes": len(cluster.list_all_nodes()),
+                                  "promoted": result.promoted, "candidates": result.candidates}, default=str))
+"""
 
 
 @pytest.mark.timeout(420)
 def test_candidates_and_grid_points_train_as_ray_tasks_across_a_2_node_cluster(tmp_path):
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "store")], capture_output=True, text=True,
-                          timeout=400)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, done.stderr[-3000:]
-    result = json.loads(lines[-1][len("RESULT "):])
+    result = on_cluster(GRID_POINTS, tmp_path / "store")
     assert result["cluster_nodes"] == 2 and result["nodes"] == 2  # the tasks ran on both nodes
     assert result["promoted"]
     rows = {c["name"]: c for c in result["candidates"]}
@@ -83,51 +95,38 @@ def test_grid_points_and_the_best_point():
     assert best_point(candidate, points, failed, "roc_auc").error == "ValueError: x"
 
 
-DISTRIBUTED = textwrap.dedent("""
-    import io, json, sys
-    from ray.cluster_utils import Cluster
-
+DISTRIBUTED = r"""
     from aprendiz.registry import FeedbackRecord, ModelRegistry
     from aprendiz.store import ObjectStore
     from aprendiz.training.config import TrainingConfig
     from aprendiz.training.job import run_training
-    from aprendiz.training.onnx_export import onnx_probabilities
     from aprendiz.training.parallel import RayRunner
     from aprendiz.training.synthetic import TRAINING_YAML, credit_frame
 
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    try:
-        store = ObjectStore(sys.argv[1])
-        frame = credit_frame(4500)
-        frame.loc[7, "default"] = "maybe"  # one invalid row: quarantined, with its reason
-        for i in range(3):  # three Parquet shards
-            buffer = io.BytesIO()
-            frame.iloc[i * 1500:(i + 1) * 1500].to_parquet(buffer)
-            store.write_bytes(f"datasets/credit/part-{i}.parquet", buffer.getvalue())
-        store.write_bytes("datasets/credit/training.yaml", (TRAINING_YAML + (
-            "distributed: {workers: 2, candidate: {name: xgb, algorithm: xgboost, "
-            "params: {n_estimators: 40, max_depth: 4}}}\\n")).encode())
-        registry = ModelRegistry(store)
-        feedback = FeedbackRecord(features={"age": 30, "income": None, "balance": 9000.0, "student": "Yes",
-                                            "plan": "basic", "region": "north"}, label=1)
-        store.write_bytes("feedback/credit/20261206T000000Z.jsonl", (feedback.model_dump_json() + "\\n").encode())
-        config = TrainingConfig.load(store, "credit")
-        runs = [run_training(registry, "credit", config, runner=RayRunner(cluster.address)) for _ in range(2)]
-        first = runs[0]
-        artifact = registry.load("credit", first.version)
-        x = frame.drop(columns=["customer_id", "default"]).iloc[:50]
-        print("RESULT " + json.dumps({
-            "cluster_nodes": len(cluster.list_all_nodes()),
-            "runs": [{k: r.summary()[k] for k in ("promoted", "reason", "candidates", "rows_read", "rows_quarantined",
-                      "rows_used", "split", "champion_metrics", "quarantine_key", "schema_source")} for r in runs],
-            "card": artifact.card.model_dump(mode="json"),
-            "quarantine": store.read_bytes(first.quarantine_key).decode(),
-        }, default=str))
-    finally:
-        cluster.shutdown()
-""")
+    store = ObjectStore(sys.argv[1])
+    frame = credit_frame(4500)
+    frame.loc[7, "default"] = "maybe"  # one invalid row: quarantined, with its reason
+    for i in range(3):  # three Parquet shards
+        buffer = io.BytesIO()
+        frame.iloc[i * 1500:(i + 1) * 1500].to_parquet(buffer)
+        store.write_bytes(f"datasets/credit/part-{i}.parquet", buffer.getvalue())
+    store.write_bytes("datasets/credit/training.yaml", (TRAINING_YAML + (
+        "distributed: {workers: 2, candidate: {name: xgb, algorithm: xgboost, "
+        "params: {n_estimators: 40, max_depth: 4}}}\n")).encode())
+    registry = ModelRegistry(store)
+    feedback = FeedbackRecord(features={"age": 30, "income": None, "balance": 9000.0, "student": "Yes",
+                                        "plan": "basic", "region": "north"}, label=1)
+    store.write_bytes("feedback/credit/20261206T000000Z.jsonl", (feedback.model_dump_json() + "\n").encode())
+    config = TrainingConfig.load(store, "credit")
+    runs = [run_training(registry, "credit", config, runner=RayRunner(cluster.address)) for _ in range(2)]
+    print("RESULT " + json.dumps({
+        "cluster_nodes": len(cluster.list_all_nodes()),
+        "runs": [{k: r.summary()[k] for k in ("promoted", "reason", "candidates", "rows_read", "rows_quarantined",
+                  "rows_used", "split", "champion_metrics", "quarantine_key", "schema_source")} for r in runs],
+        "card": registry.load("credit", runs[0].version).card.model_dump(mode="json"),
+        "quarantine": store.read_bytes(runs[0].quarantine_key).decode(),
+    }, default=str))
+"""
 
 
 @pytest.mark.timeout(420)
@@ -136,11 +135,7 @@ def test_xgboost_trains_on_parquet_shards_across_two_ray_train_workers_on_a_2_no
     Train's XGBoostTrainer fits one model with a worker on each node (1 CPU each), the export is
     checked against the booster on every test row, and the run promotes it; a second run scores
     the champion on the same test rows in the same pass."""
-    done = subprocess.run([sys.executable, "-c", DISTRIBUTED, str(tmp_path / "store")], capture_output=True,
-                          text=True, timeout=400)
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    assert done.returncode == 0 and lines, done.stderr[-3000:]
-    result = json.loads(lines[-1][len("RESULT "):])
+    result = on_cluster(DISTRIBUTED, tmp_path / "store")
     assert result["cluster_nodes"] == 2
     first, second = result["runs"]
     assert first["promoted"], first["reason"]

@@ -51,7 +51,7 @@ from aprendiz.training.candidates import (
     onnx_latency_ms,
     xgboost_classifier,
 )
-from aprendiz.training.config import TrainingConfig
+from aprendiz.training.config import DistributedConfig, TrainingConfig, TrainingConfigError
 from aprendiz.training.dataset import (
     MIN_PER_CLASS,
     PARQUET_SUFFIXES,
@@ -309,6 +309,20 @@ def _check_counts(counts: np.ndarray, config: TrainingConfig, quarantined: int) 
             raise DatasetError(f"the {SPLIT_NAMES[part]} split has a single class: add rows of the rarer class")
 
 
+def check_capacity(distributed: DistributedConfig, *, cluster_cpus: float, fixed_size: bool) -> None:
+    """Ray Train waits for its workers' CPUs to appear: on a Ray that cannot grow (``fixed_size``:
+    the local one this run started) more than it holds would wait for ever, so it is refused."""
+    needed = distributed.workers * distributed.cpus_per_worker
+    if needed <= cluster_cpus:
+        return
+    message = (f"distributed.workers × cpus_per_worker = {distributed.workers} × {distributed.cpus_per_worker} = "
+               f"{needed:g} CPUs, but the Ray holds {cluster_cpus:g}")
+    if fixed_size:
+        raise TrainingConfigError(f"{message}: lower distributed.workers or distributed.cpus_per_worker, or run on "
+                                  "a cluster (--ray auto or --ray host:6379)")
+    log.warning("%s: Ray Train waits until the cluster scales up to them", message)
+
+
 def train_sharded(
     store: ObjectStore, name: str, run_id: str, config: TrainingConfig, labels, *,
     kept_schema: list[Feature] | None, address: str,
@@ -321,7 +335,9 @@ def train_sharded(
     import ray
 
     assert config.distributed is not None
-    with ray_session(address):
+    with ray_session(address) as started_here:
+        check_capacity(config.distributed, cluster_cpus=float(ray.cluster_resources().get("CPU", 0)),
+                       fixed_size=started_here and address == "local")
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = context.enable_operator_progress_bars = False
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # a line per dataset and operator otherwise

@@ -74,10 +74,11 @@ def _train_point(point: CandidateConfig, split: Split, config: TrainingConfig, f
 
 
 @contextmanager
-def ray_session(address: str) -> Iterator[None]:
+def ray_session(address: str) -> Iterator[bool]:
     """Ray for the block: ``"local"`` starts one on this machine (stopped after), ``"auto"`` joins
     the cluster this process runs in (a RayJob's), another value is a cluster address; a Ray this
-    process has already joined is used as it is (and left running)."""
+    process has already joined is used as it is (and left running). Yields whether Ray was
+    started or joined here."""
     import ray
 
     started_here = not ray.is_initialized()
@@ -88,7 +89,7 @@ def ray_session(address: str) -> Iterator[None]:
         else:
             ray.init(address=address, **options)
     try:
-        yield
+        yield started_here
     finally:
         if started_here:
             ray.shutdown()
