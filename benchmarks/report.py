@@ -248,6 +248,15 @@ def _sub(a, b):
     return None if a is None or b is None else a - b
 
 
+def table_head(*cells: str) -> list[str]:
+    return ["| " + " | ".join(cells) + " |", "|" + "---|" * len(cells)]
+
+
+def failed_row(name: str, error: str, columns: int) -> str:
+    """A table row for a variant that failed: its name, the error's end, the other cells empty."""
+    return f"| {name} | failed: {error[-200:].replace('|', '/').replace(chr(10), ' ')} |" + " |" * (columns - 2)
+
+
 def serve_modes_section(r: dict[str, Any]) -> list[str]:
     lines = ["", "## Ray Serve modes and the gateway's own cost", ""] + provenance(r)
     lines += ["Each variant is a fresh `aprendiz serve` (one Ray cluster at a time) measured alternately against "
@@ -263,7 +272,7 @@ def serve_modes_section(r: dict[str, Any]) -> list[str]:
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, v in r["variants"].items():
         if "error" in v:
-            lines.append(f"| {name} | failed: {v['error'][-200:].replace('|', '/').replace(chr(10), ' ')} | | | | | | | | | |")
+            lines.append(failed_row(name, v["error"], 11))
             continue
         checks = v.get("checks", {})
         ok = checks.get("v1_ok") and checks.get("v2_ok") and checks.get("stream", {}).get("ok")
@@ -280,6 +289,54 @@ def serve_modes_section(r: dict[str, Any]) -> list[str]:
                 f"{spread(k1 and k1['p99_ms'], 2)} |")
     lines += ["", "### Is HAProxy the right default?", ""] + haproxy_verdict(r["variants"])
     return lines
+
+
+def stream_batching_section(r: dict[str, Any]) -> list[str]:
+    lines = ["", "## Stream batching: adaptive, fixed, off", ""] + provenance(r)
+    lines += ["Each mode is a fresh `aprendiz serve` with the generator's `stream_batching` set (window 50 ms), "
+              "measured alternately against plain vLLM (up for the whole section) with vLLM's own client, "
+              f"{r['settings']['generator_rounds']} rounds at every concurrency; medians with the spread. "
+              "`adaptive` sends a chunk that finds the stream quiet for a window (the first, the first after a "
+              "pause) at once and batches the chunks behind it within the window; `fixed` is Ray Serve LLM's "
+              "batcher (everything every 50 ms, the first token included); `off` sends every token alone.", "",
+             ] + table_head("mode", "C", "output tok/s", "ratio to vLLM", "p50 TTFT ms", "vLLM p50 TTFT ms",
+                            "p50 TTFT Δ ms", "p50 ITL ms", "p99 ITL ms", "failed")
+    for mode, v in r["modes"].items():
+        if "error" in v:
+            lines.append(failed_row(mode, v["error"], 10))
+            continue
+        gen, ratios = v["generator"]["results"], v["generator"]["ratios_aprendiz_over_vllm"]
+        for c in sorted(gen["aprendiz"], key=int):
+            a, b = gen["aprendiz"][c]["figures"], gen["vllm"][c]["figures"]
+            lines.append(
+                f"| {mode} | {c} | {spread(a['output_throughput'], 0)} | {fmt(ratios[c]['output_throughput'], 3)} | "
+                f"{spread(a['p50_ttft_ms'])} | {spread(b['p50_ttft_ms'])} | {fmt(ratios[c]['p50_ttft_ms_delta'])} | "
+                f"{spread(a['p50_itl_ms'], 2)} | {spread(a['p99_itl_ms'], 1)} | "
+                f"{sum(x.get('failed') or 0 for x in gen['aprendiz'][c]['runs'])} |")
+    lines += [""] + stream_batching_verdict(r["modes"])
+    return lines
+
+
+def stream_batching_verdict(modes: dict[str, Any]) -> list[str]:
+    """Which mode is the default, from the figures: the best worst-case throughput ratio, TTFT as
+    the tie-break."""
+    scored = {}
+    for mode, v in modes.items():
+        ratios = (v.get("generator") or {}).get("ratios_aprendiz_over_vllm") or {}
+        if ratios:
+            scored[mode] = (min(x["output_throughput"] or 0 for x in ratios.values()),
+                            max(x["p50_ttft_ms_delta"] or 0 for x in ratios.values()))
+    if not scored:
+        return ["No mode was measured."]
+    from aprendiz.config import GeneratorModel
+
+    text = "; ".join(f"{m}: worst throughput ratio {fmt(t, 3)}, worst p50 TTFT gap {fmt(d)} ms"
+                     for m, (t, d) in scored.items())
+    best = max(scored, key=lambda m: (round(scored[m][0], 2), -scored[m][1]))
+    shipped = GeneratorModel.model_fields["stream_batching"].default
+    return [f"Across the concurrencies, {text}. Best by these figures (throughput ratio to 0.01, then TTFT): "
+            f"`{best}`; the shipped default (src/aprendiz/config.py) is `{shipped}`"
+            + (": the same." if best == shipped else ": they differ, so the default needs another look.")]
 
 
 def _median(entry: dict[str, Any], target: str, c: str, figure: str = "rps") -> float | None:
@@ -641,6 +698,8 @@ def write_report(results: dict[str, dict[str, Any]] | None = None, path: Path = 
         lines += classifier_paths_section(results["classifier-paths"])
     if "serve-modes" in results:
         lines += serve_modes_section(results["serve-modes"])
+    if "stream-batching" in results:
+        lines += stream_batching_section(results["stream-batching"])
     if "replicas" in results:
         lines += replicas_section(results["replicas"])
     if "batching" in results:
@@ -651,8 +710,8 @@ def write_report(results: dict[str, dict[str, Any]] | None = None, path: Path = 
         lines += gc_threshold_section(results["gc-threshold"])
     if "training" in results:
         lines += training_section(results["training"])
-    missing = [name for name in ("head", "classifier-paths", "gc-threshold", "serve-modes", "replicas", "batching",
-                                 "cold-start", "training")
+    missing = [name for name in ("head", "classifier-paths", "gc-threshold", "serve-modes", "stream-batching",
+                                 "replicas", "batching", "cold-start", "training")
                if name not in results]
     lines += ["", "## Not measured yet", ""]
     lines += [f"- Section `{m}`: no result file yet (`python -m benchmarks.run --only {m}`)." for m in missing]

@@ -277,6 +277,42 @@ def serve_modes(quick: bool, started: float) -> None:
                  mode="quick" if quick else "full", started=started)
 
 
+# -- stream batching: adaptive, fixed (Ray's), off ---------------------------------------------
+def stream_batching(quick: bool, started: float) -> None:
+    """The generator's ``stream_batching`` modes, one platform each, against plain vLLM in the same
+    run: vLLM's client at every concurrency, alternated with plain vLLM round by round."""
+    p = plan(quick)
+    idle = wait_until_idle(log=log)
+    store_url, _ = prepare_store()
+    results: dict[str, Any] = {}
+    vllm = None
+    try:
+        vllm = PlainVllm().start()
+        for mode in ("adaptive", "fixed", "off"):
+            config = platform_config(WORK / f"stream-{mode}.yaml", store_url=store_url, classifiers=(),
+                                     generator_options={"stream_batching": mode})
+            entry: dict[str, Any] = {"stream_batching": mode}
+
+            def measure(aprendiz, entry=entry, mode=mode) -> None:
+                entry["ready_s"] = aprendiz.ready_s
+                entry["checks"] = {"stream": streamed_chat_ok(aprendiz.url)}
+                targets = {"aprendiz": (aprendiz.url, None), "vllm": (vllm.url, None)}
+                for url, key in targets.values():
+                    generator.one_run(url, 4, quick=True, seed=123, api_key=key)
+                gen = generator.alternated(targets, p["generator_concurrency"], p["generator_rounds"], quick=quick,
+                                           log=log)
+                entry["generator"] = {"results": gen, "ratios_aprendiz_over_vllm": generator.ratios(gen, "aprendiz",
+                                                                                                    "vllm")}
+                log(f"bench: stream batching {mode}: {entry['generator']['ratios_aprendiz_over_vllm']}")
+
+            on_platform(entry, f"stream batching {mode}", config, measure, name=f"aprendiz-stream-{mode}")
+            results[mode] = entry
+    finally:
+        stop_all(vllm)
+    write_result("stream-batching", {"settings": p, "machine_state": recheck_idle(idle), "modes": results},
+                 mode="quick" if quick else "full", started=started)
+
+
 # -- replicas and a model swap under load ---------------------------------------------------
 def replicas(quick: bool, started: float) -> None:
     p = plan(quick)
@@ -581,7 +617,8 @@ def training(quick: bool, started: float) -> None:
                  mode="quick" if quick else "full", started=started)
 
 
-SECTIONS = {"head": head, "classifier-paths": classifier_paths, "serve-modes": serve_modes, "replicas": replicas,
+SECTIONS = {"head": head, "classifier-paths": classifier_paths, "serve-modes": serve_modes,
+            "stream-batching": stream_batching, "replicas": replicas,
             "batching": batching, "cold-start": cold_start, "training": training, "gc-threshold": gc_threshold}
 QUICK = ("head", "classifier-paths", "training")
 

@@ -91,7 +91,7 @@ def platform_config(
     path: Path, *, store_url: str, generator: bool = True, classifier_replicas: int = 1,
     keys_file: Path | None = None, classifiers: tuple[str, ...] = (CLASSIFIER,),
     classifier_options: dict[str, Any] | None = None, ingress_replicas: int = 1,
-    ingress_options: dict[str, Any] | None = None,
+    ingress_options: dict[str, Any] | None = None, generator_options: dict[str, Any] | None = None,
 ) -> Path:
     """A platform config: fixed replica counts (1 ingress, 1 engine) so runs compare like with like.
     Classifiers are placed as ``auto`` decides unless ``classifier_options`` says ``placement``."""
@@ -116,6 +116,7 @@ def platform_config(
     if generator:
         g = shipped_generator()
         g["autoscaling"] = {"min_replicas": 1, "max_replicas": 1, "target_ongoing_requests": 16}
+        g.update(generator_options or {})
         config["generators"].append(g)
     if keys_file is not None:
         config["gateway"] = {"keys_file": str(keys_file), "keys_reload_s": 30}

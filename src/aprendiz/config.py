@@ -100,12 +100,21 @@ class GeneratorModel(Strict):
     env: dict[str, str] = Field(default_factory=dict, description="Environment of the engine's workers.")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     max_ongoing_requests: int = Field(64, ge=1, description="Requests one replica takes at once.")
+    stream_batching: Literal["adaptive", "fixed", "off"] = Field(
+        "adaptive",
+        description=(
+            "How a replica groups a stream's tokens before sending them on. adaptive: a token that finds the stream "
+            "quiet for a window (the first, or the first after a pause) goes at once, the tokens behind it within "
+            "the window go together; fixed: Ray Serve LLM's batcher, every window (the first token waits for it); "
+            "off: every token alone."
+        ),
+    )
     stream_batching_interval_ms: float | None = Field(
         None,
         ge=0,
         description=(
-            "How long a replica gathers streamed tokens before sending them on (Ray Serve LLM's "
-            "stream_batching_interval_ms; unset: Ray's 50 ms). The first token waits for it too; 0 sends each token."
+            "The stream batching window (Ray Serve LLM's stream_batching_interval_ms; unset: Ray's 50 ms); "
+            "0 sends each token alone."
         ),
     )
     max_queued_requests: int = Field(

@@ -126,8 +126,12 @@ def test_report_renders_from_result_files(tmp_path):
               "50000 (shipped)": {"classifier": {"aprendiz-v2": {"32": clf_entry}, "kserve-v2": {"32": clf_entry}},
                                   "python_client_c1": {"aprendiz": clf_entry}},
               "700 (Python's default)": {"error": "RuntimeError: did not start"}}}
+    streams = {**provenance, "settings": {"generator_rounds": 3}, "modes": {
+        "adaptive": {"generator": head["generator"]}, "fixed": {"generator": {"results": gen, "ratios_aprendiz_over_vllm": {
+            "1": {"output_throughput": 0.9, "p50_ttft_ms_delta": 40.0}}}},
+        "off": {"error": "RuntimeError: did not start"}}}
     out = report.write_report({"head": head, "batching": batching, "cold-start": cold, "classifier-paths": paths,
-                               "gc-threshold": gc}, tmp_path / "benchmarks.md")
+                               "gc-threshold": gc, "stream-batching": streams}, tmp_path / "benchmarks.md")
     text = out.read_text()
     assert "| 1 | aprendiz | 95 (90–99) |" in text
     assert "0.95" in text  # the ratio of the medians
@@ -140,4 +144,6 @@ def test_report_renders_from_result_files(tmp_path):
     assert "| 50000 (shipped) | 32 | V2 | 105 (100–110) | 105 (100–110) | 1.00 | 1.05 / 2.25 (2.00–2.50) |" in text
     assert "| 50000 (shipped) | aprendiz | 105 (100–110) | 1.05 (1.00–1.10) |" in text
     assert "| 700 (Python's default) | – | – | failed: RuntimeError: did not start |" in text
+    assert "| adaptive | 1 | 95 (90–99) | 0.950 |" in text and "| off | failed: RuntimeError: did not start" in text
+    assert "Best by these figures (throughput ratio to 0.01, then TTFT): `adaptive`" in text
     assert "## Not measured yet" in text and "serve-modes" in text

@@ -89,3 +89,16 @@ def test_the_ingress_app_middleware_and_lifespan():
     assert _params(raycompat.add_exception_handling_middleware) == ["router"]
     assert _params(raycompat.add_http_metrics_middleware)[:1] == ["app"]
     assert callable(raycompat.metrics_lifespan) and callable(raycompat.SetRequestIdMiddleware)
+
+
+def test_the_stream_batching_hook_the_generator_takes_over():
+    """GeneratorServer overrides LLMServer's ``_batch_output_stream``: the hook must still be called
+    for a streamed answer, with the window from ``_get_batch_interval_ms``, and Ray's fixed batcher
+    must still take ``(generator, interval_ms=)`` and stream lists."""
+    from ray.serve.llm import LLMServer
+
+    assert _params(LLMServer._batch_output_stream) == ["generator"]
+    assert "self._batch_output_stream(" in inspect.getsource(LLMServer._run_request)
+    assert "stream" in _params(LLMServer._get_batch_interval_ms)
+    assert _params(raycompat.Batcher.__init__) == ["generator", "interval_ms"]
+    assert inspect.isasyncgenfunction(raycompat.Batcher.stream)

@@ -18,6 +18,9 @@ What is taken, and why:
   handed to LLMServer through its ``model_downloader`` argument;
 - an ``Application``'s bound deployment and its autoscaling config, which Serve's public
   API does not show (the tests of ``build_app`` read them);
+- ``Batcher``, Ray Serve LLM's fixed-window stream batcher, and LLMServer's private hook that
+  batches a streamed answer (``_batch_output_stream``, with ``_get_batch_interval_ms``): the
+  generator's server takes the hook over to choose the batching (``batch_output_stream``);
 - ``LLMEngine``, the engine protocol LLMServer's ``engine_cls`` takes (vLLM in production, a
   fake engine in the fast test tier);
 - from vLLM, whose request models Ray's are: ``EngineClientError``, the base of the errors its
@@ -26,6 +29,7 @@ What is taken, and why:
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Callable
 
 from ray.llm._internal.common.models import global_id_manager
@@ -50,11 +54,15 @@ from ray.llm._internal.serve.observability.metrics.fast_api_metrics import (
     add_http_metrics_middleware,
     metrics_lifespan,
 )
+from ray.llm._internal.serve.utils.batcher import Batcher
 from ray.llm._internal.serve.utils.lora_serve_utils import LoraModelLoader
 from ray.serve.deployment import Application, Deployment
 from vllm.exceptions import VLLMClientError as EngineClientError
 
+from aprendiz.services.generator.stream_batching import StreamBatching, batch_stream
+
 __all__ = [
+    "Batcher",
     "DiskMultiplexConfig",
     "EngineClientError",
     "ErrorResponse",
@@ -68,6 +76,7 @@ __all__ = [
     "add_exception_handling_middleware",
     "add_http_metrics_middleware",
     "autoscaling_of",
+    "batch_output_stream",
     "bound_deployment",
     "lora_loader_kwargs",
     "metrics_lifespan",
@@ -95,3 +104,9 @@ def bound_deployment(app: Application) -> Deployment:
 def autoscaling_of(deployment: Deployment) -> Any:
     """A deployment's autoscaling config (None without autoscaling)."""
     return deployment._deployment_config.autoscaling_config
+
+
+def batch_output_stream(server: Any, source: AsyncIterator[Any], mode: StreamBatching) -> AsyncGenerator[list[Any], None]:
+    """What an LLMServer's ``_batch_output_stream`` hook returns for a streamed answer, batched by
+    ``mode`` over the server's window (``stream_batching_interval_ms``; Ray's 50 ms unset)."""
+    return batch_stream(source, mode, server._get_batch_interval_ms(), fixed=Batcher)

@@ -2,8 +2,9 @@
 
 The engine class is a parameter (``engine_cls``): ``None`` is Ray's vLLM engine,
 the production path; the fast test tier passes a fake engine instead. The server
-class is Ray's LLMServer plus one thing: the replica accrues its hourly price while
-it is up (``aprendiz_replica_cost_usd``), the hosted side of rent-or-host.
+class is Ray's LLMServer plus two things: the replica accrues its hourly price while
+it is up (``aprendiz_replica_cost_usd``), the hosted side of rent-or-host; and a streamed
+answer's chunks are batched as the model's ``stream_batching`` says (``stream_batching.py``).
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ from ray.serve.llm import LLMConfig, LLMServer, build_llm_deployment
 from aprendiz.config import GatewayConfig, GeneratorModel, StoreConfig
 from aprendiz.services.gateway.accrual import ReplicaCostMeter
 from aprendiz.services.generator.lora import StoreLoraLoader
-from aprendiz.services.raycompat import lora_loader_kwargs
+from aprendiz.services.generator.stream_batching import StreamBatching
+from aprendiz.services.raycompat import batch_output_stream, lora_loader_kwargs
 
 
 class GeneratorServer(LLMServer):
-    """Ray Serve LLM's server, metering what its replica costs from the moment it starts."""
+    """Ray Serve LLM's server, metering what its replica costs from the moment it starts and
+    batching a stream's chunks in the model's ``stream_batching`` mode."""
+
+    _stream_batching: StreamBatching = "adaptive"  # also for an instance made by Ray's sync_init
 
     async def __init__(  # type: ignore[misc]  # Serve awaits an async constructor
         self,
@@ -30,14 +35,19 @@ class GeneratorServer(LLMServer):
         hourly_usd: float = 0.0,
         accelerator: str = "cpu",
         lora_store: dict[str, Any] | None = None,
+        stream_batching: StreamBatching = "adaptive",
         **kwargs: Any,
     ):
+        self._stream_batching: StreamBatching = stream_batching
         self._cost = ReplicaCostMeter(
             model=llm_config.model_id, kind="generator", accelerator=accelerator, hourly_usd=hourly_usd
         )
         if lora_store is not None:
             kwargs.update(lora_loader_kwargs(partial(StoreLoraLoader, store=lora_store)))
         await super().__init__(llm_config, **kwargs)
+
+    def _batch_output_stream(self, generator):  # LLMServer's private hook (raycompat.batch_output_stream)
+        return batch_output_stream(self, generator, self._stream_batching)
 
 
 def llm_config(model: GeneratorModel) -> LLMConfig:
@@ -62,6 +72,7 @@ def build_generator_deployments(
         bind_kwargs: dict[str, Any] = {
             "hourly_usd": prices.generator_hourly_usd(model),
             "accelerator": model.accelerator_type or model.accelerator,
+            "stream_batching": model.stream_batching,
         }
         if model.id in lora_stores:
             bind_kwargs["lora_store"] = lora_stores[model.id].model_dump(mode="json")
