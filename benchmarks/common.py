@@ -7,6 +7,7 @@ import datetime as _dt
 import json
 import os
 import platform as _platform
+import re
 import signal
 import socket
 import statistics
@@ -193,6 +194,75 @@ def write_result(name: str, data: dict[str, Any], *, mode: str, started: float) 
 
 
 # -- servers ---------------------------------------------------------------------------
+def process_role(title: str) -> str:
+    """What a process of a Ray cluster is, from its title: ``ray::ServeReplica:app:Ingress``,
+    ``ray::RayTrainWorker``, ``raylet``, ``gcs_server``, ``dashboard``, or the program's name."""
+    if title.startswith("ray::"):
+        return title.split()[0].split("(")[0]
+    for name in ("raylet", "gcs_server", "dashboard", "runtime_env", "log_monitor", "monitor.py"):
+        if name in title:
+            return name
+    return title.split()[0].rsplit("/", 1)[-1] if title else "?"
+
+
+def cpu_by_role(pids: Sequence[int], seconds: float) -> dict[str, dict[str, float]]:
+    """The CPU each kind of process of ``pids`` used over ``seconds``, as % of one core (processes
+    present at both ends), most first."""
+    import psutil
+
+    def sample() -> dict[int, tuple[str, float]]:
+        out = {}
+        for pid in pids:
+            try:
+                process = psutil.Process(pid)
+                t = process.cpu_times()
+                out[pid] = (" ".join(process.cmdline())[:120] or process.name(), t.user + t.system)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+        return out
+
+    before = sample()
+    time.sleep(seconds)
+    after = sample()
+    roles: dict[str, dict[str, float]] = {}
+    for pid, (title, used) in after.items():
+        if pid in before:
+            entry = roles.setdefault(process_role(title), {"processes": 0, "cpu_pct": 0.0})
+            entry["processes"] += 1
+            entry["cpu_pct"] = round(entry["cpu_pct"] + 100 * (used - before[pid][1]) / seconds, 2)
+    return dict(sorted(roles.items(), key=lambda kv: -kv[1]["cpu_pct"]))
+
+
+# The first log line of each stage of a platform's start, in order (`aprendiz serve`'s log: Ray's,
+# Serve's and vLLM's lines).
+START_STAGES = (
+    ("ray", "Started a local Ray instance"),
+    ("serve", "Started Serve in namespace"),
+    ("engine process", "Initializing a V1 LLM engine"),
+    ("engine worker", "Starting to load model"),
+    ("engine initialised", "init engine (profile"),
+    ("generator replica", "Started vLLM engine"),
+    ("application", "is ready at"),
+)
+_STAMP = re.compile(r"(?:(\d{4})-)?(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})(?:[,.](\d{3}))?")
+
+
+def start_stages(log_text: str, started_at: float) -> dict[str, float]:
+    """Seconds from the process's start (``started_at``, epoch) to each stage's first line in the log."""
+    stages = {}
+    for line in log_text.splitlines():
+        for stage, marker in START_STAGES:
+            if stage in stages or marker not in line:
+                continue
+            stamp = _STAMP.search(line)
+            if stamp:
+                year, month, day, hh, mm, ss, ms = stamp.groups()
+                year = year or time.strftime("%Y", time.localtime(started_at))
+                at = time.mktime((int(year), int(month), int(day), int(hh), int(mm), int(ss), 0, 0, -1))
+                stages[stage] = round(at + int(ms or 0) / 1000 - started_at, 1)
+    return {stage: stages[stage] for stage, _ in START_STAGES if stage in stages}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -213,6 +283,7 @@ class Server:
         self._env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen | None = None
         self.started_s: float | None = None
+        self.started_at: float | None = None
 
     def start(self) -> "Server":
         with open(self.log_path, "wb") as log:
@@ -220,6 +291,7 @@ class Server:
                 self.argv, cwd=ROOT, env=self._env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         self.started_s = time.monotonic()
+        self.started_at = time.time()
         return self
 
     def log_tail(self, lines: int = 40) -> str:

@@ -339,6 +339,38 @@ def stream_batching_verdict(modes: dict[str, Any]) -> list[str]:
             + (": the same." if best == shipped else ": they differ, so the default needs another look.")]
 
 
+IDLE_TARGET_PCT = 10.0
+
+
+def idle_section(r: dict[str, Any]) -> list[str]:
+    settings = r["settings"]
+    lines = ["", "## An idle platform's CPU", ""] + provenance(r)
+    lines += [f"`aprendiz serve` with the shipped generator and breast-cancer, after one short load and "
+              f"{fmt(settings['settle_s'], 0)} s of rest: the CPU each kind of process used over "
+              f"{fmt(settings['sample_s'], 0)} s, in % of one core ({settings['rounds']} round(s), the variants "
+              "alternating). `shipped` sets these variables for a local cluster (and the chart for its RayService "
+              "pods): " + ", ".join(f"`{k}={v}`" for k, v in settings["shipped_env"].items())
+              + "; `Ray's defaults` sets them back to Ray's values. Plain vLLM's server, idle, beside them.", ""]
+    variants = r["variants"]
+    roles = sorted({role for v in variants.values() for run in v["runs"] for role in run.get("by_process", {})},
+                   key=lambda role: -max(run.get("by_process", {}).get(role, {}).get("cpu_pct", 0)
+                                         for v in variants.values() for run in v["runs"]))
+    lines += table_head("process", *variants)
+
+    def cell(v: dict[str, Any], role: str) -> str:
+        values = [run["by_process"][role]["cpu_pct"] for run in v["runs"] if role in run.get("by_process", {})]
+        return fmt(sorted(values)[len(values) // 2], 2) if values else "–"
+
+    for role in roles:
+        lines.append(f"| {role} | " + " | ".join(cell(v, role) for v in variants.values()) + " |")
+    lines.append("| **total** | " + " | ".join(f"**{spread(v['total_pct'])}**" for v in variants.values()) + " |")
+    shipped = (variants.get("shipped") or {}).get("total_pct", {}).get("median")
+    lines += ["", f"Plain vLLM, idle: {fmt(r['plain_vllm']['total_pct'])}% of a core. Shipped aprendiz: "
+              f"{fmt(shipped)}% against the target of {fmt(IDLE_TARGET_PCT, 0)}%: "
+              f"{_verdict(None if shipped is None else shipped <= IDLE_TARGET_PCT)}."]
+    return lines
+
+
 def _median(entry: dict[str, Any], target: str, c: str, figure: str = "rps") -> float | None:
     try:
         return entry["classifier"][target][c][figure]["median"]
@@ -424,6 +456,23 @@ def cold_start_section(r: dict[str, Any]) -> list[str]:
     for kind, x in r["kinds"].items():
         failed = sum(1 for run in x["runs"] if "error" in run)
         lines.append(f"| {names.get(kind, kind)} | {spread(x['ready_s'])} | {spread(x['first_answer_s'])} | {failed} |")
+    lines += start_stage_lines(r)
+    return lines
+
+
+def start_stage_lines(r: dict[str, Any]) -> list[str]:
+    """The generator platform's start, stage by stage (seconds from `aprendiz serve`), per run."""
+    runs = [run for run in (r["kinds"].get("generator") or {}).get("runs", []) if run.get("stages")]
+    if not runs:
+        return []
+    stages = list(runs[0]["stages"])
+    lines = ["", "The generator platform's start, stage by stage: seconds from `aprendiz serve` to each stage's first "
+             "line in its log (Ray up; Serve up; vLLM's engine process started; its worker process loading the "
+             "model; the engine initialised, compile cache included; the replica's engine started; the "
+             "application ready).", ""] + table_head("run", *stages, "first answer")
+    for i, run in enumerate(runs, 1):
+        lines.append(f"| {i} | " + " | ".join(fmt(run["stages"].get(s)) for s in stages)
+                     + f" | {fmt(run['first_answer_s'])} |")
     return lines
 
 
@@ -700,6 +749,8 @@ def write_report(results: dict[str, dict[str, Any]] | None = None, path: Path = 
         lines += serve_modes_section(results["serve-modes"])
     if "stream-batching" in results:
         lines += stream_batching_section(results["stream-batching"])
+    if "idle" in results:
+        lines += idle_section(results["idle"])
     if "replicas" in results:
         lines += replicas_section(results["replicas"])
     if "batching" in results:
@@ -710,7 +761,7 @@ def write_report(results: dict[str, dict[str, Any]] | None = None, path: Path = 
         lines += gc_threshold_section(results["gc-threshold"])
     if "training" in results:
         lines += training_section(results["training"])
-    missing = [name for name in ("head", "classifier-paths", "gc-threshold", "serve-modes", "stream-batching",
+    missing = [name for name in ("head", "classifier-paths", "gc-threshold", "serve-modes", "stream-batching", "idle",
                                  "replicas", "batching", "cold-start", "training")
                if name not in results]
     lines += ["", "## Not measured yet", ""]

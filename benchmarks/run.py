@@ -36,7 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import classifier, generator
-from benchmarks.common import WORK, recheck_idle, summary, wait_until_idle, write_result
+from benchmarks.common import (
+    WORK,
+    cpu_by_role,
+    recheck_idle,
+    start_stages,
+    summary,
+    wait_until_idle,
+    write_result,
+)
 from benchmarks.servers import (
     MINILM_CLASSIFIER,
     MODEL_ID,
@@ -108,12 +116,12 @@ def stop_all(*servers) -> None:
 
 
 def on_platform(entry: dict[str, Any], what: str, config: Path, measure, *, name: str,
-                serve_mode: str = "default") -> None:
+                serve_mode: str = "default", env: dict[str, str] | None = None) -> None:
     """Start `aprendiz serve` with ``config``, run ``measure(aprendiz)``, stop it. A failure to start or
     to measure is recorded in ``entry["error"]`` and logged, and the section goes on."""
     aprendiz = None
     try:
-        aprendiz = Aprendiz(config, name=name, serve_mode=serve_mode).start()
+        aprendiz = Aprendiz(config, name=name, serve_mode=serve_mode, env=env).start()
         measure(aprendiz)
     except Exception as exc:
         entry["error"] = f"{type(exc).__name__}: {exc}"[-3000:]
@@ -310,6 +318,53 @@ def stream_batching(quick: bool, started: float) -> None:
     finally:
         stop_all(vllm)
     write_result("stream-batching", {"settings": p, "machine_state": recheck_idle(idle), "modes": results},
+                 mode="quick" if quick else "full", started=started)
+
+
+# -- an idle platform's CPU, process by process ------------------------------------------------
+IDLE_SETTLE_S = 20.0
+IDLE_SAMPLE_S = 30.0
+
+
+def idle(quick: bool, started: float) -> None:
+    """What an idle platform (the shipped generator and breast-cancer, no requests) spends CPU on,
+    per kind of process, as shipped and with Ray's own intervals (the variables aprendiz sets for a
+    local cluster unset to Ray's defaults), one platform at a time; plain vLLM's beside them."""
+    from aprendiz.cli.runner import IDLE_ENV
+
+    idle_state = wait_until_idle(log=log)
+    store_url, _ = prepare_store()
+    config = platform_config(WORK / "idle.yaml", store_url=store_url)
+    ray_defaults = {name: default for name, (_, default) in IDLE_ENV.items()}
+    variants = {"shipped": {}, "Ray's defaults": ray_defaults}
+    rounds = 1 if quick else 2
+    results: dict[str, Any] = {name: {"runs": []} for name in variants}
+    for r in range(rounds):
+        for name, env in variants.items():
+            run: dict[str, Any] = {}
+
+            def measure(aprendiz, run=run, name=name) -> None:
+                generator.one_run(aprendiz.url, 4, quick=True, seed=123)  # warm, then left alone
+                time.sleep(IDLE_SETTLE_S)
+                run["by_process"] = cpu_by_role(aprendiz.server.pids(), IDLE_SAMPLE_S)
+                run["total_pct"] = round(sum(x["cpu_pct"] for x in run["by_process"].values()), 1)
+                log(f"bench: idle {name}: {run['total_pct']}% of a core")
+
+            on_platform(run, f"idle {name}", config, measure, name="aprendiz-idle", env=env)
+            results[name]["runs"].append(run)
+    vllm = PlainVllm().start()
+    try:
+        time.sleep(IDLE_SETTLE_S)
+        plain = cpu_by_role(vllm.server.pids(), IDLE_SAMPLE_S)
+    finally:
+        stop_all(vllm)
+    for entry in results.values():
+        entry["total_pct"] = summary([x["total_pct"] for x in entry["runs"] if "total_pct" in x])
+    write_result("idle", {"settings": {"settle_s": IDLE_SETTLE_S, "sample_s": IDLE_SAMPLE_S, "rounds": rounds,
+                                       "shipped_env": {k: v for k, (v, _) in IDLE_ENV.items()}},
+                          "machine_state": recheck_idle(idle_state), "variants": results,
+                          "plain_vllm": {"by_process": plain,
+                                         "total_pct": round(sum(x["cpu_pct"] for x in plain.values()), 1)}},
                  mode="quick" if quick else "full", started=started)
 
 
@@ -583,7 +638,9 @@ def cold_start(quick: bool, started: float) -> None:
             run: dict[str, Any] = {}
 
             def measure(aprendiz, run=run, kind=kind, i=i) -> None:
-                run.update(ready_s=aprendiz.ready_s, first_answer_s=aprendiz.ready_s + first_answer(kind, aprendiz.url))
+                run.update(ready_s=aprendiz.ready_s, first_answer_s=aprendiz.ready_s + first_answer(kind, aprendiz.url),
+                           stages=start_stages(aprendiz.server.log_path.read_text(errors="replace"),
+                                               aprendiz.server.started_at))
                 log(f"bench: cold start {kind} {i + 1}/{repeats}: ready {aprendiz.ready_s:.1f} s, "
                     f"first answer {run['first_answer_s']:.1f} s")
 
@@ -618,7 +675,7 @@ def training(quick: bool, started: float) -> None:
 
 
 SECTIONS = {"head": head, "classifier-paths": classifier_paths, "serve-modes": serve_modes,
-            "stream-batching": stream_batching, "replicas": replicas,
+            "stream-batching": stream_batching, "idle": idle, "replicas": replicas,
             "batching": batching, "cold-start": cold_start, "training": training, "gc-threshold": gc_threshold}
 QUICK = ("head", "classifier-paths", "training")
 

@@ -137,7 +137,8 @@ def create_key(keys_file: Path) -> str:
 class Aprendiz:
     """`aprendiz serve` in a subprocess; ``url`` once it has printed its banner and /readyz is 200."""
 
-    def __init__(self, config: Path, *, name: str = "aprendiz", serve_mode: str = "default"):
+    def __init__(self, config: Path, *, name: str = "aprendiz", serve_mode: str = "default",
+                 env: dict[str, str] | None = None):
         self.port = free_port()
         self.metrics_port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -149,6 +150,7 @@ class Aprendiz:
             "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
             **SERVE_MODES[serve_mode],
+            **(env or {}),
         }
         self.server = Server(name, [str(VENV_BIN / "aprendiz"), "serve"], env=env)
         self.ready_s: float | None = None

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import PYTHON, ROOT, summary
+from benchmarks.common import PYTHON, ROOT, process_role, summary
 
 FEATURES = 30  # the issue's (#17) 1M rows x 30 features
 
@@ -105,7 +105,7 @@ class MemorySampler:
         """Per kind of process: how many, and the highest peak among them (MiB)."""
         roles: dict[str, dict[str, float]] = {}
         for pid, peak in self.peaks.items():
-            role = "job (driver)" if pid == self._driver_pid else _role(peak["title"])
+            role = "job (driver)" if pid == self._driver_pid else process_role(peak["title"])
             entry = roles.setdefault(role, {"processes": 0, "peak_rss_mib": 0.0, "peak_private_mib": 0.0})
             entry["processes"] += 1
             entry["peak_rss_mib"] = max(entry["peak_rss_mib"], round(peak["rss_mib"], 1))
@@ -117,15 +117,6 @@ class MemorySampler:
         import os
 
         return os.getpid()
-
-
-def _role(title: str) -> str:
-    if title.startswith("ray::"):
-        return title.split()[0].split("(")[0]
-    for name in ("raylet", "gcs_server", "dashboard", "runtime_env", "log_monitor", "monitor.py"):
-        if name in title:
-            return name
-    return title.split()[0].rsplit("/", 1)[-1]
 
 
 def distributed_worker(rows: int, workers: int) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
@@ -112,7 +113,9 @@ def test_report_renders_from_result_files(tmp_path):
     batching = {**provenance, "settings": {"concurrency": [1, 32]}, "batching": {
         "64/0ms": {"1": clf_entry, "32": clf_entry}, "64/2ms": {"error": "RuntimeError: did not start"}}}
     cold = {**provenance, "settings": {"repeats": 2}, "kinds": {
-        "classifier": {"ready_s": _s([20.0, 22.0]), "first_answer_s": _s([20.5, 22.4]), "runs": [{}, {}]}}}
+        "classifier": {"ready_s": _s([20.0, 22.0]), "first_answer_s": _s([20.5, 22.4]), "runs": [{}, {}]},
+        "generator": {"ready_s": _s([60.0]), "first_answer_s": _s([61.0]),
+                      "runs": [{"first_answer_s": 61.0, "stages": {"ray": 7.9, "serve": 17.2, "application": 60.0}}]}}}
     swap = {"before": clf_entry | {"p50_ms": 1.0, "p99_ms": 2.0}, "during": clf_entry | {"p50_ms": 1.2, "p99_ms": 3.0},
             "swapped": True, "failed_requests": 0}
     paths = {**provenance, "settings": {"classifier_rounds": 2, "classifier_duration_s": 3.0, "classifier_warmup_s": 1.0},
@@ -130,8 +133,16 @@ def test_report_renders_from_result_files(tmp_path):
         "adaptive": {"generator": head["generator"]}, "fixed": {"generator": {"results": gen, "ratios_aprendiz_over_vllm": {
             "1": {"output_throughput": 0.9, "p50_ttft_ms_delta": 40.0}}}},
         "off": {"error": "RuntimeError: did not start"}}}
+    idle = {**provenance, "settings": {"settle_s": 20.0, "sample_s": 30.0, "rounds": 1, "shipped_env": {"A": "1"}},
+            "variants": {"shipped": {"runs": [{"by_process": {"raylet": {"cpu_pct": 0.8}}, "total_pct": 9.0}],
+                                     "total_pct": _s([9.0])},
+                         "Ray's defaults": {"runs": [{"by_process": {"raylet": {"cpu_pct": 1.5},
+                                                                     "gcs_server": {"cpu_pct": 2.0}}}],
+                                            "total_pct": _s([20.0])}},
+            "plain_vllm": {"by_process": {}, "total_pct": 1.0}}
     out = report.write_report({"head": head, "batching": batching, "cold-start": cold, "classifier-paths": paths,
-                               "gc-threshold": gc, "stream-batching": streams}, tmp_path / "benchmarks.md")
+                               "gc-threshold": gc, "stream-batching": streams, "idle": idle},
+                              tmp_path / "benchmarks.md")
     text = out.read_text()
     assert "| 1 | aprendiz | 95 (90–99) |" in text
     assert "0.95" in text  # the ratio of the medians
@@ -146,4 +157,15 @@ def test_report_renders_from_result_files(tmp_path):
     assert "| 700 (Python's default) | – | – | failed: RuntimeError: did not start |" in text
     assert "| adaptive | 1 | 95 (90–99) | 0.950 |" in text and "| off | failed: RuntimeError: did not start" in text
     assert "Best by these figures (throughput ratio to 0.01, then TTFT): `adaptive`" in text
+    assert "| run | ray | serve | application | first answer |" in text and "| 1 | 7.9 | 17.2 | 60.0 | 61.0 |" in text
+    assert "| raylet | 0.80 | 1.50 |" in text and "| gcs_server | – | 2.00 |" in text
+    assert "Shipped aprendiz: 9.0% against the target of 10%: met." in text
     assert "## Not measured yet" in text and "serve-modes" in text
+
+
+def test_start_stages_from_a_platform_log():
+    log = ("2026-12-07 00:32:30,449\tINFO worker.py:2038 -- Started a local Ray instance.\n"
+           "(pid=1) (EngineCore pid=2) INFO 12-07 00:33:07 [core.py:123] Initializing a V1 LLM engine (v0.29.0)\n"
+           "INFO 2026-12-07 00:33:30,225 serve 3758 -- Application 'aprendiz' is ready at http://127.0.0.1:1/.\n")
+    started = time.mktime((2026, 12, 7, 0, 32, 22, 0, 0, -1))
+    assert common.start_stages(log, started) == {"ray": 8.4, "engine process": 45.0, "application": 68.2}

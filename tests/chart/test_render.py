@@ -355,7 +355,21 @@ def test_haproxy_ingress_on_every_ray_pod_by_default(helm):
             env = {e["name"]: e.get("value") for e in container["env"]}
             assert wanted.items() <= env.items(), container["name"]
     for container in _ray_containers(render(helm, "--set", "ray.serveIngress=proxy")):
-        assert not any(e["name"].startswith("RAY_SERVE_") for e in container["env"]), container["name"]
+        assert not any(e["name"] in wanted for e in container["env"]), container["name"]
+
+
+def test_the_idle_cpu_settings_on_every_serving_ray_pod(helm):
+    """The intervals `aprendiz serve` lengthens for an idle local cluster, on the chart's RayService
+    pods too; a training RayJob's pods keep Ray's defaults (its tasks reuse idle workers)."""
+    from aprendiz.cli.runner import IDLE_ENV
+
+    wanted = {name: value for name, (value, _) in IDLE_ENV.items()}
+    for values in (None, CHART / "ci" / "gpu-values.yaml"):
+        for container in _ray_containers(render(helm, values=values)):
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert wanted.items() <= env.items(), container["name"]
+    jobs = render(helm, values=CHART / "ci" / "classifier-only-values.yaml").of_kind("RayJob")
+    assert jobs and not any(name in str(job) for job in jobs for name in wanted)
 
 
 def test_gpu_workers(helm):

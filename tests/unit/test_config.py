@@ -46,7 +46,19 @@ def test_cpu_model_gets_a_cpu_placement_bundle_and_no_accelerator():
     config = GeneratorModel.model_validate(model(num_cpus=2, env={"VLLM_CPU_KVCACHE_SPACE": "1"})).llm_config()
     assert config["placement_group_config"] == {"bundles": [{"CPU": 2}]}
     assert "accelerator_type" not in config
-    assert config["runtime_env"] == {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}}
+    assert config["runtime_env"] == {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_USE_AOT_COMPILE": "0"}}
+
+
+def test_a_cpu_engine_compiles_through_the_cache_it_can_load():
+    """vLLM 0.29's AOT-compiled artifact fails to load on CPU ("'function' object has no attribute
+    'finalize_loading'"), so every start compiled the model again (16 s here); the inductor cache
+    path loads. The engine's environment turns AOT off on CPU unless the model's env says otherwise."""
+    cpu = GeneratorModel.model_validate(model()).llm_config()
+    assert cpu["runtime_env"] == {"env_vars": {"VLLM_USE_AOT_COMPILE": "0"}}
+    chosen = GeneratorModel.model_validate(model(env={"VLLM_USE_AOT_COMPILE": "1"})).llm_config()
+    assert chosen["runtime_env"]["env_vars"]["VLLM_USE_AOT_COMPILE"] == "1"
+    gpu = GeneratorModel.model_validate(model(source="s3://b/m", accelerator="gpu")).llm_config()
+    assert "VLLM_USE_AOT_COMPILE" not in ((gpu["runtime_env"] or {}).get("env_vars") or {})
 
 
 def test_gpu_model_is_the_same_entry_with_an_accelerator():

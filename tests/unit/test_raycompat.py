@@ -102,3 +102,24 @@ def test_the_stream_batching_hook_the_generator_takes_over():
     assert "stream" in _params(LLMServer._get_batch_interval_ms)
     assert _params(raycompat.Batcher.__init__) == ["generator", "interval_ms"]
     assert inspect.isasyncgenfunction(raycompat.Batcher.stream)
+
+
+def test_a_model_in_a_local_folder_skips_rays_node_download_task(tmp_path):
+    """Ray Serve LLM runs a task per node to download the model before the engine starts: for a
+    model in a local folder there is nothing to download, and the task's worker (a new process that
+    imports torch and vLLM) cost 11 s of the tiny model's start. The callback turns it off."""
+    import asyncio
+
+    from aprendiz.config import GeneratorModel
+    from aprendiz.services.generator.deployment import llm_config
+
+    (tmp_path / "config.json").write_text("{}")
+    local = llm_config(GeneratorModel(id="m", source=str(tmp_path)))
+    assert local.callback_config.callback_class is raycompat.LocalModelCallback
+    callback = raycompat.LocalModelCallback(llm_config=local)  # as get_or_create_callback makes it, in the replica
+    assert callback.ctx.run_init_node
+    asyncio.run(callback.run_callback("on_before_node_init"))
+    assert callback.ctx.run_init_node is False
+    remote = llm_config(GeneratorModel(id="m", source="s3://bucket/model"))
+    assert remote.callback_config.callback_class is not raycompat.LocalModelCallback  # downloads stay
+    assert "callback.ctx.run_init_node" in inspect.getsource(raycompat.VLLMEngine.start)  # Ray still asks it

@@ -24,6 +24,17 @@ applications:
      (vLLM's, Triton's, Hugging Face's) go to the /tmp emptyDir. */}}
 - name: HOME
   value: /tmp
+{{- /* An idle cluster's own CPU: the values `aprendiz serve` sets for a local one (IDLE_ENV in
+     src/aprendiz/cli/runner.py, where each is explained; docs/benchmarks.md measures them).
+     ray.env can set any of them again. */}}
+- name: RAY_SERVE_CONTROL_LOOP_INTERVAL_S
+  value: "0.5"
+- name: RAY_SERVE_METRICS_EXPORT_INTERVAL_MS
+  value: "1000"
+- name: RAY_prestart_worker_first_driver
+  value: "0"
+- name: RAY_num_workers_soft_limit
+  value: "0"
 {{- if eq .Values.ray.serveIngress "haproxy" }}
 {{- /* Read by Serve in every process of every node: set on the head and the workers alike. */}}
 - name: RAY_SERVE_ENABLE_HA_PROXY

@@ -61,6 +61,20 @@ HIGH_THROUGHPUT_ENV = {
 # HAProxy, which is reloaded at once and retries a refused connection; requests in flight are still
 # waited for after the window.
 LOCAL_CLUSTER_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
+# An idle serving cluster's own CPU (docs/benchmarks.md, "An idle platform"): each variable, its
+# value here and Ray's default. Serve's controller loop wakes every 0.1 s (a third of the idle
+# platform's CPU); every 0.5 s still reacts well inside the autoscaler's delays (30 s up, 600 s
+# down) and the 10 s health checks. Replicas and routers export their cached metrics every 1 s
+# instead of 0.1 s: Prometheus scrapes every 15 s or more. Ray starts idle workers for tasks the
+# first driver may send, and keeps that many idle: a serving cluster runs actors (the replicas),
+# so none is prestarted and an idle one exits. Set on a local cluster and on the chart's RayService
+# pods (not on a training RayJob's, whose tasks reuse their workers).
+IDLE_ENV: dict[str, tuple[str, str]] = {
+    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": ("0.5", "0.1"),
+    "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": ("1000", "100"),
+    "RAY_prestart_worker_first_driver": ("0", "1"),
+    "RAY_num_workers_soft_limit": ("0", "-1"),
+}
 
 
 def serve_ingress(settings: Settings) -> tuple[str, dict[str, str]]:
@@ -208,16 +222,20 @@ def start(settings: Settings, config: PlatformConfig, *, ray_up: Callable[[], No
     Returns the Ray cluster's GCS address."""
     # Before Ray's and Serve's modules are imported: they read the variables once, in this process too.
     serve_env = serve_ingress(settings)[1]
-    local = {} if settings.ray_address else LOCAL_CLUSTER_ENV
+    local = {} if settings.ray_address else {**LOCAL_CLUSTER_ENV, **{k: v for k, (v, _) in IDLE_ENV.items()}}
     loopback = loopback_env(settings, serve_env)
     for name, value in {**serve_env, **local, **loopback}.items():
         os.environ.setdefault(name, value)  # a variable the user set wins
     import ray
     from ray import serve
 
-    from aprendiz.services.app import build_platform
     from aprendiz.services.loopback import REPLICA_HOOK
 
+    # The application's modules import Ray Serve LLM and with it vLLM and torch (about 10 s here):
+    # imported in a thread while Ray and Serve start, not before them.
+    imported: dict[str, Callable] = {}
+    importer = threading.Thread(target=_import_platform, args=(imported,), name="aprendiz-import", daemon=True)
+    importer.start()
     if settings.ray_address:
         context = ray.init(address=settings.ray_address)
     else:
@@ -230,8 +248,21 @@ def start(settings: Settings, config: PlatformConfig, *, ray_up: Callable[[], No
         )
     ray_up()
     serve.start(http_options={"host": settings.host, "port": settings.port})
-    serve.run(build_platform(config), name=settings.app_name, route_prefix="/", blocking=False)
+    importer.join()
+    if "build_platform" not in imported:
+        from aprendiz.services.app import build_platform  # the thread failed: its error, raised here
+
+        imported["build_platform"] = build_platform
+    serve.run(imported["build_platform"](config), name=settings.app_name, route_prefix="/", blocking=False)
     return context.address_info["gcs_address"]  # type: ignore[attr-defined]  # ray.init gives a RayContext
+
+
+def _import_platform(into: dict[str, Callable]) -> None:
+    try:
+        from aprendiz.services.app import build_platform
+    except Exception:  # noqa: BLE001 - imported again in the main thread, which raises it
+        return
+    into["build_platform"] = build_platform
 
 
 def stop(settings: Settings) -> None:

@@ -21,6 +21,9 @@ What is taken, and why:
 - ``Batcher``, Ray Serve LLM's fixed-window stream batcher, and LLMServer's private hook that
   batches a streamed answer (``_batch_output_stream``, with ``_get_batch_interval_ms``): the
   generator's server takes the hook over to choose the batching (``batch_output_stream``);
+- ``CallbackBase``, the base of an LLMConfig's ``callback_config`` class: ``LocalModelCallback``
+  turns off the per-node download task for a model in a local folder (``VLLMEngine.start`` asks
+  its context's ``run_init_node``);
 - ``LLMEngine``, the engine protocol LLMServer's ``engine_cls`` takes (vLLM in production, a
   fake engine in the fast test tier);
 - from vLLM, whose request models Ray's are: ``EngineClientError``, the base of the errors its
@@ -32,6 +35,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Callable
 
+from ray.llm._internal.common.callbacks.base import CallbackBase
 from ray.llm._internal.common.models import global_id_manager
 from ray.llm._internal.serve.core.configs.llm_config import DiskMultiplexConfig
 from ray.llm._internal.serve.core.configs.openai_api_models import (
@@ -50,6 +54,7 @@ from ray.llm._internal.serve.core.ingress.utils import (
     _sanitize_chat_completion_request as sanitize_chat_request,
 )
 from ray.llm._internal.serve.core.protocol import RawRequestInfo
+from ray.llm._internal.serve.engines.vllm.vllm_engine import VLLMEngine
 from ray.llm._internal.serve.observability.metrics.fast_api_metrics import (
     add_http_metrics_middleware,
     metrics_lifespan,
@@ -67,12 +72,14 @@ __all__ = [
     "EngineClientError",
     "ErrorResponse",
     "LLMEngine",
+    "LocalModelCallback",
     "LoraModelLoader",
     "ModelCard",
     "ModelList",
     "OpenAIHTTPException",
     "RawRequestInfo",
     "SetRequestIdMiddleware",
+    "VLLMEngine",
     "add_exception_handling_middleware",
     "add_http_metrics_middleware",
     "autoscaling_of",
@@ -110,3 +117,12 @@ def batch_output_stream(server: Any, source: AsyncIterator[Any], mode: StreamBat
     """What an LLMServer's ``_batch_output_stream`` hook returns for a streamed answer, batched by
     ``mode`` over the server's window (``stream_batching_interval_ms``; Ray's 50 ms unset)."""
     return batch_stream(source, mode, server._get_batch_interval_ms(), fixed=Batcher)
+
+
+class LocalModelCallback(CallbackBase):
+    """For a model in a local folder: Ray Serve LLM's task that downloads the model on each node
+    before the engine starts has nothing to download, and its worker (a new process importing
+    torch and vLLM) costs seconds of every start; it is not run."""
+
+    async def on_before_node_init(self) -> None:
+        self.ctx.run_init_node = False

@@ -10,6 +10,7 @@ answer's chunks are batched as the model's ``stream_batching`` says (``stream_ba
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from ray.serve.deployment import Application
@@ -19,7 +20,7 @@ from aprendiz.config import GatewayConfig, GeneratorModel, StoreConfig
 from aprendiz.services.gateway.accrual import ReplicaCostMeter
 from aprendiz.services.generator.lora import StoreLoraLoader
 from aprendiz.services.generator.stream_batching import StreamBatching
-from aprendiz.services.raycompat import batch_output_stream, lora_loader_kwargs
+from aprendiz.services.raycompat import LocalModelCallback, batch_output_stream, lora_loader_kwargs
 
 
 class GeneratorServer(LLMServer):
@@ -51,7 +52,10 @@ class GeneratorServer(LLMServer):
 
 
 def llm_config(model: GeneratorModel) -> LLMConfig:
-    return LLMConfig(**model.llm_config())
+    fields = model.llm_config()
+    if "://" not in model.source and Path(model.source).is_dir():  # nothing for Ray to download
+        fields["callback_config"] = {"callback_class": LocalModelCallback}
+    return LLMConfig(**fields)
 
 
 def build_generator_deployments(
