@@ -372,6 +372,18 @@ def test_the_idle_cpu_settings_on_every_serving_ray_pod(helm):
     assert jobs and not any(name in str(job) for job in jobs for name in wanted)
 
 
+def test_vllms_compile_cache_on_a_claim_outlives_the_pods(helm):
+    assert not any("VLLM_CACHE_ROOT" in str(c) for c in _ray_containers(render(helm)))  # /tmp by default
+    rendered = render(helm, "--set", "ray.compileCache.existingClaim=vllm-cache")
+    cluster = rendered.one("RayService")["spec"]["rayClusterConfig"]
+    for pod in [cluster["headGroupSpec"]] + cluster["workerGroupSpecs"]:
+        spec = pod["template"]["spec"]
+        container = spec["containers"][0]
+        assert {"name": "VLLM_CACHE_ROOT", "value": "/var/cache/vllm"} in container["env"]
+        assert {"name": "vllm-cache", "mountPath": "/var/cache/vllm"} in container["volumeMounts"]
+        assert {"name": "vllm-cache", "persistentVolumeClaim": {"claimName": "vllm-cache"}} in spec["volumes"]
+
+
 def test_gpu_workers(helm):
     rendered = render(helm, values=CHART / "ci" / "gpu-values.yaml")
     groups = {g["groupName"]: g for g in rendered.one("RayService")["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
