@@ -725,6 +725,9 @@ NOT_YET = [
     "`RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING`: not measured; it streams from the generator replica to the client "
     "without the ingress, which would bypass the gateway's keys, limits and metering.",
     "The same number of cores for each server is by sharing the machine's 2 cores, not by pinning (taskset).",
+    "The generator's remaining gap to plain vLLM at concurrency 4 to 64 under the adaptive batcher, profiled "
+    "process by process with py-spy (issue #21): not yet; the head-to-head's ingress profile is the latest.",
+    "Cold start of a GPU generator (weights streamed from the store, the compile cache on a volume): no GPU here.",
 ]
 
 
