@@ -22,8 +22,8 @@ What is taken, and why:
   batches a streamed answer (``_batch_output_stream``, with ``_get_batch_interval_ms``): the
   generator's server takes the hook over to choose the batching (``batch_output_stream``);
 - ``CallbackBase``, the base of an LLMConfig's ``callback_config`` class: ``LocalModelCallback``
-  turns off the per-node download task for a model in a local folder (``VLLMEngine.start`` asks
-  its context's ``run_init_node``);
+  turns off the per-node download task for a model in a local folder (Ray's vLLM engine asks
+  its context's ``run_init_node`` as it starts);
 - ``LLMEngine``, the engine protocol LLMServer's ``engine_cls`` takes (vLLM in production, a
   fake engine in the fast test tier);
 - from vLLM, whose request models Ray's are: ``EngineClientError``, the base of the errors its
@@ -54,7 +54,6 @@ from ray.llm._internal.serve.core.ingress.utils import (
     _sanitize_chat_completion_request as sanitize_chat_request,
 )
 from ray.llm._internal.serve.core.protocol import RawRequestInfo
-from ray.llm._internal.serve.engines.vllm.vllm_engine import VLLMEngine
 from ray.llm._internal.serve.observability.metrics.fast_api_metrics import (
     add_http_metrics_middleware,
     metrics_lifespan,
@@ -79,7 +78,6 @@ __all__ = [
     "OpenAIHTTPException",
     "RawRequestInfo",
     "SetRequestIdMiddleware",
-    "VLLMEngine",
     "add_exception_handling_middleware",
     "add_http_metrics_middleware",
     "autoscaling_of",

@@ -89,14 +89,12 @@ async def _one_by_one(source: AsyncIterator[T]) -> AsyncGenerator[list[T], None]
         yield [item]
 
 
-def batch_stream(source: AsyncIterator[T], mode: StreamBatching, interval_ms: float,
-                 fixed: type | None = None) -> AsyncGenerator[list[T], None]:
+def batch_stream(source: AsyncIterator[T], mode: StreamBatching, interval_ms: float, *,
+                 fixed: type) -> AsyncGenerator[list[T], None]:
     """The stream of lists a replica sends: ``mode`` over ``interval_ms``. ``fixed``: the class of
     the fixed-window batcher (Ray's ``Batcher``, which takes ``(source, interval_ms=)``)."""
     if mode == "off" or interval_ms <= 0:
         return _one_by_one(source)
     if mode == "fixed":
-        if fixed is None:
-            raise ValueError("the fixed mode needs the fixed-window batcher's class")
         return fixed(source, interval_ms=interval_ms).stream()
     return AdaptiveBatcher(source, interval_ms / 1000).stream()
