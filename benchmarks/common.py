@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -205,32 +205,49 @@ def process_role(title: str) -> str:
     return title.split()[0].rsplit("/", 1)[-1] if title else "?"
 
 
-def cpu_by_role(pids: Sequence[int], seconds: float) -> dict[str, dict[str, float]]:
-    """The CPU each kind of process of ``pids`` used over ``seconds``, as % of one core (processes
-    present at both ends), most first."""
+def _cpu_sample(pids: Sequence[int]) -> dict[int, tuple[str, float]]:
     import psutil
 
-    def sample() -> dict[int, tuple[str, float]]:
-        out = {}
-        for pid in pids:
-            try:
-                process = psutil.Process(pid)
-                t = process.cpu_times()
-                out[pid] = (" ".join(process.cmdline())[:120] or process.name(), t.user + t.system)
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                pass
-        return out
+    out = {}
+    for pid in pids:
+        try:
+            process = psutil.Process(pid)
+            t = process.cpu_times()
+            out[pid] = (" ".join(process.cmdline())[:120] or process.name(), t.user + t.system)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return out
 
-    before = sample()
-    time.sleep(seconds)
-    after = sample()
+
+def _by_role(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]) -> dict[str, dict[str, float]]:
+    """CPU seconds per kind of process between two samples (processes present in both), most first."""
     roles: dict[str, dict[str, float]] = {}
     for pid, (title, used) in after.items():
         if pid in before:
-            entry = roles.setdefault(process_role(title), {"processes": 0, "cpu_pct": 0.0})
+            entry = roles.setdefault(process_role(title), {"processes": 0, "cpu_s": 0.0})
             entry["processes"] += 1
-            entry["cpu_pct"] = round(entry["cpu_pct"] + 100 * (used - before[pid][1]) / seconds, 2)
-    return dict(sorted(roles.items(), key=lambda kv: -kv[1]["cpu_pct"]))
+            entry["cpu_s"] += used - before[pid][1]
+    return dict(sorted(roles.items(), key=lambda kv: -kv[1]["cpu_s"]))
+
+
+def cpu_by_role(pids: Sequence[int], seconds: float) -> dict[str, dict[str, float]]:
+    """The CPU each kind of process of ``pids`` used over ``seconds``, as % of one core (processes
+    present at both ends), most first."""
+    before = _cpu_sample(pids)
+    time.sleep(seconds)
+    roles = _by_role(before, _cpu_sample(pids))
+    return {role: {"processes": e["processes"], "cpu_pct": round(100 * e["cpu_s"] / seconds, 2)}
+            for role, e in roles.items()}
+
+
+def cpu_during(pids: Callable[[], Sequence[int]], work: Callable[[], Any]) -> tuple[Any, dict[str, dict[str, float]], float]:
+    """Run ``work()``; what it returned, the CPU seconds each kind of process of ``pids()`` used
+    meanwhile, and the seconds it took."""
+    before = _cpu_sample(pids())
+    began = time.perf_counter()
+    result = work()
+    elapsed = time.perf_counter() - began
+    return result, _by_role(before, _cpu_sample(pids())), elapsed
 
 
 # The first log line of each stage of a platform's start, in order (`aprendiz serve`'s log: Ray's,

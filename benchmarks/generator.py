@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import vllm_bench
-from benchmarks.common import WORK, summary
+from benchmarks.common import WORK, cpu_during, summary
 from benchmarks.loadgen import http_post_factory, run_closed_loop
 from benchmarks.servers import MODEL_ID, model_path
 
@@ -112,6 +112,23 @@ def streaming(targets: dict[str, tuple[str, str | None]], concurrencies: list[in
             "errors": sum(x["errors"] for x in results),
         }
     return out
+
+
+def token_cost(server, url: str, concurrency: int, *, seed: int, api_key: str | None = None) -> dict[str, Any]:
+    """One run of vLLM's client at ``concurrency``: its figures, and the CPU each kind of the server's
+    processes spent per output token (ms), and as a share of a core over the run."""
+    result, roles, elapsed = cpu_during(
+        server.server.pids, lambda: one_run(url, concurrency, quick=False, seed=seed, api_key=api_key)
+    )
+    tokens = result.get("total_output_tokens") or 0
+    per_role = {
+        role: {"processes": e["processes"], "cpu_pct": round(100 * e["cpu_s"] / elapsed, 1),
+               "cpu_ms_per_token": round(1000 * e["cpu_s"] / tokens, 3) if tokens else None}
+        for role, e in roles.items()
+    }
+    total = sum(e["cpu_s"] for e in roles.values())
+    return {"figures": result, "seconds": round(elapsed, 2), "by_process": per_role,
+            "cpu_ms_per_token": round(1000 * total / tokens, 3) if tokens else None}
 
 
 def profile_ingress(server, url: str, *, seconds: int = 8, concurrency: int = 16, log=print) -> dict[str, Any]:

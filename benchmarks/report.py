@@ -145,7 +145,7 @@ def profile_lines(profile: dict[str, Any], *, title: str = "Where the ingress's 
     if not profile or "skipped" in profile:
         return ["", f"Profile: {profile.get('skipped', 'not taken')}."] if profile else []
     load = load or f"vLLM's client ran {profile.get('concurrency')} concurrent streams"
-    roles = [r for r in ("proxy", "ingress", "classifier") if r in profile]
+    roles = [r for r in ("proxy", "ingress", "generator", "classifier") if r in profile]
     lines = ["", f"### {title}", "",
              f"py-spy sampled {', '.join(roles)} for {profile.get('seconds')} s while {load}. Shares are of the "
              "samples that were not idle waits. Serve's Python proxy (`proxy`) is only in the path with "
@@ -371,6 +371,81 @@ def idle_section(r: dict[str, Any]) -> list[str]:
     lines += ["", f"Plain vLLM, idle: {fmt(r['plain_vllm']['total_pct'])}% of a core. Shipped aprendiz: "
               f"{fmt(shipped)}% against the target of {fmt(IDLE_TARGET_PCT, 0)}%: "
               f"{_verdict(None if shipped is None else shipped <= IDLE_TARGET_PCT)}."]
+    return lines
+
+
+TOKEN_COST_GROUPS = (
+    ("engine", ("VLLM::EngineCore", "VLLM::Worker")),
+    ("generator replica", ("LLMServer",)),
+    ("ingress", (":Ingress",)),
+    ("HAProxy", ("haproxy",)),
+    ("API server or driver", ("python",)),
+)
+
+
+def token_cost_group(role: str) -> str:
+    """The column a process kind of the token-cost section counts in (Ray's own daemons: the rest)."""
+    return next((group for group, markers in TOKEN_COST_GROUPS if any(m in role for m in markers)), "Ray's daemons")
+
+
+def _token_cost_cells(runs: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Median over runs of the CPU ms per output token of each group, the total and the throughput."""
+    def median(values: list[float]) -> float | None:
+        return sorted(values)[len(values) // 2] if values else None
+
+    per_run = []
+    for run in runs:
+        groups: dict[str, float] = {}
+        for role, entry in run["by_process"].items():
+            if entry.get("cpu_ms_per_token") is not None:
+                group = token_cost_group(role)
+                groups[group] = groups.get(group, 0.0) + entry["cpu_ms_per_token"]
+        per_run.append(groups)
+    names = [g for g, _ in TOKEN_COST_GROUPS] + ["Ray's daemons"]
+    cells = {g: median([x[g] for x in per_run if g in x]) for g in names}
+    cells["total"] = median([r["cpu_ms_per_token"] for r in runs if r.get("cpu_ms_per_token") is not None])
+    cells["tok/s"] = median([r["figures"]["output_throughput"] for r in runs if r["figures"].get("output_throughput")])
+    return cells
+
+
+def token_cost_section(r: dict[str, Any]) -> list[str]:
+    settings = r["settings"]
+    lines = ["", "## What a streamed token costs, process by process", ""] + provenance(r)
+    lines += [f"vLLM's client at each concurrency ({settings['input_len']} prompt and {settings['output_len']} output "
+              "tokens per request), against aprendiz (the shipped generator alone, HAProxy ingress) and plain vLLM, one "
+              "server up at a time: the CPU time each kind of process spent over the run, per output token (ms), "
+              f"median of {settings['rounds']} run(s). `engine` is vLLM's EngineCore and its worker in both; "
+              "`Ray's daemons` are the raylet, GCS, dashboard and its agents, Serve's controller and the log monitor.",
+              ""]
+    groups = [g for g, _ in TOKEN_COST_GROUPS] + ["Ray's daemons"]
+    lines += table_head("concurrency", "server", "output tok/s", "CPU ms/token", *groups)
+    for c in map(str, settings["concurrency"]):
+        for server in ("aprendiz", "vllm"):
+            runs = r["results"].get(server, {}).get(c) or []
+            if not runs:
+                continue
+            cells = _token_cost_cells(runs)
+            lines.append(f"| {c} | {server} | {fmt(cells['tok/s'], 0)} | {fmt(cells['total'], 2)} | "
+                         + " | ".join(fmt(cells[g], 3) if cells[g] is not None else "–" for g in groups) + " |")
+    rows = []
+    for c in map(str, settings["concurrency"]):
+        a, v = (r["results"].get(s, {}).get(c) or [] for s in ("aprendiz", "vllm"))
+        if a and v:
+            ca, cv = _token_cost_cells(a), _token_cost_cells(v)
+            if ca["total"] and cv["total"] and ca["tok/s"] and cv["tok/s"]:
+                rows.append(f"at {c}, {fmt(ca['tok/s'] / cv['tok/s'], 2)} measured against "
+                            f"{fmt(cv['total'] / ca['total'], 2)} from the CPU per token")
+    if rows:
+        lines += ["", "On this machine every process shares the same 2 cores with the engine, whose busy loop takes "
+                  "what is left: throughput is about the cores over the CPU a token costs in all, so the throughput "
+                  "ratio follows the inverse ratio of CPU per token (" + "; ".join(rows) + "). What aprendiz adds per "
+                  "token is the second Python hop (the generator replica does the work of vLLM's API server, and the "
+                  "ingress passes each chunk on through a handle's gRPC stream, the gateway and HTTP), HAProxy, and "
+                  "Ray's daemons. On a GPU node the engine's step runs on the GPU and the frontend's processes have "
+                  "cores of their own, so this CPU competes with nothing; it shows as the TTFT gap instead."]
+    lines += profile_lines(r.get("profile") or {}, title="Where the generator replica's and the ingress's time goes "
+                           "(py-spy)", load=f"vLLM's client ran {(r.get('profile') or {}).get('concurrency')} "
+                           "concurrent streams")
     return lines
 
 
@@ -725,8 +800,8 @@ NOT_YET = [
     "`RAY_SERVE_LLM_ENABLE_DIRECT_STREAMING`: not measured; it streams from the generator replica to the client "
     "without the ingress, which would bypass the gateway's keys, limits and metering.",
     "The same number of cores for each server is by sharing the machine's 2 cores, not by pinning (taskset).",
-    "The generator's remaining gap to plain vLLM at concurrency 4 to 64 under the adaptive batcher, profiled "
-    "process by process with py-spy (issue #21): not yet; the head-to-head's ingress profile is the latest.",
+    "The token-cost section is one quick run on a machine whose figures moved by a fifth between runs (plain vLLM "
+    "at concurrency 64: 1,065 and 1,349 tok/s); `--only token-cost` without `--quick` takes two rounds.",
     "Cold start of a GPU generator (weights streamed from the store, the compile cache on a volume): no GPU here.",
 ]
 
@@ -755,6 +830,8 @@ def write_report(results: dict[str, dict[str, Any]] | None = None, path: Path = 
         lines += serve_modes_section(results["serve-modes"])
     if "stream-batching" in results:
         lines += stream_batching_section(results["stream-batching"])
+    if "token-cost" in results:
+        lines += token_cost_section(results["token-cost"])
     if "idle" in results:
         lines += idle_section(results["idle"])
     if "replicas" in results:
@@ -767,7 +844,7 @@ def write_report(results: dict[str, dict[str, Any]] | None = None, path: Path = 
         lines += gc_threshold_section(results["gc-threshold"])
     if "training" in results:
         lines += training_section(results["training"])
-    missing = [name for name in ("head", "classifier-paths", "gc-threshold", "serve-modes", "stream-batching", "idle",
+    missing = [name for name in ("head", "classifier-paths", "gc-threshold", "serve-modes", "stream-batching", "token-cost", "idle",
                                  "replicas", "batching", "cold-start", "training")
                if name not in results]
     lines += ["", "## Not measured yet", ""]

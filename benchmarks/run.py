@@ -17,6 +17,8 @@ Sections and their result files (benchmarks/results/):
   under load in the ingress; a TF-IDF text model in the ingress against MiniLM in its own replica;
 - replicas (replicas.json, full only): classifier requests/s with 1, 2, 4 replicas (placement: replica);
 - batching (batching.json, full only): classifier requests/s and latency per @serve.batch setting;
+- token-cost (token-cost.json, full only): the CPU each process spends per streamed token, aprendiz against
+  plain vLLM, and py-spy on the generator replica and the ingress;
 - cold-start (cold-start.json, full only): from `aprendiz serve` to the first answer, per model kind;
 - training (training.json): training job wall time and peak memory against rows;
 - gc-threshold (gc-threshold.json, full only): the model in the ingress with the shipped young GC threshold
@@ -318,6 +320,57 @@ def stream_batching(quick: bool, started: float) -> None:
     finally:
         stop_all(vllm)
     write_result("stream-batching", {"settings": p, "machine_state": recheck_idle(idle), "modes": results},
+                 mode="quick" if quick else "full", started=started)
+
+
+# -- what a token costs, process by process ----------------------------------------------------
+TOKEN_COST_CONCURRENCY = (4, 16, 64)
+
+
+def token_cost(quick: bool, started: float) -> None:
+    """The CPU each process spends per output token under vLLM's client, aprendiz (the shipped
+    generator alone) against plain vLLM, one server up at a time, alternated; then py-spy on the
+    ingress and the generator replica at the highest concurrency."""
+    idle_state = wait_until_idle(log=log)
+    store_url, _ = prepare_store()
+    config = platform_config(WORK / "token-cost.yaml", store_url=store_url, classifiers=())
+    rounds = 1 if quick else 2
+    results: dict[str, Any] = {"aprendiz": {str(c): [] for c in TOKEN_COST_CONCURRENCY},
+                               "vllm": {str(c): [] for c in TOKEN_COST_CONCURRENCY}}
+    profile: dict[str, Any] = {}
+    for r in range(rounds):
+        entry: dict[str, Any] = {}
+
+        def measure(aprendiz, r=r) -> None:
+            generator.one_run(aprendiz.url, 4, quick=True, seed=123)  # warm-up, not counted
+            for c in TOKEN_COST_CONCURRENCY:
+                run = generator.token_cost(aprendiz, aprendiz.url, c, seed=r)
+                results["aprendiz"][str(c)].append(run)
+                log(f"bench: token cost aprendiz c={c}: {run['cpu_ms_per_token']} CPU ms/token, "
+                    f"{run['figures']['output_throughput']:.0f} tok/s")
+            if r == rounds - 1:
+                c = TOKEN_COST_CONCURRENCY[-1]
+                profile.update(generator.profile_processes(
+                    aprendiz, {"ingress": "ServeReplica:aprendiz:Ingress", "generator": "ServeReplica:aprendiz:LLMServer"},
+                    lambda: generator.one_run(aprendiz.url, c, quick=False, seed=98), seconds=10, log=log,
+                ), concurrency=c)
+
+        on_platform(entry, "token cost", config, measure, name="aprendiz-token-cost")
+        if "error" in entry:
+            results.setdefault("errors", []).append(entry["error"])
+        vllm = PlainVllm().start()
+        try:
+            generator.one_run(vllm.url, 4, quick=True, seed=123)
+            for c in TOKEN_COST_CONCURRENCY:
+                run = generator.token_cost(vllm, vllm.url, c, seed=r)
+                results["vllm"][str(c)].append(run)
+                log(f"bench: token cost vllm c={c}: {run['cpu_ms_per_token']} CPU ms/token, "
+                    f"{run['figures']['output_throughput']:.0f} tok/s")
+        finally:
+            stop_all(vllm)
+    write_result("token-cost", {"settings": {"rounds": rounds, "concurrency": list(TOKEN_COST_CONCURRENCY),
+                                             "input_len": generator.INPUT_LEN, "output_len": generator.OUTPUT_LEN},
+                                "machine_state": recheck_idle(idle_state), "results": results, "profile": profile},
                  mode="quick" if quick else "full", started=started)
 
 
@@ -675,7 +728,7 @@ def training(quick: bool, started: float) -> None:
 
 
 SECTIONS = {"head": head, "classifier-paths": classifier_paths, "serve-modes": serve_modes,
-            "stream-batching": stream_batching, "idle": idle, "replicas": replicas,
+            "stream-batching": stream_batching, "idle": idle, "token-cost": token_cost, "replicas": replicas,
             "batching": batching, "cold-start": cold_start, "training": training, "gc-threshold": gc_threshold}
 QUICK = ("head", "classifier-paths", "training")
 

@@ -140,8 +140,21 @@ def test_report_renders_from_result_files(tmp_path):
                                                                      "gcs_server": {"cpu_pct": 2.0}}}],
                                             "total_pct": _s([20.0])}},
             "plain_vllm": {"by_process": {}, "total_pct": 1.0}}
+    def cost_run(tok_s: float, by_process: dict[str, float]) -> dict:
+        return {"figures": {"output_throughput": tok_s}, "cpu_ms_per_token": sum(by_process.values()),
+                "by_process": {role: {"cpu_ms_per_token": ms} for role, ms in by_process.items()}}
+
+    token_cost = {**provenance, "settings": {"rounds": 1, "concurrency": [64], "input_len": 128, "output_len": 64},
+                  "results": {"aprendiz": {"64": [cost_run(800.0, {"VLLM::EngineCore": 1.0, "VLLM::Worker": 0.5,
+                                                                   "ray::ServeReplica:a:LLMServer:m": 0.3,
+                                                                   "ray::ServeReplica:a:Ingress": 0.2,
+                                                                   "raylet": 0.5})]},
+                              "vllm": {"64": [cost_run(1000.0, {"VLLM::EngineCore": 1.2, "VLLM::Worker": 0.5,
+                                                                "python": 0.3})]}},
+                  "profile": {"skipped": "quick"}}
     out = report.write_report({"head": head, "batching": batching, "cold-start": cold, "classifier-paths": paths,
-                               "gc-threshold": gc, "stream-batching": streams, "idle": idle},
+                               "gc-threshold": gc, "stream-batching": streams, "idle": idle,
+                               "token-cost": token_cost},
                               tmp_path / "benchmarks.md")
     text = out.read_text()
     assert "| 1 | aprendiz | 95 (90–99) |" in text
@@ -160,6 +173,8 @@ def test_report_renders_from_result_files(tmp_path):
     assert "| run | ray | serve | application | first answer |" in text and "| 1 | 7.9 | 17.2 | 60.0 | 61.0 |" in text
     assert "| raylet | 0.80 | 1.50 |" in text and "| gcs_server | – | 2.00 |" in text
     assert "Shipped aprendiz: 9.0% against the target of 10%: met." in text
+    assert "| 64 | aprendiz | 800 | 2.50 | 1.500 | 0.300 | 0.200 | – | – | 0.500 |" in text
+    assert "at 64, 0.80 measured against 0.80 from the CPU per token" in text
     assert "## Not measured yet" in text and "serve-modes" in text
 
 

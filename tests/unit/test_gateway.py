@@ -283,10 +283,24 @@ def test_tokens_per_minute_refuses_once_the_bucket_is_spent():
 
 
 # -- metering ----------------------------------------------------------------------------
+def _data(chunk) -> str:
+    return chunk if isinstance(chunk, str) else json.dumps(chunk)
+
+
 def _events(*chunks):
+    """A backend's stream that brings one chunk at a time."""
     async def gen():
         for chunk in chunks:
-            yield chunk if isinstance(chunk, str) else json.dumps(chunk)
+            yield [_data(chunk)]
+
+    return gen()
+
+
+def _batches(*batches):
+    """A backend's stream that brings its chunks in batches (a replica's batched packets)."""
+    async def gen():
+        for batch in batches:
+            yield [_data(chunk) for chunk in batch]
 
     return gen()
 
@@ -310,15 +324,36 @@ def test_the_stream_passes_through_with_usage_noted_and_the_cost_before_done():
     )
     record = StreamRecord(started=time.perf_counter())
     out = asyncio.run(_drain(metered(_events(*chunks), record, keep_usage=False, collect_text=True, finish=finish)))
-    assert len(out) == 4 and all(e.endswith("\n\n") for e in out)
+    assert len(out) == 3 and all(e.endswith("\n\n") for e in out)
     assert '"usage"' not in "".join(out)  # the client did not ask for the usage chunk
-    assert out[-2] == ": x-aprendiz-cost-usd=0.2500000000\n\n" and out[-1] == "data: [DONE]\n\n"
+    assert out[-1] == ": x-aprendiz-cost-usd=0.2500000000\n\ndata: [DONE]\n\n"
     assert finished == [Usage(7, 2, True)] and "".join(record.text) == "Hola"
     assert record.first_token_at is not None
 
     kept = asyncio.run(_drain(metered(_events(*chunks), StreamRecord(0.0), keep_usage=True, collect_text=False,
                                       finish=finish)))
     assert sum('"usage"' in e for e in kept) == 1
+
+
+def test_chunks_that_arrive_together_go_to_the_client_in_one_write():
+    """A replica's packet of several chunks is one write to the client (one pass through the ASGI
+    stack and one socket write, not one per token), framed and in order, usage still noted."""
+    async def finish(record):
+        return 0.5
+
+    batches = (
+        [{"choices": [{"delta": {"content": "a"}}]}, {"choices": [{"delta": {"content": "b"}}]}],
+        [{"choices": [{"delta": {"content": "c"}}]}],
+        [{"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 3}}, "[DONE]"],
+    )
+    record = StreamRecord(0.0)
+    out = asyncio.run(_drain(metered(_batches(*batches), record, keep_usage=False, collect_text=False, finish=finish)))
+    assert out == [
+        'data: {"choices": [{"delta": {"content": "a"}}]}\n\ndata: {"choices": [{"delta": {"content": "b"}}]}\n\n',
+        'data: {"choices": [{"delta": {"content": "c"}}]}\n\n',
+        ": x-aprendiz-cost-usd=0.5000000000\n\ndata: [DONE]\n\n",
+    ]
+    assert record.usage == Usage(1, 3, True) and record.sent_text() == "abc"
 
 
 def test_a_stream_the_client_leaves_is_still_metered_once():
@@ -343,9 +378,9 @@ def test_a_hosted_stream_the_client_leaves_bills_the_tokens_it_was_sent(recordin
     read for free (a way around tokens-per-minute limits)."""
     async def tokens():
         for word in ("uno ", "dos ", "tres ", "cuatro "):
-            yield json.dumps({"choices": [{"delta": {"content": word}}]})
-        yield json.dumps({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}})
-        yield "[DONE]"
+            yield [json.dumps({"choices": [{"delta": {"content": word}}]})]
+        yield [json.dumps({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}})]
+        yield ["[DONE]"]
 
     class StreamingHosted(FakeHosted):
         async def generate(self, model, route, payload, *, first_chunk_s, headers):
@@ -447,7 +482,8 @@ def test_a_stream_passes_through_event_by_event():
         answer = await _upstream(handler).call("chat", {"model": "big-model", "stream": True})
         return [e async for e in answer.events]
 
-    assert asyncio.run(run()) == ['{"choices":[{"delta":{"content":"a"}}]}', '{"choices":[{"delta":{"content":"b"}}]}', "[DONE]"]
+    assert asyncio.run(run()) == [['{"choices":[{"delta":{"content":"a"}}]}'], ['{"choices":[{"delta":{"content":"b"}}]}'],
+                                  ["[DONE]"]]
 
 
 def test_a_stream_that_is_not_server_sent_events_ends_with_an_error_event():
@@ -458,7 +494,7 @@ def test_a_stream_that_is_not_server_sent_events_ends_with_an_error_event():
         answer = await _upstream(handler).call("chat", {"model": "big-model", "stream": True})
         return [e async for e in answer.events]
 
-    error, done = asyncio.run(run())
+    (error, done), = asyncio.run(run())
     assert json.loads(error)["error"]["code"] == 502 and "not server-sent events" in error and done == "[DONE]"
 
 
@@ -486,8 +522,9 @@ def test_a_hosted_stream_whose_replica_dies_ends_with_an_error_event():
         first = 'data: {"choices":[{"delta":{"content":"a"}}]}\n\n'
         return [e async for e in HostedGenerator._events("tiny", first, DyingStream())]
 
-    *tokens, error, done = asyncio.run(run())
-    assert len(tokens) == 2 and done == "[DONE]"
+    *tokens, (error, done) = asyncio.run(run())
+    assert tokens == [['{"choices":[{"delta":{"content":"a"}}]}'], ['{"choices":[{"delta":{"content":"b"}}]}']]
+    assert done == "[DONE]"
     body = json.loads(error)["error"]
     assert body["code"] == 502 and "tiny" in body["message"] and "stopped" in body["message"]
 

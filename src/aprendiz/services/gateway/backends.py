@@ -6,7 +6,8 @@
   light classifier held in the ingress's own process (services/classifier/placement.py).
 
 A generator backend answers ``generate(model, route, payload, ...)`` with an ``Answer``: a
-JSON body, or a stream as the ``data`` fields of its server-sent events. Whatever Ray
+JSON body, or a stream as the ``data`` fields of its server-sent events, in the batches they
+arrived in. Whatever Ray
 raises on the way (back-pressure, a dead replica, a task error) becomes a domain error
 here, in ``ray_errors``, and nowhere else.
 """
@@ -58,12 +59,13 @@ PRIVATE_HEADERS = frozenset({"authorization", "cookie"})
 
 @dataclass
 class Answer:
-    """What a backend gave: a JSON body, or SSE ``data`` fields (JSON chunks, ``[DONE]`` last)."""
+    """What a backend gave: a JSON body, or SSE ``data`` fields (JSON chunks, ``[DONE]`` last) in
+    batches, each the fields that arrived together."""
 
     model: str
     backend: str  # hosted | rented
     body: dict[str, Any] | None = None
-    events: AsyncIterator[str] | None = None
+    events: AsyncIterator[list[str]] | None = None
 
 
 class BackendUnavailableError(ServiceUnavailableError):
@@ -201,25 +203,26 @@ class HostedGenerator:
         return Answer(model, self.kind, events=self._events(model, first, stream))
 
     @staticmethod
-    async def _events(model: str, first: Any, stream: Any) -> AsyncIterator[str]:
-        """The stream's data fields, the first packet (already awaited) first; ``[DONE]`` last. The
-        answer's 200 is sent by then: a replica that fails mid-stream ends it with an error event."""
+    async def _events(model: str, first: Any, stream: Any) -> AsyncIterator[list[str]]:
+        """The stream's data fields, a batch per packet (a replica batches a stream's tokens), the
+        first packet (already awaited) first; ``[DONE]`` last. The answer's 200 is sent by then: a
+        replica that fails mid-stream ends it with an error event."""
         done, packet = False, first
         try:
             with ray_errors(model):
                 while packet is not _END:
-                    for data in sse_data(packet):
-                        done = done or data == DONE
-                        yield data
+                    batch = sse_data(packet)
+                    done = done or DONE in batch
+                    yield batch
                     packet = await anext(stream, _END)
         except Exception as exc:  # the replica died or the engine failed: no internal text to the client
             log.error("gateway: the stream of %s stopped: %r", model, exc)
             why = exc.message if isinstance(exc, AprendizError) else type(exc).__name__
             message = f"The stream of `{model}` stopped: {why}; the answer is incomplete."
-            yield json.dumps({"error": {"message": message, "type": "server_error", "code": 502}})
-            done = False
+            yield [json.dumps({"error": {"message": message, "type": "server_error", "code": 502}}), DONE]
+            return
         if not done:
-            yield DONE
+            yield [DONE]
 
 
 class ClassifierBackend:

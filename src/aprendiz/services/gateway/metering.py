@@ -1,7 +1,8 @@
 """What a request used: usage from answers and streams, and token counting where a backend gives none.
 
 Backends hand the gateway a stream as the ``data`` fields of its server-sent events, in
-order, ending with ``[DONE]``; ``metered`` passes them on, framed, event by event. The
+order, ending with ``[DONE]``, in batches: the fields that arrived together (a replica's
+packet of several tokens); ``metered`` passes each batch on framed, as one write. The
 gateway asks every backend for the usage event (``stream_options.include_usage``) and
 hands it on only if the client asked for it too; the cost goes out as an SSE comment line
 (``: x-aprendiz-cost-usd=...``) just before ``data: [DONE]``, which SSE clients ignore and
@@ -16,7 +17,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 log = logging.getLogger("aprendiz.gateway")
 
@@ -130,43 +131,47 @@ def _chunk(data: str) -> dict[str, Any]:
 
 
 async def metered(
-    events: AsyncIterator[str],
+    events: AsyncIterator[Sequence[str]],
     record: StreamRecord,
     *,
     keep_usage: bool,
     collect_text: bool,
     finish: Callable[[StreamRecord], Awaitable[float | None]],
 ) -> AsyncIterator[str]:
-    """Pass a stream's events through (``events``: their data fields; yielded framed), noting the
-    first token and the usage.
+    """Pass a stream's events through (``events``: batches of their data fields; each batch yielded
+    framed, as one string), noting the first token and the usage.
 
     ``finish`` runs exactly once, when the stream ends or the client goes away; what it
     returns (the cost) is sent as a comment before ``data: [DONE]``.
     """
     finished = False
     try:
-        async for data in events:
-            if data == DONE:
-                finished = True
-                cost = await finish(record)
-                if cost is not None:
-                    yield f": x-aprendiz-cost-usd={cost:.10f}\n\n"
-                yield sse(DONE)
-                continue
-            if record.first_token_at is None:
-                record.first_token_at = time.perf_counter()
-            if collect_text or _may_carry_usage(data):
-                chunk = _chunk(data)
-                usage = Usage.of(chunk.get("usage"))
-                if usage is not None:
-                    record.usage = usage
-                    if not chunk.get("choices") and not keep_usage:
-                        continue  # the usage-only chunk the client did not ask for
-                if collect_text:
-                    record.text.append(completion_text(chunk))
-            else:
-                record.sent.append(data)
-            yield sse(data)
+        async for batch in events:
+            out: list[str] = []
+            for data in batch:
+                if data == DONE:
+                    finished = True
+                    cost = await finish(record)
+                    if cost is not None:
+                        out.append(f": x-aprendiz-cost-usd={cost:.10f}\n\n")
+                    out.append(sse(DONE))
+                    continue
+                if record.first_token_at is None:
+                    record.first_token_at = time.perf_counter()
+                if collect_text or _may_carry_usage(data):
+                    chunk = _chunk(data)
+                    usage = Usage.of(chunk.get("usage"))
+                    if usage is not None:
+                        record.usage = usage
+                        if not chunk.get("choices") and not keep_usage:
+                            continue  # the usage-only chunk the client did not ask for
+                    if collect_text:
+                        record.text.append(completion_text(chunk))
+                else:
+                    record.sent.append(data)
+                out.append(sse(data))
+            if out:
+                yield "".join(out)
     finally:
         if not finished:
             await finish(record)

@@ -38,7 +38,7 @@ class UpstreamAnswer:
     """A provider's answer: a JSON body, or its stream's SSE ``data`` fields."""
 
     body: dict[str, Any] | None = None
-    events: AsyncIterator[str] | None = None
+    events: AsyncIterator[list[str]] | None = None
 
 
 class RentedUpstream:
@@ -124,16 +124,15 @@ class RentedUpstream:
         answer = await self.call(route, dict(payload, model=self.model.upstream_model))
         return Answer(model, self.kind, answer.body, answer.events)
 
-    async def _events(self, response: httpx.Response) -> AsyncIterator[str]:
+    async def _events(self, response: httpx.Response) -> AsyncIterator[list[str]]:
         try:
             async for event in EventSource(response).aiter_sse():
                 if event.data:
-                    yield event.data
+                    yield [event.data]
         except (SSEError, httpx.HTTPError) as exc:  # SSEError first: it is an httpx error too
             error = UpstreamError(
                 f"The provider of `{self.model.id}` sent a stream that is not server-sent events."
             ) if isinstance(exc, SSEError) else self._fail(exc)
-            yield json.dumps({"error": {"message": error.message, "type": "server_error", "code": 502}})
-            yield DONE
+            yield [json.dumps({"error": {"message": error.message, "type": "server_error", "code": 502}}), DONE]
         finally:
             await response.aclose()
