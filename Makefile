@@ -49,7 +49,7 @@ lock: $(STAMP)
 	mv requirements/constraints.tmp requirements/constraints.txt
 
 # 2. The embedded default generator, trained here from the shipped corpus (about 2.5 min).
-$(MODEL_DIR)/aprendiz_build.json: | $(STAMP)
+$(MODEL_DIR)/aprendiz_build.json: src/aprendiz/training/tinyllm/build.py src/aprendiz/training/tinyllm/corpus/conversations.jsonl | $(STAMP)
 	$(VENV)/bin/aprendiz build-default-model --output $(MODEL_DIR)
 
 model: $(STAMP) $(MODEL_DIR)/aprendiz_build.json

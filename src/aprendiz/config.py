@@ -15,7 +15,14 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, model_validator
 
-from aprendiz.families import DEFAULT_CHAT_TEMPLATE, FamilyError, checkpoint_has_chat_template, resolve_family
+from aprendiz.capabilities import Capabilities, RequestCaps
+from aprendiz.families import (
+    DEFAULT_CHAT_TEMPLATE,
+    FamilyError,
+    checkpoint_chat_template,
+    checkpoint_has_chat_template,
+    resolve_family,
+)
 from aprendiz.strict import Strict
 
 MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$"
@@ -24,6 +31,10 @@ MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$"
 # 'finalize_loading'"), so with AOT on every start compiled the model again (16 s of the tiny
 # model's start here); with it off the inductor cache is written once and loaded after.
 CPU_ENGINE_ENV = {"VLLM_USE_AOT_COMPILE": "0"}
+# Guided decoding (response_format, forced tool calls) on every hosted model: xgrammar, with no
+# free whitespace between JSON tokens. With whitespace allowed, a small model can emit `{` and
+# then spaces and newlines until max_tokens, and the answer never parses.
+STRUCTURED_OUTPUTS = {"backend": "xgrammar", "disable_any_whitespace": True}
 
 
 class Autoscaling(Strict):
@@ -130,6 +141,15 @@ class GeneratorModel(Strict):
         ),
     )
     lora: LoraSettings | None = Field(None, description="Serve LoRA adapters of this model (unset: none).")
+    tool_parser: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9_]+$",
+        description=(
+            "vLLM's tool-call parser for this model's output (e.g. hermes, llama3_json, mistral); turns on tools and "
+            "tool_choice. The chat template must render `tools`. Unset: the model takes no tools (a 400 says so)."
+        ),
+    )
+    request_caps: RequestCaps = Field(default_factory=RequestCaps)
     fallback: str | None = Field(
         None, description="A rented model id that takes this model's requests when its queue is full or it is down."
     )
@@ -163,13 +183,39 @@ class GeneratorModel(Strict):
             )
         return self if family is None or self.family else self.model_copy(update={"family": family.name})
 
+    def chat_template_text(self) -> str | None:
+        """The chat template the engine will use: the config's, the checkpoint's, or the platform's
+        default for a checkpoint without one (None: not known before the engine loads it)."""
+        if self.chat_template:
+            return self.chat_template
+        if "://" in self.source:
+            return None
+        if checkpoint_has_chat_template(Path(self.source)) is False:
+            return DEFAULT_CHAT_TEMPLATE
+        return checkpoint_chat_template(Path(self.source))
+
+    def check_tools(self) -> "GeneratorModel":
+        """A tool parser needs a chat template that shows the model the tools (raises ConfigError)."""
+        template = self.chat_template_text() if self.tool_parser else None
+        if template is not None and "tools" not in template:
+            raise ConfigError(
+                f"model {self.id!r}: tool_parser is {self.tool_parser!r} but its chat template never renders `tools`, "
+                "so the model would not see them; set a chat_template that does, or remove tool_parser"
+            )
+        return self
+
+    def capabilities(self) -> Capabilities:
+        """What this hosted model supports (aprendiz.capabilities): everything vLLM does, tools only
+        with a tool parser."""
+        return Capabilities(tools=self.tool_parser is not None)
+
     def resolve(self, base_dir: Path | None) -> "GeneratorModel":
-        """Relative paths made absolute (source, adapter store), then the family checked."""
+        """Relative paths made absolute (source, adapter store), then the family and tools checked."""
         model = self.resolve_source(base_dir)
         if model.lora is not None and model.lora.store is not None:
             lora = model.lora.model_copy(update={"store": model.lora.store.resolve(base_dir)})
             model = model.model_copy(update={"lora": lora})
-        return model.check_family()
+        return model.check_family().check_tools()
 
     def resolve_source(self, base_dir: Path | None) -> "GeneratorModel":
         """Return a copy whose relative local ``source`` is made absolute against ``base_dir``."""
@@ -191,7 +237,10 @@ class GeneratorModel(Strict):
             loading["model_source"] = {"bucket_uri": self.source}
         else:
             loading["model_source"] = self.source
-        engine_kwargs = dict(self.engine_kwargs)
+        engine_kwargs = {"structured_outputs_config": dict(STRUCTURED_OUTPUTS), **self.engine_kwargs}
+        if self.tool_parser:
+            engine_kwargs.setdefault("enable_auto_tool_choice", True)
+            engine_kwargs.setdefault("tool_call_parser", self.tool_parser)
         if self.chat_template:
             engine_kwargs["chat_template"] = self.chat_template
         elif "://" not in self.source and checkpoint_has_chat_template(Path(self.source)) is False:
@@ -288,6 +337,11 @@ class RentedModel(Strict):
     fallback: str | None = Field(
         None, description="A hosted generator id that takes this model's requests when the provider fails."
     )
+    capabilities: Capabilities = Field(
+        default_factory=Capabilities,
+        description="What the provider's model supports (unset: everything); a request for more is a 400.",
+    )
+    request_caps: RequestCaps = Field(default_factory=RequestCaps)
 
     def resolve(self, base_dir: Path | None) -> "RentedModel":
         if base_dir is None or not self.tokenizer or Path(self.tokenizer).is_absolute():

@@ -65,6 +65,21 @@ def checkpoint_architecture(path: Path) -> str | None:
     return architectures[0] if architectures else None
 
 
+def checkpoint_chat_template(path: Path) -> str | None:
+    """A local checkpoint's own chat template text (None: it has none, or it is not local)."""
+    path = Path(path)
+    try:
+        if (path / "chat_template.jinja").is_file():
+            return (path / "chat_template.jinja").read_text("utf-8")
+        if (path / "chat_template.json").is_file():
+            template = json.loads((path / "chat_template.json").read_text("utf-8")).get("chat_template")
+            return template if isinstance(template, str) else None
+        template = json.loads((path / "tokenizer_config.json").read_text("utf-8")).get("chat_template")
+    except (OSError, ValueError):
+        return None
+    return template if isinstance(template, str) else None
+
+
 def checkpoint_has_chat_template(path: Path) -> bool | None:
     """Whether a local checkpoint brings a chat template (None: not a local checkpoint)."""
     path = Path(path)

@@ -280,6 +280,11 @@ def platform_config(
                 "fallback": shipped.generators[0].id,
             },
             {"id": "rented-silent", "base_url": silent_provider, "upstream_model": "any", "timeout_s": 2},
+            {  # a provider's model that takes neither tools nor schemas (test_openai_features.py)
+                "id": "rented-plain", "base_url": f"http://127.0.0.1:{provider_port}/v1",
+                "upstream_model": PROVIDER_MODEL, "api_key_env": PROVIDER_KEY_ENV,
+                "capabilities": {"tools": False, "structured_outputs": False},
+            },
         ],
         "gateway": {"keys_file": str(gateway_keys.path), "keys_reload_s": 1, "hourly_prices_usd": {"cpu": CPU_HOURLY_USD}},
     }

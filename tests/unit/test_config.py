@@ -165,3 +165,35 @@ def test_stream_batching_interval_reaches_ray_serve_llm():
 def test_a_generator_sheds_load_by_default():
     """Unbounded queues never answer 503: a burst waits instead, and clients time out."""
     assert GeneratorModel(id="m", source="/models/m").max_queued_requests == 256
+
+
+def test_every_hosted_model_gets_guided_decoding_without_free_whitespace():
+    """With whitespace allowed, a small model's JSON answer can be `{` and spaces until max_tokens."""
+    from vllm.config import StructuredOutputsConfig
+
+    from aprendiz.services.generator.deployment import llm_config, with_vllm_configs
+
+    config = llm_config(GeneratorModel.model_validate(model()))
+    assert config.engine_kwargs["structured_outputs_config"] == {"backend": "xgrammar", "disable_any_whitespace": True}
+    made = with_vllm_configs(config).engine_kwargs["structured_outputs_config"]
+    assert isinstance(made, StructuredOutputsConfig) and made.disable_any_whitespace
+    own = {"structured_outputs_config": {"backend": "guidance"}}
+    assert llm_config(GeneratorModel.model_validate(model(engine_kwargs=own))).engine_kwargs[
+        "structured_outputs_config"] == {"backend": "guidance"}
+
+
+def test_a_tool_parser_turns_tools_on_and_needs_a_template_that_renders_them(tmp_path):
+    from aprendiz.services.generator.deployment import llm_config
+
+    checkpoint = tmp_path / "m"
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    (checkpoint / "chat_template.jinja").write_text("{% for m in messages %}{{ m['content'] }}{% endfor %}")
+    with pytest.raises(ConfigError, match="never renders `tools`"):
+        GeneratorModel.model_validate(model(source=str(checkpoint), tool_parser="hermes")).resolve(None)
+    (checkpoint / "chat_template.jinja").write_text("{% if tools %}{{ tools | tojson }}{% endif %}")
+    generator = GeneratorModel.model_validate(model(source=str(checkpoint), tool_parser="hermes")).resolve(None)
+    assert generator.capabilities().tools
+    kwargs = llm_config(generator).engine_kwargs
+    assert kwargs["enable_auto_tool_choice"] is True and kwargs["tool_call_parser"] == "hermes"
+    assert not GeneratorModel.model_validate(model()).capabilities().tools

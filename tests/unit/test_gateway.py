@@ -610,6 +610,51 @@ def test_a_failed_provider_hands_the_request_to_the_hosted_fallback(recording_me
     assert metrics.upstream_errors.calls[0][1] == {"model": "rented", "reason": "unreachable_or_failed"}
 
 
+def test_a_fallback_that_lacks_the_requests_tools_does_not_take_it(recording_metrics):
+    """Handing a request with tools to a model without them would answer it without its tools: the
+    client gets the provider's failure instead, and a request without tools still falls back."""
+    from aprendiz.capabilities import Capabilities
+
+    def down(request):
+        raise httpx.ConnectError("refused")
+
+    hosted = FakeHosted(body={"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3}})
+    gateway, metrics, routes = _gateway(down, recording_metrics(), hosted=hosted)
+    routes.fallback_of(routes.generators()[1]).capabilities = Capabilities(tools=False)
+    admission = Admission(ANONYMOUS, routes.generators()[1], "rented")
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    with pytest.raises(UpstreamError):
+        asyncio.run(gateway.generate(admission, "chat", {"model": "rented", "messages": [], "tools": tools}, {}))
+    assert hosted.calls == [] and metrics.fallbacks.calls == []
+    asyncio.run(gateway.generate(admission, "chat", {"model": "rented", "messages": []}, {}))
+    assert len(hosted.calls) == 1
+
+
+def test_a_model_without_a_feature_refuses_it_before_any_backend_is_called(recording_metrics):
+    from aprendiz.capabilities import Capabilities
+
+    hosted = FakeHosted(body={"choices": []})
+    gateway, _, routes = _gateway(_provider_ok, recording_metrics(), hosted=hosted)
+    routes.generators()[0].capabilities = Capabilities(structured_outputs=False)
+    admission = Admission(ANONYMOUS, routes.generators()[0], "hosted")
+    payload = {"model": "hosted", "messages": [], "response_format": {"type": "json_object"}}
+    with pytest.raises(InvalidRequestError, match="does not support `structured_outputs`"):
+        asyncio.run(gateway.generate(admission, "chat", payload, {}))
+    assert hosted.calls == []
+
+
+def test_counted_tokens_include_the_tool_definitions_and_the_schema():
+    """A provider that reports no usage is billed from counted tokens: the tools and schema are prompt too."""
+    counter = TokenCounter()
+    plain = {"messages": [{"role": "user", "content": "hola"}]}
+    tools = [{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}]
+    with_tools = counter.usage({**plain, "tools": tools}, "").prompt_tokens
+    with_schema = counter.usage({**plain, "response_format": {"type": "json_schema", "json_schema": {"schema": {
+        "type": "object"}}}}, "").prompt_tokens
+    assert with_tools > counter.usage(plain, "").prompt_tokens + 10
+    assert with_schema > counter.usage(plain, "").prompt_tokens
+
+
 def test_without_a_fallback_the_provider_error_reaches_the_client(recording_metrics):
     def down(request):
         raise httpx.ConnectError("refused")
@@ -725,3 +770,19 @@ def test_a_deployment_that_failed_to_deploy_is_a_503_at_once():
     with pytest.raises(BackendUnavailableError):
         asyncio.run(_replica_classifier(Failed()).call("predict_v1", {}))
     assert Failed.calls == 1
+
+
+@pytest.mark.parametrize(("message", "expected", "param"), [
+    ("Requested sample logprobs of 30, which is greater than max allowed: 20 (parameter=logprobs, value=30)",
+     "Requested sample logprobs of 30, which is greater than max allowed: 20", "logprobs"),
+    ('Failed to transform json schema into a grammar: [02:54:27] <path>:4944: Unsupported type "bogus"',
+     'Failed to transform json schema into a grammar: Unsupported type "bogus"', None),
+    ("Message: prompt is too long (Request ID: abc-1), Internal exception: ray.llm._internal.serve... "
+     "(Request ID: abc-1), original exception: prompt is too long", "prompt is too long", None),
+])
+def test_an_engines_rejection_reaches_the_client_as_its_reason_only(message, expected, param):
+    """No Ray wrapping, request ids, time stamps or source lines: the reason, and the parameter it names."""
+    from aprendiz.services.gateway.backends import engine_rejection
+
+    error = engine_rejection(message, 400)
+    assert (error.message, error.param, error.status) == (expected, param, 400)

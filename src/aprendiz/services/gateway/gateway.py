@@ -20,7 +20,8 @@ from typing import Any, Literal, Mapping
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from aprendiz.errors import ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
+from aprendiz.capabilities import check_request
+from aprendiz.errors import InvalidRequestError, ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
 from aprendiz.metrics import GatewayMetrics
 from aprendiz.responses import FastJSONResponse
 from aprendiz.services.gateway.accrual import InFlight, hosted_share_usd
@@ -108,6 +109,7 @@ class Gateway:
         started = time.perf_counter()
         route, model = admission.route, admission.model
         assert route is not None and model is not None, "admitted to a generator"
+        check_request(model, route.capabilities, route.caps, payload)
         try:
             answer = await self._serve(route, model, route_name, payload, headers)
         except FALLBACK_ON as exc:
@@ -115,6 +117,12 @@ class Gateway:
             self._count_upstream_error(model, exc)
             if fallback is None:
                 raise
+            try:  # a fallback that lacks the request's tools or schema, or has lower caps, does not take it
+                check_request(fallback.id, fallback.capabilities, fallback.caps, payload)
+            except InvalidRequestError as refusal:
+                log.warning("gateway: %s failed; its fallback %s cannot take the request: %s", model, fallback.id,
+                            refusal.message)
+                raise exc from None
             reason = getattr(exc, "reason", None) or (
                 "upstream_timeout" if isinstance(exc, UpstreamTimeoutError)
                 else "upstream_error" if isinstance(exc, UpstreamError) else "unavailable"

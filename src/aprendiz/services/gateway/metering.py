@@ -68,6 +68,7 @@ class TokenCounter:
         return math.ceil(len(text) / 4)
 
     def prompt_text(self, payload: dict[str, Any]) -> str:
+        """What the model reads: the messages (and their tool calls), the tool definitions and a schema."""
         if "messages" in payload:
             parts = []
             for message in payload.get("messages") or []:
@@ -76,6 +77,11 @@ class TokenCounter:
                     parts.append(content)
                 elif isinstance(content, list):
                     parts.extend(p.get("text", "") for p in content if isinstance(p, dict))
+                if isinstance(message, dict) and message.get("tool_calls"):
+                    parts.append(json.dumps(message["tool_calls"]))
+            for extra in ("tools", "response_format"):
+                if payload.get(extra):
+                    parts.append(json.dumps(payload[extra]))
             return "\n".join(parts)
         prompt = payload.get("prompt")
         return prompt if isinstance(prompt, str) else "\n".join(p for p in prompt or [] if isinstance(p, str))

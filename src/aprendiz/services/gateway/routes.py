@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Union
 from urllib.parse import urlsplit
 
 import httpx
 from ray.serve.handle import DeploymentHandle
 
+from aprendiz.capabilities import Capabilities, RequestCaps
 from aprendiz.config import PlatformConfig
 from aprendiz.errors import InvalidRequestError, ModelNotFoundError
 from aprendiz.loras import AdapterStore, split_model_id
@@ -39,6 +40,8 @@ class ModelRoute:
     fallback: str | None = None
     fallback_after_s: float | None = None
     counter: TokenCounter | None = None  # tokens, where the backend reports no usage
+    capabilities: Capabilities = field(default_factory=Capabilities)  # generators' (aprendiz.capabilities)
+    caps: RequestCaps = field(default_factory=RequestCaps)
 
     @property
     def kind(self) -> str:
@@ -114,8 +117,13 @@ def _rented_card(upstream: RentedUpstream) -> ModelCard:
     r = upstream.model
     return ModelCard(
         id=r.id, object="model", owned_by="rented", permission=[],
-        metadata={"backend": "rented", "provider": urlsplit(r.base_url).netloc, "upstream_model": r.upstream_model},
+        metadata={"backend": "rented", "provider": urlsplit(r.base_url).netloc, "upstream_model": r.upstream_model,
+                  "capabilities": r.capabilities.model_dump()},
     )
+
+
+def _with_capabilities(card: ModelCard, capabilities: Capabilities) -> ModelCard:
+    return card.model_copy(update={"metadata": {**(card.metadata or {}), "capabilities": capabilities.model_dump()}})
 
 
 def build_routes(
@@ -133,10 +141,12 @@ def build_routes(
     for g in platform.generators:
         store = platform.lora_store_for(g)
         adapters = AdapterStore(ObjectStore(store.url, storage_options=store.storage_options())) if store else None
+        card = _with_capabilities(model_cards[g.id], g.capabilities())
         routes.append(ModelRoute(
-            g.id, HostedGenerator(g.id, llm_handles[g.id], model_cards[g.id], adapters), model_cards[g.id],
+            g.id, HostedGenerator(g.id, llm_handles[g.id], card, adapters), card,
             hourly_usd=prices.generator_hourly_usd(g), fallback=g.fallback,
             fallback_after_s=g.fallback_after_s if g.fallback else None,
+            capabilities=g.capabilities(), caps=g.request_caps,
         ))
     for r in platform.rented:
         key = os.environ.get(r.api_key_env) if r.api_key_env else None
@@ -145,7 +155,7 @@ def build_routes(
                         r.id, r.api_key_env)
         upstream = RentedUpstream(r, key, client)
         routes.append(ModelRoute(r.id, upstream, _rented_card(upstream), fallback=r.fallback,
-                                 counter=TokenCounter(r.tokenizer)))
+                                 counter=TokenCounter(r.tokenizer), capabilities=r.capabilities, caps=r.request_caps))
     for c in platform.classifiers:
         routes.append(ModelRoute(c.name, classifiers[c.name], hourly_usd=prices.classifier_hourly_usd(c)))
     return RouteTable(routes)

@@ -45,10 +45,23 @@ class GeneratorServer(LLMServer):
         )
         if lora_store is not None:
             kwargs.update(lora_loader_kwargs(partial(StoreLoraLoader, store=lora_store)))
-        await super().__init__(llm_config, **kwargs)
+        await super().__init__(with_vllm_configs(llm_config), **kwargs)
 
     def _batch_output_stream(self, generator):  # LLMServer's private hook (raycompat.batch_output_stream)
         return batch_output_stream(self, generator, self._stream_batching)
+
+
+def with_vllm_configs(config: LLMConfig) -> LLMConfig:
+    """The LLMConfig with its engine's sub-configs given as plain data (a config file, Serve YAML)
+    made vLLM's objects: vLLM's engine arguments take a dict only for some of them, and not for
+    ``structured_outputs_config``. Made here, in the replica, which imports vLLM anyway."""
+    structured = config.engine_kwargs.get("structured_outputs_config")
+    if not isinstance(structured, dict):
+        return config
+    from vllm.config import StructuredOutputsConfig
+
+    engine_kwargs = {**config.engine_kwargs, "structured_outputs_config": StructuredOutputsConfig(**structured)}
+    return config.model_copy(update={"engine_kwargs": engine_kwargs})
 
 
 def llm_config(model: GeneratorModel) -> LLMConfig:

@@ -28,10 +28,22 @@ log = logging.getLogger(__name__)
 SPECIAL_TOKENS = ["<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 PAD, END = "<|pad|>", "<|end|>"
 
-# Every turn is "<|role|>\n{content}<|end|>\n"; generation ends on <|end|>.
+# Every turn is "<|role|>\n{content}<|end|>\n"; generation ends on <|end|>. With ``tools``, a system
+# turn lists them first, one JSON object a line, and an assistant's calls are written as Hermes-style
+# <tool_call>{"name": ..., "arguments": ...}</tool_call> (vLLM's `hermes` tool parser reads them);
+# a tool's answer is a turn of role `tool`. Without tools the text is exactly what ``render`` trains on.
+TOOLS_PREAMBLE = "You may call these tools; write each call as <tool_call>{\"name\": ..., \"arguments\": ...}</tool_call>."
 CHAT_TEMPLATE = (
+    "{% if tools %}{{ '<|system|>\n" + TOOLS_PREAMBLE + "' }}"
+    "{% for tool in tools %}{{ '\n' + (tool | tojson) }}{% endfor %}{{ '<|end|>\n' }}{% endif %}"
     "{% for message in messages %}"
-    "{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}"
+    "{{ '<|' + message['role'] + '|>\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}{% endif %}"
+    "{% if message['tool_calls'] %}{% for call in message['tool_calls'] %}"
+    "{{ '<tool_call>' + ({'name': call['function']['name'], 'arguments': call['function']['arguments']} | tojson)"
+    " + '</tool_call>' }}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|end|>\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )
