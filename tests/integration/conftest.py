@@ -239,6 +239,7 @@ def platform_config(
                 for model_id, path in family_models.items()
             ],
         ],
+        "embeddings": [e.model_dump(mode="json") for e in shipped.embeddings],  # the shipped MiniLM encoder
         "classifiers": [
             {
                 "name": "breast-cancer",  # a light model kept in replicas of its own by the config
@@ -391,6 +392,8 @@ def platform(default_model, repo_root, platform_config, gateway_keys, tmp_path_f
         "APRENDIZ_PORT": str(port),
         "APRENDIZ_METRICS_EXPORT_PORT": str(metrics_port),
         "APRENDIZ_CONFIG_FILE": str(platform_config),
+        # Logical CPUs (scheduling slots, not cores): every replica of the config above at its maximum.
+        "APRENDIZ_RAY_NUM_CPUS": "9",
         PROVIDER_KEY_ENV: PROVIDER_KEY,
         # The default ingress is HAProxy; its stats and metrics ports are fixed (8404, 9101) unless set.
         "RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),

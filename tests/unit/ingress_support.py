@@ -44,11 +44,14 @@ class RecordingGatewayMetrics:
 
     def __init__(self):
         self.refusals, self.cost_usd, self.fallbacks, self.upstream_errors = (RecordingCounter() for _ in range(4))
-        self.generations = []
+        self.generations, self.embeddings = [], []
         self.key_file_errors, self.limiter_fail_open = [], []
 
     def generated(self, **kwargs):
         self.generations.append(kwargs)
+
+    def embedded(self, **kwargs):
+        self.embeddings.append(kwargs)
 
     def key_file_error(self, reason):
         self.key_file_errors.append(reason)

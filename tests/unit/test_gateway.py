@@ -9,12 +9,14 @@ import os
 import time
 
 import httpx
+import numpy as np
 import pytest
 
 from aprendiz.config import RentedModel
 from aprendiz.errors import (
     AuthenticationError,
     InvalidRequestError,
+    ModelNotFoundError,
     PermissionDeniedError,
     ServiceUnavailableError,
     UpstreamError,
@@ -786,3 +788,87 @@ def test_an_engines_rejection_reaches_the_client_as_its_reason_only(message, exp
 
     error = engine_rejection(message, 400)
     assert (error.message, error.param, error.status) == (expected, param, 400)
+
+
+# -- embeddings ---------------------------------------------------------------------------
+class FakeEmbedderHandle:
+    """The one call a hosted embedding route makes on its deployment: embed(texts)."""
+
+    def __init__(self):
+        self.calls = []
+        self.embed = self
+
+    def remote(self, texts):
+        self.calls.append(texts)
+
+        async def answer():
+            return np.tile(np.array([[0.6, 0.8]], dtype=np.float32), (len(texts), 1)), 3 * len(texts)
+
+        return answer()
+
+
+def _embedding_gateway(metrics, upstream_handler=None):
+    from aprendiz.config import RentedModel
+    from aprendiz.services.gateway.backends import HostedEmbedder
+
+    handle = FakeEmbedderHandle()
+    rented = RentedModel(id="rented-embed", base_url="https://api.example/v1", upstream_model="text-embedding-3-small",
+                         kind="embedding", input_usd_per_million=20.0)
+    routes = RouteTable([
+        ModelRoute("hosted", FakeHosted(body={"choices": []})),
+        ModelRoute("embed", HostedEmbedder("embed", handle, dimension=2, max_inputs=8), hourly_usd=3.6,
+                   embedding=True),
+        ModelRoute("rented-embed", RentedUpstream(rented, None, httpx.AsyncClient(
+            transport=httpx.MockTransport(upstream_handler or _provider_ok))), embedding=True, counter=TokenCounter()),
+    ])
+    gateway = Gateway(routes=routes, gatekeeper=Gatekeeper(None), limiter=Limiter(None), metrics=metrics)
+    return gateway, routes, handle
+
+
+def _embed(gateway, routes, model, payload):
+    admission = Admission(ANONYMOUS, routes.embedder(model), model)
+    response = asyncio.run(gateway.embed(admission, {"model": model, **payload}))
+    return response, json.loads(response.body)
+
+
+def test_a_hosted_embedding_is_answered_in_openais_shape_and_metered(recording_metrics):
+    gateway, routes, handle = _embedding_gateway(recording_metrics())
+    response, body = _embed(gateway, routes, "embed", {"input": ["hola", "adiós"]})
+    assert handle.calls == [["hola", "adiós"]]
+    assert [d["embedding"] for d in body["data"]] == [pytest.approx([0.6, 0.8])] * 2
+    assert body["usage"] == {"prompt_tokens": 6, "total_tokens": 6} and body["model"] == "embed"
+    assert response.headers[SERVED_BY] == "embed" and float(response.headers[COST]) >= 0
+    (metered,) = gateway._metrics.embeddings
+    assert metered["prompt_tokens"] == 6 and metered["model"] == "embed" and metered["backend"] == "hosted"
+
+
+def test_a_bad_embedding_request_is_refused_before_a_replica_is_called(recording_metrics):
+    gateway, routes, handle = _embedding_gateway(recording_metrics())
+    with pytest.raises(InvalidRequestError, match="cannot be shortened"):
+        _embed(gateway, routes, "embed", {"input": "hola", "dimensions": 1})
+    assert handle.calls == []
+
+
+def test_a_rented_embedding_goes_to_the_providers_embeddings_and_is_billed_at_its_price(recording_metrics):
+    seen = {}
+
+    def provider(request):
+        seen.update(path=request.url.path, body=json.loads(request.content))
+        return httpx.Response(200, json={"object": "list", "model": "text-embedding-3-small", "usage": {
+            "prompt_tokens": 1000, "total_tokens": 1000}, "data": [{"object": "embedding", "index": 0,
+                                                                    "embedding": [0.1, 0.2]}]})
+
+    gateway, routes, _ = _embedding_gateway(recording_metrics(), provider)
+    response, body = _embed(gateway, routes, "rented-embed", {"input": "hola"})
+    assert seen["path"] == "/v1/embeddings" and seen["body"]["model"] == "text-embedding-3-small"
+    assert body["model"] == "rented-embed" and float(response.headers[COST]) == pytest.approx(1000 * 20.0 / 1e6)
+
+
+def test_chat_and_embedding_models_each_point_to_their_own_route(recording_metrics):
+    gateway, routes, _ = _embedding_gateway(recording_metrics())
+    with pytest.raises(InvalidRequestError, match="is a chat model: send it to /v1/chat/completions"):
+        routes.embedder("hosted")
+    with pytest.raises(InvalidRequestError, match="is an embedding model: send it to /v1/embeddings"):
+        asyncio.run(routes.generator("embed"))
+    with pytest.raises(ModelNotFoundError, match=r"available: \['embed', 'rented-embed'\]"):
+        routes.embedder("nope")

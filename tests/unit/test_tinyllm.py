@@ -12,6 +12,7 @@ from aprendiz.training.tinyllm.build import (
     build,
     is_built,
     load_corpus,
+    load_tool_corpus,
     render,
 )
 
@@ -76,10 +77,14 @@ def test_the_chat_template_shows_tools_calls_and_their_answers(small_build):
                 {"role": "tool", "tool_call_id": "c1", "content": "10:00"}]
     text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
     assert text.startswith("<|system|>\nYou may call these tools") and '"name": "get_time"' in text
-    assert '<|assistant|>\n<tool_call>{"name": "get_time", "arguments": "{}"}</tool_call><|end|>\n' in text
+    assert '<|assistant|>\n<tool_call>{"name": "get_time", "arguments": {}}</tool_call><|end|>\n' in text
     assert text.endswith("<|tool|>\n10:00<|end|>\n<|assistant|>\n")
     plain = messages[:1]
     assert tokenizer.apply_chat_template(plain, tools=None, tokenize=False) == render(plain)
+    # The shipped tool conversations train on exactly what the template shows at serving.
+    for conversation, shipped_tools in load_tool_corpus()[:5]:
+        assert tokenizer.apply_chat_template(conversation, tools=shipped_tools, tokenize=False) == render(
+            conversation, shipped_tools)
 
 
 def test_the_default_spec_keeps_head_dim_vllm_cpu_accepts():

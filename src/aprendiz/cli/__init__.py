@@ -68,6 +68,11 @@ def serve(
         for m in platform.generators
         if "://" not in m.source and m.source.startswith("/") and not Path(m.source).exists()
     ]
+    problems += [
+        f"embedding model {e.id!r}: {e.source} does not exist (the default is built by `aprendiz build-embedding-model`)"
+        for e in platform.embeddings
+        if not Path(e.source).exists()
+    ]
     for classifier in platform.classifiers:
         if _registry(platform.store_for(classifier)).champion(classifier.name) is None:
             problems.append(
@@ -105,6 +110,20 @@ def build_default_model(
     typer.echo(f"aprendiz: training the default model into {target} (about {spec.max_seconds:.0f} s on 2 cores)")
     report = build(target, spec)
     typer.echo(json.dumps({k: report[k] for k in ("parameters", "steps", "final_loss", "total_seconds")}))
+
+
+@app.command("build-embedding-model")
+def build_embedding_model_cmd(
+    output: Annotated[Path, typer.Option(help="Output folder (model.onnx, tokenizer.json, embedding.json).")],
+    force: Annotated[bool, typer.Option(help="Rebuild even if a finished build is there.")] = False,
+) -> None:
+    """Export the default embedding model (all-MiniLM-L6-v2, from an installed package) to ONNX, offline."""
+    from aprendiz.training.embedder import build_embedding_model, is_built
+
+    if is_built(output) and not force:
+        typer.echo(f"aprendiz: embedding model already built at {output}")
+        return
+    typer.echo(json.dumps(build_embedding_model(output)))
 
 
 @app.command("build-tiny-family")

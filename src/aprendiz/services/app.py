@@ -19,13 +19,14 @@ from ray.serve.deployment import Application
 from aprendiz.config import PlatformConfig
 from aprendiz.services.classifier.deployment import build_classifier_deployment, registry_for
 from aprendiz.services.classifier.placement import place
+from aprendiz.services.embedder.deployment import build_embedding_deployment
 from aprendiz.services.generator.deployment import build_generator_deployments
 from aprendiz.services.ingress.deployment import build_ingress
 
 
 def build_platform(config: PlatformConfig, *, engine_cls: type | None = None) -> Application:
-    """The whole application: generator and classifier deployments behind the ingress (light
-    classifiers in the ingress itself: services/classifier/placement.py)."""
+    """The whole application: generator, embedding and classifier deployments behind the ingress
+    (light classifiers in the ingress itself: services/classifier/placement.py)."""
     lora_stores = {g.id: store for g in config.generators if (store := config.lora_store_for(g)) is not None}
     deployments, llm_configs = build_generator_deployments(
         config.generators, prices=config.gateway, lora_stores=lora_stores, engine_cls=engine_cls
@@ -39,7 +40,12 @@ def build_platform(config: PlatformConfig, *, engine_cls: type | None = None) ->
         for c in config.classifiers
         if placements[c.name].where == "replica"
     }
-    return build_ingress(deployments, llm_configs, classifiers, placements, config)
+    embedders = {
+        e.id: build_embedding_deployment(e, hourly_usd=config.gateway.classifier_hourly_usd(e),
+                                         access_log=config.ingress.access_log)
+        for e in config.embeddings
+    }
+    return build_ingress(deployments, llm_configs, classifiers, placements, config, embedders)
 
 
 def build_app(args: dict[str, Any]) -> Application:

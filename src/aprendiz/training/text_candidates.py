@@ -79,8 +79,9 @@ def minilm_path():
     return path
 
 
-def minilm_tokenizer_json() -> bytes:
-    """MiniLM's tokenizer.json with truncation to MAX_LENGTH and padding to the longest text of a batch."""
+def minilm_tokenizer_json(max_length: int | None = MAX_LENGTH) -> bytes:
+    """MiniLM's tokenizer.json with truncation to ``max_length`` (None: none) and padding to the
+    longest text of a batch."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(minilm_path() / TOKENIZER_FILE))
@@ -88,7 +89,10 @@ def minilm_tokenizer_json() -> bytes:
     pad_id = tokenizer.token_to_id(pad_token)
     if pad_id is None:
         raise RuntimeError("MiniLM's tokenizer has no [PAD] token")
-    tokenizer.enable_truncation(max_length=MAX_LENGTH)
+    if max_length is None:
+        tokenizer.no_truncation()
+    else:
+        tokenizer.enable_truncation(max_length=max_length)
     tokenizer.enable_padding(pad_id=pad_id, pad_token=pad_token)  # no length: the longest of the batch
     return tokenizer.to_str().encode("utf-8")
 
@@ -187,9 +191,30 @@ def _head(model):
 
 def export_embedding_classifier(model, tokenizer_json: bytes, sample_texts: list[str]) -> bytes:
     """Encoder + pooling + ``model`` as one ONNX graph (opset 17, dynamic batch and sequence length)."""
+    return export_sentence_module(_classifier_module(_head(model)), tokenizer_json, sample_texts)
+
+
+def sentence_encoder_module():
+    """torch: encoder + pooling + normalisation -> the sentence embeddings float32 [N, 384]."""
     import torch
 
-    module = _classifier_module(_head(model))
+    class SentenceEncoder(torch.nn.Module):
+        def __init__(self, encoder):
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids, attention_mask):
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            return _pool(hidden, attention_mask)
+
+    return SentenceEncoder(load_encoder()).eval()
+
+
+def export_sentence_module(module, tokenizer_json: bytes, sample_texts: list[str], output: str = OUTPUT) -> bytes:
+    """A module taking (input_ids, attention_mask) as one ONNX graph (opset 17, dynamic batch and
+    sequence length), its output named ``output``."""
+    import torch
+
     feeds = encode(tokenizer_json, sample_texts[:4] or ["hola", "hello there"])
     args = (torch.from_numpy(feeds[INPUT_IDS]), torch.from_numpy(feeds[ATTENTION_MASK]))
     buffer = io.BytesIO()
@@ -199,8 +224,8 @@ def export_embedding_classifier(model, tokenizer_json: bytes, sample_texts: list
         # The TorchScript exporter: the dynamo one needs onnxscript, which the project does not install.
         torch.onnx.export(
             module, args, buffer,  # type: ignore[arg-type]  # a BytesIO is accepted as the file
-            input_names=[INPUT_IDS, ATTENTION_MASK], output_names=[OUTPUT],
-            dynamic_axes={INPUT_IDS: dynamic, ATTENTION_MASK: dynamic, OUTPUT: {0: "batch"}},
+            input_names=[INPUT_IDS, ATTENTION_MASK], output_names=[output],
+            dynamic_axes={INPUT_IDS: dynamic, ATTENTION_MASK: dynamic, output: {0: "batch"}},
             opset_version=OPSET, dynamo=False,
         )
     return buffer.getvalue()

@@ -248,6 +248,30 @@ class HostedGenerator:
             yield [DONE]
 
 
+class HostedEmbedder:
+    """An embedding model served here: its deployment's handle, the model's dimension and input cap."""
+
+    kind = "hosted"
+
+    def __init__(self, model_id: str, handle: DeploymentHandle, *, dimension: int | None, max_inputs: int):
+        self.model_id = model_id
+        self.dimension = dimension
+        self.max_inputs = max_inputs
+        self._handle = handle
+
+    async def ready(self, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(_awaited(self._handle.check_health.remote()), timeout_s)
+            return True
+        except Exception:  # a timeout, a replica still loading or down: not ready, and the probe answers
+            return False
+
+    async def embed(self, texts: list[str]) -> tuple[Any, int]:
+        """The texts' vectors (float32 [N, D]) and the tokens they took."""
+        with ray_errors(self.model_id):
+            return await self._handle.embed.remote(texts)
+
+
 class ClassifierBackend:
     """A classifier, called by method name (``predict_v1``, ``infer_v2``, ``metadata_v2``, ``ready``,
     ``feedback``), wherever it runs; ``placement`` says where, and why."""

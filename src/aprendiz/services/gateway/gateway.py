@@ -24,9 +24,10 @@ from aprendiz.capabilities import check_request
 from aprendiz.errors import InvalidRequestError, ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
 from aprendiz.metrics import GatewayMetrics
 from aprendiz.responses import FastJSONResponse
+from aprendiz.services.embedder.protocol import embedding_response, read_request
 from aprendiz.services.gateway.accrual import InFlight, hosted_share_usd
 from aprendiz.services.gateway.auth import Gatekeeper, Principal, Refusal
-from aprendiz.services.gateway.backends import Answer, ClassifierBackend
+from aprendiz.services.gateway.backends import Answer, ClassifierBackend, HostedEmbedder
 from aprendiz.services.gateway.limits import Limiter
 from aprendiz.services.gateway.metering import StreamRecord, TokenCounter, Usage, completion_text, metered
 from aprendiz.services.gateway.rented import RentedUpstream
@@ -42,7 +43,7 @@ COST = "x-aprendiz-cost-usd"
 # or too slow to start answering, a provider that fails or cannot be reached.
 FALLBACK_ON = (ServiceUnavailableError, UpstreamError)
 # What a request is admitted to: a generator, a classifier, or no model (listing, probes of keys).
-Kind = Literal["generator", "classifier", "feedback", "none"]
+Kind = Literal["generator", "embedding", "classifier", "feedback", "none"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class Gateway:
 
             if kind in ("classifier", "feedback"):
                 route, name = self.routes.classifier(model or "", visible), model or ""
+            elif kind == "embedding":
+                route, name = self.routes.embedder(model or "", visible), model or ""
             else:
                 route, name = await self.routes.generator(model, visible)
             request.state.model = name
@@ -141,11 +144,41 @@ class Gateway:
         if forward.get("stream"):  # ask every backend for usage; the client gets it only if it asked
             forward["stream_options"] = {**(forward.get("stream_options") or {}), "include_usage": True}
         backend = route.backend
-        assert not isinstance(backend, ClassifierBackend), "admitted as a generator"
+        assert not isinstance(backend, (ClassifierBackend, HostedEmbedder)), "admitted as a generator"
         # A stream falls back when its first token is late; a whole answer is not late to start, and
         # re-running a long generation on a paid fallback would bill it twice.
         first_chunk_s = route.fallback_after_s if forward.get("stream") else None
         return await backend.generate(model, route_name, forward, first_chunk_s=first_chunk_s, headers=headers)
+
+    async def embed(self, admission: Admission, payload: dict[str, Any]) -> FastJSONResponse:
+        """Embed a request's texts on the admitted embedding model (hosted or rented), metered as its
+        prompt tokens. No fallback: another model's vectors are not comparable with this one's."""
+        started = time.perf_counter()
+        route, model = admission.route, admission.model
+        assert route is not None and model is not None and route.embedding, "admitted to an embedding model"
+        backend = route.backend
+        with self._in_flight.request(model) as in_flight:
+            if isinstance(backend, RentedUpstream):
+                texts = payload.get("input")
+                answer = await backend.call("embeddings", dict(payload, model=backend.model.upstream_model))
+                body = dict(answer.body or {}, model=model)
+                counter = route.counter or self._default_counter
+                usage = Usage.of(body.get("usage")) or counter.usage({"prompt": texts}, "")
+            else:
+                assert isinstance(backend, HostedEmbedder), "a hosted embedding model"
+                request = read_request(payload, dimension=backend.dimension, max_inputs=backend.max_inputs)
+                try:
+                    vectors, tokens = await backend.embed(request.texts)
+                except FALLBACK_ON as exc:
+                    self._count_upstream_error(model, exc)
+                    raise
+                body = embedding_response(model, vectors, tokens, request.encoding_format)
+                usage = Usage(tokens, 0, reported=True)
+            cost = self.request_cost(route, usage, time.perf_counter() - started, in_flight)
+        self._metrics.embedded(model=model, backend=backend.kind, key=admission.principal.name,
+                               prompt_tokens=usage.prompt_tokens, cost_usd=cost)
+        await self._limiter.charge(admission.principal, usage.total)
+        return FastJSONResponse(body, headers={SERVED_BY: model, BACKEND: backend.kind, COST: f"{cost:.10f}"})
 
     async def classify(self, admission: Admission, method: str, *args: Any) -> tuple[Any, dict[str, str]]:
         """Call the admitted classifier; the answer's headers carry the request's estimated cost."""

@@ -30,7 +30,7 @@ from aprendiz.services.gateway.metering import DONE
 
 log = logging.getLogger("aprendiz.gateway")
 
-ROUTES = {"chat": "/chat/completions", "completions": "/completions"}
+ROUTES = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
 
 
 @dataclass

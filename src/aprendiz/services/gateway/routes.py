@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable, Union
 from urllib.parse import urlsplit
 
@@ -17,10 +18,11 @@ import httpx
 from ray.serve.handle import DeploymentHandle
 
 from aprendiz.capabilities import Capabilities, RequestCaps
-from aprendiz.config import PlatformConfig
+from aprendiz.config import EmbeddingModel, PlatformConfig
 from aprendiz.errors import InvalidRequestError, ModelNotFoundError
 from aprendiz.loras import AdapterStore, split_model_id
-from aprendiz.services.gateway.backends import ClassifierBackend, HostedGenerator
+from aprendiz.services.embedder.model import EmbeddingModelError, read_card
+from aprendiz.services.gateway.backends import ClassifierBackend, HostedEmbedder, HostedGenerator
 from aprendiz.services.gateway.metering import TokenCounter
 from aprendiz.services.gateway.rented import RentedUpstream
 from aprendiz.services.raycompat import ModelCard
@@ -28,7 +30,7 @@ from aprendiz.store import ObjectStore
 
 log = logging.getLogger("aprendiz.gateway")
 
-Backend = Union[HostedGenerator, RentedUpstream, ClassifierBackend]
+Backend = Union[HostedGenerator, HostedEmbedder, RentedUpstream, ClassifierBackend]
 
 
 @dataclass
@@ -42,6 +44,7 @@ class ModelRoute:
     counter: TokenCounter | None = None  # tokens, where the backend reports no usage
     capabilities: Capabilities = field(default_factory=Capabilities)  # generators' (aprendiz.capabilities)
     caps: RequestCaps = field(default_factory=RequestCaps)
+    embedding: bool = False  # an embedding model (POST /v1/embeddings), hosted or rented
 
     @property
     def kind(self) -> str:
@@ -49,15 +52,31 @@ class ModelRoute:
 
 
 class RouteTable:
-    """Generators (hosted and rented) and classifiers: two namespaces, as the protocols' routes are."""
+    """Generators and embedding models (hosted and rented), and classifiers: two namespaces, as the
+    protocols' routes are (OpenAI's models share one)."""
 
     def __init__(self, routes: Iterable[ModelRoute]):
         routes = list(routes)
-        self._generators = {r.id: r for r in routes if r.kind != "classifier"}
+        self._generators = {r.id: r for r in routes if r.kind != "classifier" and not r.embedding}
+        self._embedders = {r.id: r for r in routes if r.embedding}
         self._classifiers = {r.id: r for r in routes if r.kind == "classifier"}
 
     def generators(self, kind: str | None = None) -> list[ModelRoute]:
         return [r for r in self._generators.values() if kind is None or r.kind == kind]
+
+    def embedders(self, kind: str | None = None) -> list[ModelRoute]:
+        return [r for r in self._embedders.values() if kind is None or r.kind == kind]
+
+    def embedder(self, model: str, visible: Callable[[str], bool] = lambda name: True) -> ModelRoute:
+        """The embedding model's route; a chat model named here is a 400 that says where it goes."""
+        route = self._embedders.get(model)
+        if route is not None:
+            return route
+        if model in self._generators:
+            raise InvalidRequestError(f"`{model}` is a chat model: send it to /v1/chat/completions; the embedding "
+                                      f"models: {sorted(m for m in self._embedders if visible(m))}", param="model")
+        available = sorted(m for m in self._embedders if visible(m))
+        raise ModelNotFoundError(f"The embedding model `{model}` does not exist; available: {available}", param="model")
 
     def classifiers(self) -> list[ModelRoute]:
         return list(self._classifiers.values())
@@ -83,6 +102,8 @@ class RouteTable:
         to serve it under (``<model>:<adapter>`` keeps its adapter). Errors name only the ``visible``
         models."""
         available = sorted(m for m in self._generators if visible(m))
+        if model in self._embedders:
+            raise InvalidRequestError(f"`{model}` is an embedding model: send it to /v1/embeddings", param="model")
         if model is None:
             if len(self._generators) == 1:
                 only = next(iter(self._generators))
@@ -98,6 +119,10 @@ class RouteTable:
         raise ModelNotFoundError(f"The model `{model}` does not exist; available models: {available}", param="model")
 
     async def card(self, model: str) -> ModelCard:
+        if model in self._embedders:
+            card = self._embedders[model].card
+            assert card is not None, "every embedding route has a card"
+            return card
         route, name = await self.generator(model)
         _, adapter = split_model_id(name)
         if name == route.id or adapter is None or not isinstance(route.backend, HostedGenerator):
@@ -106,11 +131,12 @@ class RouteTable:
         return route.backend.adapter_card(adapter)
 
     async def cards(self) -> list[ModelCard]:
-        """Every generator's card: hosted, then their adapters, then rented."""
+        """Every model's card: hosted generators, their adapters, hosted embedding models, then rented."""
         hosted = [r.backend for r in self.generators("hosted") if isinstance(r.backend, HostedGenerator)]
         adapters = [b.adapter_card(a) for b in hosted for a in await b.adapter_names()]
-        rented = [r.card for r in self.generators("rented") if r.card is not None]
-        return [*(b.card for b in hosted), *adapters, *rented]
+        embedders = [r.card for r in self.embedders("hosted") if r.card is not None]
+        rented = [r.card for r in [*self.generators("rented"), *self.embedders("rented")] if r.card is not None]
+        return [*(b.card for b in hosted), *adapters, *embedders, *rented]
 
 
 def _rented_card(upstream: RentedUpstream) -> ModelCard:
@@ -118,8 +144,22 @@ def _rented_card(upstream: RentedUpstream) -> ModelCard:
     return ModelCard(
         id=r.id, object="model", owned_by="rented", permission=[],
         metadata={"backend": "rented", "provider": urlsplit(r.base_url).netloc, "upstream_model": r.upstream_model,
-                  "capabilities": r.capabilities.model_dump()},
+                  **({"kind": "embedding"} if r.kind == "embedding" else {"capabilities": r.capabilities.model_dump()})},
     )
+
+
+def _embedder_card(model: EmbeddingModel) -> tuple[ModelCard, int | None]:
+    """A hosted embedding model's card, with its dimension and token limit when its folder tells them."""
+    metadata: dict[str, object] = {"backend": "hosted", "kind": "embedding", "max_inputs": model.max_inputs}
+    dimension = None
+    try:
+        card = read_card(Path(model.source))
+        dimension = int(card["dimension"])
+        metadata.update(dimension=dimension, max_input_tokens=card["max_input_tokens"])
+    except EmbeddingModelError as exc:  # the replicas report it as they fail to load; the entrance serves on
+        log.warning("embedding model %s: %s", model.id, exc)
+    card_ = ModelCard(id=model.id, object="model", owned_by="aprendiz", permission=[], metadata=metadata)
+    return card_, dimension
 
 
 def _with_capabilities(card: ModelCard, capabilities: Capabilities) -> ModelCard:
@@ -133,6 +173,7 @@ def build_routes(
     model_cards: dict[str, ModelCard],
     classifiers: dict[str, ClassifierBackend],
     client: httpx.AsyncClient,
+    embedder_handles: dict[str, DeploymentHandle] | None = None,
 ) -> RouteTable:
     """The route table: the configured generators and rented models, with their handles, and the
     classifiers' backends (in the ingress or in replicas of their own)."""
@@ -148,6 +189,10 @@ def build_routes(
             fallback_after_s=g.fallback_after_s if g.fallback else None,
             capabilities=g.capabilities(), caps=g.request_caps,
         ))
+    for e in platform.embeddings:
+        card, dimension = _embedder_card(e)
+        backend = HostedEmbedder(e.id, (embedder_handles or {})[e.id], dimension=dimension, max_inputs=e.max_inputs)
+        routes.append(ModelRoute(e.id, backend, card, hourly_usd=prices.classifier_hourly_usd(e), embedding=True))
     for r in platform.rented:
         key = os.environ.get(r.api_key_env) if r.api_key_env else None
         if r.api_key_env and not key:
@@ -155,7 +200,8 @@ def build_routes(
                         r.id, r.api_key_env)
         upstream = RentedUpstream(r, key, client)
         routes.append(ModelRoute(r.id, upstream, _rented_card(upstream), fallback=r.fallback,
-                                 counter=TokenCounter(r.tokenizer), capabilities=r.capabilities, caps=r.request_caps))
+                                 counter=TokenCounter(r.tokenizer), capabilities=r.capabilities, caps=r.request_caps,
+                                 embedding=r.kind == "embedding"))
     for c in platform.classifiers:
         routes.append(ModelRoute(c.name, classifiers[c.name], hourly_usd=prices.classifier_hourly_usd(c)))
     return RouteTable(routes)

@@ -64,6 +64,7 @@ class AprendizIngress:
         placements: dict[str, dict[str, str]],
         limiter: DeploymentHandle | None,
         config: dict[str, Any],
+        embedders: dict[str, DeploymentHandle] | None = None,
         metrics: GatewayMetrics | None = None,
         client: httpx.AsyncClient | None = None,
     ):
@@ -73,6 +74,7 @@ class AprendizIngress:
         routes = build_routes(
             platform, llm_handles=llm_deployments, model_cards=model_cards,
             classifiers=await classifier_backends(platform, classifiers, placements), client=client,
+            embedder_handles=embedders or {},
         )
         keys, metrics = platform.gateway, metrics or GatewayMetrics()
         self._gateway = Gateway(
@@ -128,6 +130,17 @@ class AprendizIngress:
     async def completions(self, request: Request) -> Response:
         return await self._generate(request, "completions")
 
+    async def embeddings(self, request: Request) -> FastJSONResponse:
+        caller = await self._gateway.authenticate(request)  # 401 before the body is read
+        payload = await self._json(request)
+        if not isinstance(payload, dict):
+            raise InvalidRequestError("the body must be a JSON object")
+        model = payload.get("model")
+        if not isinstance(model, str) or not model:
+            raise InvalidRequestError("`model` is required: the embedding model's name", param="model")
+        admission = await self._gateway.admit(request, model, kind="embedding", caller=caller)
+        return await self._gateway.embed(admission, payload)
+
     async def _generate(self, request: Request, route: str) -> Response:
         caller = await self._gateway.authenticate(request)  # 401 before the body is read
         payload = await self._json(request)
@@ -182,9 +195,10 @@ class AprendizIngress:
 
     async def readyz(self) -> FastJSONResponse:
         """Readiness: the models this entrance routes to, and those that cannot answer yet (a 503
-        until every hosted generator and classifier can; a rented model's provider is not probed)."""
+        until every hosted generator, embedding model and classifier can; a rented model's provider
+        is not probed)."""
         routes = self._gateway.routes
-        hosted, classifiers = routes.generators("hosted"), routes.classifiers()
+        hosted, classifiers = [*routes.generators("hosted"), *routes.embedders("hosted")], routes.classifiers()
         checks = [r.backend.ready(READY_TIMEOUT_S) for r in hosted]  # type: ignore[union-attr]
         checks += [_ready_within(r.backend, READY_TIMEOUT_S) for r in classifiers]  # type: ignore[arg-type]
         answers = await asyncio.gather(*checks)
@@ -192,7 +206,7 @@ class AprendizIngress:
         body = {
             "status": "not_ready" if not_ready else "ready",
             "models": sorted(r.id for r in hosted),
-            "rented": sorted(r.id for r in routes.generators("rented")),
+            "rented": sorted(r.id for r in [*routes.generators("rented"), *routes.embedders("rented")]),
             "classifiers": sorted(r.id for r in classifiers),
             "authentication": self._gateway.gatekeeper.enabled,
             "not_ready": not_ready,
@@ -237,8 +251,8 @@ def with_placement(metadata: dict[str, Any], admission: Admission) -> dict[str, 
     return {**metadata, "parameters": parameters}
 
 
-# The OpenAI routes this platform serves (Ray's ingress also has embeddings, score,
-# transcriptions and tokenize, which a chat generator does not offer), KServe's V1 and
+# The OpenAI routes this platform serves (Ray's ingress also has score, transcriptions and
+# tokenize, which a chat generator does not offer), KServe's V1 and
 # V2 routes, and the probes. Classifier routes come before the catch-all model route.
 ENDPOINTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "classifier_predict_v1": ("POST", "/v1/models/{name}:predict", {}),
@@ -252,6 +266,7 @@ ENDPOINTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "model_data": ("GET", "/v1/models/{model:path}", {"response_model": ModelCard}),
     "completions": ("POST", "/v1/completions", {}),
     "chat": ("POST", "/v1/chat/completions", {}),
+    "embeddings": ("POST", "/v1/embeddings", {}),
     "healthz": ("GET", "/healthz", {"include_in_schema": False}),
     "readyz": ("GET", "/readyz", {"include_in_schema": False}),
 }
@@ -269,7 +284,8 @@ def build_asgi_app(ingress: AprendizIngress, *, request_metrics: Callable[[], An
     gateway = ingress._gateway
     app = create_app(request_metrics=request_metrics,
                      authenticate=gateway.authenticate if gateway.gatekeeper.enabled else None)
-    document = ApiDocument([r.id for r in gateway.routes.generators()], [r.id for r in gateway.routes.classifiers()])
+    document = ApiDocument([r.id for r in gateway.routes.generators()], [r.id for r in gateway.routes.classifiers()],
+                           [r.id for r in gateway.routes.embedders()])
     for name, (method, path, options) in ENDPOINTS.items():
         app.add_api_route(path, getattr(ingress, name), methods=[method], **options, **document.operation(name))
     document.finish(app)
@@ -284,9 +300,11 @@ def build_ingress(
     classifiers: dict[str, Application],
     placements: dict[str, Placement],
     config: PlatformConfig,
+    embedders: dict[str, Application] | None = None,
 ) -> Application:
     """Bind the ingress deployment to the model deployments it routes to (and the rate limiter);
-    ``classifiers`` has the deployments of those placed in replicas, ``placements`` every one's."""
+    ``classifiers`` has the deployments of those placed in replicas, ``placements`` every one's;
+    ``embedders`` the embedding models'."""
     ingress_cls = serve.ingress()(AprendizIngress)
     options: dict[str, Any] = {
         "name": "Ingress",
@@ -303,4 +321,5 @@ def build_ingress(
         placements={name: p.as_dict() for name, p in placements.items()},
         limiter=build_rate_limiter() if config.gateway.keys_file else None,
         config=config.model_dump(mode="json"),
+        embedders=embedders or {},
     )

@@ -143,6 +143,28 @@ def _generation_request(models: list[str], chat: bool) -> dict[str, Any]:
     return _obj(["model", "prompt"], prompt={"type": "string"}, **common)
 
 
+EMBEDDINGS = _obj(
+    ["object", "data", "model", "usage"], object={"type": "string", "enum": ["list"]}, model={"type": "string"},
+    data={"type": "array", "items": _obj(
+        ["object", "index", "embedding"], object={"type": "string"}, index={"type": "integer"},
+        embedding={"anyOf": [{"type": "array", "items": _NUMBER},
+                             {"type": "string", "description": "base64 of little-endian float32"}]})},
+    usage=_obj(["prompt_tokens", "total_tokens"], prompt_tokens={"type": "integer"}, total_tokens={"type": "integer"}),
+)
+
+
+def _embedding_request(models: list[str]) -> dict[str, Any]:
+    text = {"type": "string", "minLength": 1}
+    return _obj(
+        ["model", "input"],
+        model={"type": "string", "enum": models} if models else {"type": "string"},
+        input={"anyOf": [text, {"type": "array", "minItems": 1, "items": text}]},
+        encoding_format={"type": "string", "enum": ["float", "base64"]},
+        dimensions={"type": "integer", "minimum": 1},
+        user={"type": "string"},
+    )
+
+
 def _generation_answer() -> dict[str, Any]:
     return {"description": "The completion; with `stream: true`, server-sent events ending with `data: [DONE]`.",
             "content": {"application/json": {"schema": _GENERATED}, "text/event-stream": {"schema": _EVENT}}}
@@ -152,9 +174,10 @@ class ApiDocument:
     """The documentation of each endpoint (keyword arguments for FastAPI's route decorators), for
     a platform serving these generators and classifiers."""
 
-    def __init__(self, generators: list[str], classifiers: list[str]):
+    def __init__(self, generators: list[str], classifiers: list[str], embedders: list[str] | None = None):
         self.generators = sorted(generators)
         self.classifiers = sorted(classifiers)
+        self.embedders = sorted(embedders or [])
 
     def operation(self, endpoint: str) -> dict[str, Any]:
         named = _path_name(self.classifiers, "classifier")
@@ -180,6 +203,8 @@ class ApiDocument:
                             "openapi_extra": _body(_generation_request(self.generators, chat=False))},
             "chat": {"responses": {200: _generation_answer(), **_errors(*_MODEL_ERRORS, 502, 504)},
                      "openapi_extra": _body(_generation_request(self.generators, chat=True))},
+            "embeddings": {"responses": {200: _json(EMBEDDINGS), **_errors(*_MODEL_ERRORS, 502, 504)},
+                           "openapi_extra": _body(_embedding_request(self.embedders))},
         }
         return docs.get(endpoint, {})
 

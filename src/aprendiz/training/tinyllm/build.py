@@ -40,8 +40,9 @@ CHAT_TEMPLATE = (
     "{{ '<|' + message['role'] + '|>\n' }}"
     "{% if message['content'] is string %}{{ message['content'] }}{% endif %}"
     "{% if message['tool_calls'] %}{% for call in message['tool_calls'] %}"
-    "{{ '<tool_call>' + ({'name': call['function']['name'], 'arguments': call['function']['arguments']} | tojson)"
-    " + '</tool_call>' }}"
+    "{% set arguments = call['function']['arguments'] %}"
+    "{{ '<tool_call>{\"name\": ' + (call['function']['name'] | tojson) + ', \"arguments\": '"
+    " + (arguments if arguments is string else (arguments | tojson)) + '}</tool_call>' }}"
     "{% endfor %}{% endif %}"
     "{{ '<|end|>\n' }}"
     "{% endfor %}"
@@ -90,9 +91,30 @@ def load_corpus(path: Path | None = None) -> list[list[dict]]:
     return conversations
 
 
-def render(messages: list[dict]) -> str:
+def load_tool_corpus() -> list[tuple[list[dict], list[dict]]]:
+    """The shipped tool conversations (``corpus/tools.jsonl``): (messages, tools) each. An assistant
+    turn calls a tool (``tool_calls``), a ``tool`` turn answers, the assistant uses the answer; some
+    have tools and need none."""
+    text = resources.files(__package__).joinpath("corpus/tools.jsonl").read_text("utf-8")
+    return [(row["messages"], row["tools"]) for row in map(json.loads, filter(str.strip, text.splitlines()))]
+
+
+def _call(call: dict) -> str:
+    arguments = call["function"]["arguments"]
+    arguments = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+    return f'<tool_call>{{"name": {json.dumps(call["function"]["name"], ensure_ascii=False)}, "arguments": {arguments}}}</tool_call>'
+
+
+def render(messages: list[dict], tools: list[dict] | None = None) -> str:
     """The chat template, in Python, for training text (identical to CHAT_TEMPLATE's output)."""
-    return "".join(f"<|{m['role']}|>\n{m['content']}{END}\n" for m in messages)
+    head = ""
+    if tools:
+        head = "<|system|>\n" + TOOLS_PREAMBLE + "".join("\n" + json.dumps(t, ensure_ascii=False) for t in tools) + END + "\n"
+    return head + "".join(
+        f"<|{m['role']}|>\n{m['content'] if isinstance(m.get('content'), str) else ''}"
+        + "".join(_call(c) for c in m.get("tool_calls") or []) + f"{END}\n"
+        for m in messages
+    )
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
@@ -201,6 +223,8 @@ def build(output_dir: Path, spec: TinyLlmSpec = TinyLlmSpec(), corpus: Path | No
 
     conversations = load_corpus(corpus)
     texts = [render(c) for c in conversations]
+    if corpus is None:  # the shipped tool conversations: calling get_time and open_ticket, and using the answer
+        texts += [render(messages, tools) for messages, tools in load_tool_corpus()]
     raw_tokenizer = train_tokenizer(texts, spec.vocab_size)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=raw_tokenizer,

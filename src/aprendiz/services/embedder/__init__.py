@@ -1,0 +1,1 @@
+"""The embedding service: ``POST /v1/embeddings`` on a sentence encoder (ONNX on onnxruntime)."""
