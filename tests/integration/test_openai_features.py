@@ -5,6 +5,7 @@ capability table, request caps, and the engine's refusals in OpenAI's shape."""
 from __future__ import annotations
 
 import json
+import re
 
 import jsonschema
 import openai
@@ -81,7 +82,8 @@ def test_a_forced_tool_call_comes_back_as_tool_calls(client, tool_choice):
     (call,) = response.choices[0].message.tool_calls
     assert call.type == "function" and call.function.name == "get_time" and call.id
     jsonschema.validate(json.loads(call.function.arguments), GET_TIME["function"]["parameters"])
-    assert response.usage.prompt_tokens > 60  # the tool definitions are in the prompt, and billed
+    plain = client.chat.completions.create(model=MODEL, messages=ASK_TIME, max_tokens=1)
+    assert response.usage.prompt_tokens > plain.usage.prompt_tokens + 5  # the tools are in the prompt, and billed
 
 
 def test_a_tool_round_trip_the_model_calls_the_client_answers_the_model_goes_on(client):
@@ -162,3 +164,29 @@ def test_an_engine_refusal_is_a_clean_400_and_the_model_keeps_serving(client):
     assert error["type"] == "invalid_request_error" and "bogus" in error["message"]
     assert "<path>" not in error["message"] and "Internal exception" not in error["message"]
     assert client.chat.completions.create(model=MODEL, messages=ASK_TIME, max_tokens=4).choices
+
+
+SHIPPED_TOOLS = [
+    {"type": "function", "function": {"name": "get_time", "description": "The time now",
+                                      "parameters": {"type": "object", "properties": {}}}},
+    {"type": "function", "function": {"name": "open_ticket", "description": "Open a support ticket", "parameters": {
+        "type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"]}}},
+]
+
+
+@pytest.mark.parametrize("question", ["¿Qué hora es?", "What time is it?"])
+def test_the_default_model_calls_a_tool_on_its_own_and_answers_from_the_tools_turn(client, question):
+    """tool_choice auto: the model learned from its corpus's tool conversations to call get_time when
+    asked the time, and to answer with a time once the client's `tool` turn gives one."""
+    asked = [{"role": "user", "content": question}]
+    first = client.chat.completions.create(model=MODEL, messages=asked, tools=SHIPPED_TOOLS, max_tokens=60,
+                                           temperature=0)
+    assert first.choices[0].finish_reason == "tool_calls", first.choices[0].message.content
+    (call,) = first.choices[0].message.tool_calls
+    assert call.function.name == "get_time" and json.loads(call.function.arguments) == {}
+    turns = [*asked, first.choices[0].message.model_dump(exclude_none=True),
+             {"role": "tool", "tool_call_id": call.id, "content": "17:45"}]
+    second = client.chat.completions.create(model=MODEL, messages=turns, tools=SHIPPED_TOOLS, max_tokens=30,
+                                            temperature=0)
+    answer = second.choices[0].message
+    assert not answer.tool_calls and re.search(r"\d\d:\d\d", answer.content or ""), answer.content

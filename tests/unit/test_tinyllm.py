@@ -76,7 +76,7 @@ def test_the_chat_template_shows_tools_calls_and_their_answers(small_build):
                 {"role": "assistant", "content": None, "tool_calls": [call]},
                 {"role": "tool", "tool_call_id": "c1", "content": "10:00"}]
     text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
-    assert text.startswith("<|system|>\nYou may call these tools") and '"name": "get_time"' in text
+    assert text.startswith("<|system|>\nTools, called as <tool_call>") and "\nget_time(): " in text
     assert '<|assistant|>\n<tool_call>{"name": "get_time", "arguments": {}}</tool_call><|end|>\n' in text
     assert text.endswith("<|tool|>\n10:00<|end|>\n<|assistant|>\n")
     plain = messages[:1]

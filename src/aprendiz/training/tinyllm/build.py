@@ -1,7 +1,8 @@
 """Build the embedded default generator: a tiny Llama chat model trained here, on CPU.
 
 Nothing is downloaded. The corpus ships with the project
-(``corpus/conversations.jsonl``, Spanish and English chats written for it); a
+(``corpus/conversations.jsonl``, Spanish and English chats written for it, and
+``corpus/tools.jsonl``, conversations that call two tools and use their answers); a
 byte-level BPE tokenizer is trained on it with ``tokenizers``; a
 Llama-architecture model of a few million parameters is trained on it for a
 bounded time; the result is written in Hugging Face format (``config.json``,
@@ -29,13 +30,17 @@ SPECIAL_TOKENS = ["<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>
 PAD, END = "<|pad|>", "<|end|>"
 
 # Every turn is "<|role|>\n{content}<|end|>\n"; generation ends on <|end|>. With ``tools``, a system
-# turn lists them first, one JSON object a line, and an assistant's calls are written as Hermes-style
-# <tool_call>{"name": ..., "arguments": ...}</tool_call> (vLLM's `hermes` tool parser reads them);
+# turn lists them first, one a line as `name(parameters): description` (short: the model's training
+# rows are 160 tokens), and an assistant's calls are written as Hermes-style
+# <tool_call>{"name": ..., "arguments": {...}}</tool_call> (vLLM's `hermes` tool parser reads them);
 # a tool's answer is a turn of role `tool`. Without tools the text is exactly what ``render`` trains on.
-TOOLS_PREAMBLE = "You may call these tools; write each call as <tool_call>{\"name\": ..., \"arguments\": ...}</tool_call>."
+TOOLS_PREAMBLE = "Tools, called as <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call>:"
 CHAT_TEMPLATE = (
     "{% if tools %}{{ '<|system|>\n" + TOOLS_PREAMBLE + "' }}"
-    "{% for tool in tools %}{{ '\n' + (tool | tojson) }}{% endfor %}{{ '<|end|>\n' }}{% endif %}"
+    "{% for tool in tools %}{% set function = tool['function'] %}"
+    "{% set properties = (function.get('parameters') or {}).get('properties') or {} %}"
+    "{{ '\n' + function['name'] + '(' + (properties | list | join(', ')) + '): ' + (function.get('description') or '') }}"
+    "{% endfor %}{{ '<|end|>\n' }}{% endif %}"
     "{% for message in messages %}"
     "{{ '<|' + message['role'] + '|>\n' }}"
     "{% if message['content'] is string %}{{ message['content'] }}{% endif %}"
@@ -99,6 +104,11 @@ def load_tool_corpus() -> list[tuple[list[dict], list[dict]]]:
     return [(row["messages"], row["tools"]) for row in map(json.loads, filter(str.strip, text.splitlines()))]
 
 
+def _tool_line(function: dict) -> str:
+    properties = (function.get("parameters") or {}).get("properties") or {}
+    return f"{function['name']}({', '.join(properties)}): {function.get('description') or ''}"
+
+
 def _call(call: dict) -> str:
     arguments = call["function"]["arguments"]
     arguments = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
@@ -109,7 +119,7 @@ def render(messages: list[dict], tools: list[dict] | None = None) -> str:
     """The chat template, in Python, for training text (identical to CHAT_TEMPLATE's output)."""
     head = ""
     if tools:
-        head = "<|system|>\n" + TOOLS_PREAMBLE + "".join("\n" + json.dumps(t, ensure_ascii=False) for t in tools) + END + "\n"
+        head = "<|system|>\n" + TOOLS_PREAMBLE + "".join("\n" + _tool_line(t["function"]) for t in tools) + END + "\n"
     return head + "".join(
         f"<|{m['role']}|>\n{m['content'] if isinstance(m.get('content'), str) else ''}"
         + "".join(_call(c) for c in m.get("tool_calls") or []) + f"{END}\n"
