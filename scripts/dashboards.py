@@ -146,6 +146,12 @@ def generator() -> dict:
               [q(f"sum by (model, kind) (rate({TOKENS}{{{M}}}[{RI}]))", "{{model}} {{kind}}")]),
         panel("Tokens per second, hosted and rented",
               [q(f"sum by (backend, kind) (rate({TOKENS}{{{M}}}[{RI}]))", "{{backend}} {{kind}}")]),
+        panel("Requests per second by feature",
+              [q(f"sum by (feature) (rate(ray_aprendiz_gateway_requests_total{{{M}}}[{RI}]))", "{{feature}}")],
+              unit="reqps", description="chat, tools (requests with tools), structured_outputs (with a "
+              "response_format schema), embeddings (POST /v1/embeddings)."),
+        panel("Tokens per second by feature",
+              [q(f"sum by (feature, kind) (rate({TOKENS}{{{M}}}[{RI}]))", "{{feature}} {{kind}}")]),
         panel("Engine: requests running and waiting", [
             q(f"sum by (model_name) (ray_vllm_num_requests_running{{{engine}}})", "running {{model_name}}"),
             q(f"sum by (model_name) (ray_vllm_num_requests_waiting{{{engine}}})", "waiting {{model_name}}"),

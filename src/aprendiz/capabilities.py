@@ -70,6 +70,11 @@ def requested_features(payload: dict[str, Any]) -> set[str]:
     return features
 
 
+def metered_feature(features: set[str]) -> str:
+    """The one feature a generation request is counted under (metrics' ``feature`` label)."""
+    return next((f for f in ("tools", "structured_outputs") if f in features), "chat")
+
+
 def check_request(model: str, capabilities: Capabilities, caps: RequestCaps, payload: dict[str, Any]) -> set[str]:
     """Refuse (400) a request that asks ``model`` for a feature it lacks or goes over a cap; the
     features it uses otherwise."""

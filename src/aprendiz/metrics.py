@@ -88,8 +88,15 @@ GATEWAY_LIMITER_FAIL_OPEN = _spec(
 )
 GATEWAY_TOKENS = _spec(
     "aprendiz_gateway_tokens", "counter",
-    "Tokens served, by model, backend (hosted or rented), key name and kind (prompt or completion).",
-    ("model", "backend", "key", "kind"),
+    "Tokens served, by model, backend (hosted or rented), key name, kind (prompt or completion) and feature "
+    "(chat, tools, structured_outputs, embeddings).",
+    ("model", "backend", "key", "kind", "feature"),
+)
+GATEWAY_REQUESTS = _spec(
+    "aprendiz_gateway_requests", "counter",
+    "Generation and embedding requests served, by model, backend and feature: embeddings, tools (a request "
+    "with tools), structured_outputs (with a response_format schema), chat (the rest).",
+    ("model", "backend", "feature"),
 )
 GATEWAY_COST_USD = _spec(
     "aprendiz_gateway_cost_usd", "counter",
@@ -315,6 +322,7 @@ class GatewayMetrics:
         self.key_file_errors = _ray_metric(GATEWAY_KEY_FILE_ERRORS)
         self.limiter_fail_open = _ray_metric(GATEWAY_LIMITER_FAIL_OPEN)
         self.tokens = _ray_metric(GATEWAY_TOKENS)
+        self.requests = _ray_metric(GATEWAY_REQUESTS)
         self.cost_usd = _ray_metric(GATEWAY_COST_USD)
         self.fallbacks = _ray_metric(GATEWAY_FALLBACKS)
         self.upstream_errors = _ray_metric(GATEWAY_UPSTREAM_ERRORS)
@@ -330,15 +338,10 @@ class GatewayMetrics:
 
     def generated(
         self, *, model: str, backend: str, key: str, prompt_tokens: int, completion_tokens: int, cost_usd: float,
-        seconds: float, first_token_s: float | None,
+        seconds: float, first_token_s: float | None, feature: str = "chat",
     ) -> None:
         base = {"model": model, "backend": backend, "key": key}
-        if prompt_tokens:
-            self.tokens.inc(prompt_tokens, tags={**base, "kind": "prompt"})
-        if completion_tokens:
-            self.tokens.inc(completion_tokens, tags={**base, "kind": "completion"})
-        if cost_usd > 0:
-            self.cost_usd.inc(cost_usd, tags=base)
+        self._served(base, feature, prompt_tokens, completion_tokens, cost_usd)
         timing = {"model": model, "backend": backend}
         self.generation_seconds.observe(seconds, tags=timing)
         if first_token_s is not None:
@@ -346,12 +349,17 @@ class GatewayMetrics:
             if completion_tokens > 1:
                 self.time_per_output_token.observe((seconds - first_token_s) / (completion_tokens - 1), tags=timing)
 
-
     def embedded(self, *, model: str, backend: str, key: str, prompt_tokens: int, cost_usd: float) -> None:
         """An embeddings request: its tokens (all prompt) and cost; no generation timing."""
-        base = {"model": model, "backend": backend, "key": key}
+        self._served({"model": model, "backend": backend, "key": key}, "embeddings", prompt_tokens, 0, cost_usd)
+
+    def _served(self, base: dict[str, str], feature: str, prompt_tokens: int, completion_tokens: int,
+                cost_usd: float) -> None:
+        self.requests.inc(1, tags={"model": base["model"], "backend": base["backend"], "feature": feature})
         if prompt_tokens:
-            self.tokens.inc(prompt_tokens, tags={**base, "kind": "prompt"})
+            self.tokens.inc(prompt_tokens, tags={**base, "kind": "prompt", "feature": feature})
+        if completion_tokens:
+            self.tokens.inc(completion_tokens, tags={**base, "kind": "completion", "feature": feature})
         if cost_usd > 0:
             self.cost_usd.inc(cost_usd, tags=base)
 

@@ -872,3 +872,17 @@ def test_chat_and_embedding_models_each_point_to_their_own_route(recording_metri
         asyncio.run(routes.generator("embed"))
     with pytest.raises(ModelNotFoundError, match=r"available: \['embed', 'rented-embed'\]"):
         routes.embedder("nope")
+
+
+@pytest.mark.parametrize(("extra", "feature"), [
+    ({}, "chat"),
+    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {}}}}, "structured_outputs"),
+])
+def test_a_generation_is_metered_under_its_feature(recording_metrics, extra, feature):
+    """The dashboards split requests and tokens by feature: chat, tools, structured outputs, embeddings."""
+    hosted = FakeHosted(body={"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3}})
+    gateway, metrics, routes = _gateway(_provider_ok, recording_metrics(), hosted=hosted)
+    admission = Admission(ANONYMOUS, routes.generators()[0], "hosted")
+    asyncio.run(gateway.generate(admission, "chat", {"model": "hosted", "messages": [], **extra}, {}))
+    assert metrics.generations[0]["feature"] == feature

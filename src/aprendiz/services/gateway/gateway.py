@@ -20,7 +20,7 @@ from typing import Any, Literal, Mapping
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from aprendiz.capabilities import check_request
+from aprendiz.capabilities import check_request, metered_feature
 from aprendiz.errors import InvalidRequestError, ServiceUnavailableError, UpstreamError, UpstreamTimeoutError
 from aprendiz.metrics import GatewayMetrics
 from aprendiz.responses import FastJSONResponse
@@ -112,7 +112,7 @@ class Gateway:
         started = time.perf_counter()
         route, model = admission.route, admission.model
         assert route is not None and model is not None, "admitted to a generator"
-        check_request(model, route.capabilities, route.caps, payload)
+        feature = metered_feature(check_request(model, route.capabilities, route.caps, payload))
         try:
             answer = await self._serve(route, model, route_name, payload, headers)
         except FALLBACK_ON as exc:
@@ -134,7 +134,7 @@ class Gateway:
             self._metrics.fallbacks.inc(1, tags={"model": model, "fallback": fallback.id, "reason": reason})
             route, model = fallback, fallback.id
             answer = await self._serve(route, model, route_name, payload, headers)
-        return await self._respond(admission.principal, route, answer, payload, started)
+        return await self._respond(admission.principal, route, answer, payload, started, feature)
 
     @staticmethod
     async def _serve(
@@ -197,14 +197,15 @@ class Gateway:
 
     # -- 3. metering --------------------------------------------------------------------
     async def _respond(
-        self, principal: Principal, route: ModelRoute, answer: Answer, payload: dict[str, Any], started: float
+        self, principal: Principal, route: ModelRoute, answer: Answer, payload: dict[str, Any], started: float,
+        feature: str,
     ) -> FastJSONResponse | StreamingResponse:
         headers = {SERVED_BY: answer.model, BACKEND: answer.backend}
         counter = route.counter or self._default_counter
         if answer.body is not None:
             with self._in_flight.request(answer.model) as in_flight:
                 usage = Usage.of(answer.body.get("usage")) or counter.usage(payload, completion_text(answer.body))
-                cost = await self._finish(principal, route, answer, usage, started, None, in_flight)
+                cost = await self._finish(principal, route, answer, usage, started, None, in_flight, feature)
             headers[COST] = f"{cost:.10f}"
             return FastJSONResponse(answer.body, headers=headers)
 
@@ -214,7 +215,8 @@ class Gateway:
             with self._in_flight.request(answer.model) as in_flight:
                 async def finish(rec: StreamRecord) -> float:
                     usage = rec.usage or counter.usage(payload, rec.sent_text())  # a client that left: what it was sent
-                    return await self._finish(principal, route, answer, usage, started, rec.first_token_at, in_flight)
+                    return await self._finish(principal, route, answer, usage, started, rec.first_token_at, in_flight,
+                                              feature)
 
                 assert answer.events is not None, "a stream"
                 async for event in metered(answer.events, StreamRecord(started=started), keep_usage=keep_usage,
@@ -236,14 +238,14 @@ class Gateway:
 
     async def _finish(
         self, principal: Principal, route: ModelRoute, answer: Answer, usage: Usage, started: float,
-        first_token_at: float | None, in_flight: int,
+        first_token_at: float | None, in_flight: int, feature: str,
     ) -> float:
         seconds = time.perf_counter() - started
         cost = self.request_cost(route, usage, seconds, in_flight)
         self._metrics.generated(
             model=answer.model, backend=answer.backend, key=principal.name, prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens, cost_usd=cost, seconds=seconds,
-            first_token_s=None if first_token_at is None else first_token_at - started,
+            first_token_s=None if first_token_at is None else first_token_at - started, feature=feature,
         )
         await self._limiter.charge(principal, usage.total)
         return cost
