@@ -33,6 +33,9 @@ def provider(platform, default_model, provider_port, provider_settings, tmp_path
         sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(default_model),
         "--served-model-name", provider_settings.model, "--host", "127.0.0.1", "--port", str(provider_port),
         "--max-model-len", "512", "--dtype", "float32", "--max-num-seqs", "8", "--api-key", provider_settings.key,
+        # Tools and JSON schemas, as a provider's API takes them.
+        "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+        "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}',
     ]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     with open(log_path, "wb") as log:
@@ -138,6 +141,31 @@ def test_rented_chat_and_stream_equal_calling_the_provider_directly(platform, pr
     assert completion.choices[0].text == direct.completions.create(
         model=provider_settings.model, prompt="Hola", max_tokens=8, temperature=0
     ).choices[0].text
+
+
+def test_a_rented_model_takes_tools_and_schemas_through_the_entrance(platform, provider):
+    """The rented stand-in: a schema's answer validates, a forced tool call comes back as tool_calls and
+    the model goes on after the client's tool turn, all through the gateway."""
+    import jsonschema
+
+    client = _client(platform)
+    schema = {"type": "object", "properties": {"answer": {"type": "string", "enum": ["si", "no"]}},
+              "required": ["answer"], "additionalProperties": False}
+    shaped = client.chat.completions.create(
+        model=RENTED, messages=MESSAGES, max_tokens=40,
+        response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": schema, "strict": True}})
+    jsonschema.validate(json.loads(shaped.choices[0].message.content), schema)
+    tool = {"type": "function", "function": {"name": "get_time", "description": "The time now",
+                                             "parameters": {"type": "object", "properties": {}}}}
+    asked = [{"role": "user", "content": "What time is it?"}]
+    first = client.chat.completions.create(model=RENTED, messages=asked, tools=[tool], tool_choice="required",
+                                           max_tokens=100)
+    (call,) = first.choices[0].message.tool_calls
+    assert call.function.name == "get_time"
+    turns = [*asked, first.choices[0].message.model_dump(exclude_none=True),
+             {"role": "tool", "tool_call_id": call.id, "content": "17:45"}]
+    second = client.chat.completions.create(model=RENTED, messages=turns, tools=[tool], max_tokens=20)
+    assert second.choices[0].message.content or second.choices[0].message.tool_calls
 
 
 def test_rented_usage_is_billed_at_the_configured_prices_and_counted(platform, gateway_keys, provider, provider_settings):
