@@ -26,6 +26,7 @@ import yaml
 from chart_support import CHART, ROOT, render
 
 DEFAULT_MODEL = ROOT / "var" / "models" / "aprendiz-tiny-chat"
+EMBEDDING_MODEL = ROOT / "var" / "models" / "minilm-embeddings"
 DEPLOY_TIMEOUT_S = 240
 BREAST_CANCER_ROW = [
     17.99, 10.38, 122.8, 1001, 0.1184, 0.2776, 0.3001, 0.1471, 0.2419, 0.07871, 1.095, 0.9053, 8.589, 153.4, 0.006399,
@@ -139,7 +140,11 @@ def local_values(tmp_path, job_training) -> tuple[Path, str | None]:
     generators = []
     if (DEFAULT_MODEL / "aprendiz_build.json").exists():
         generators = [{**g, "source": str(DEFAULT_MODEL)} for g in scenario["platform"]["generators"]]
-    platform = {"generators": generators, "store": {"url": str(store), "endpoint_url": None}}
+    # The chart's embedding models, from the folder `make model` built here (the image's path is not on this machine).
+    chart_values = yaml.safe_load((CHART / "values.yaml").read_text())["platform"]
+    embeddings = [{**e, "source": str(EMBEDDING_MODEL)} for e in scenario["platform"].get(
+        "embeddings", chart_values.get("embeddings", []))] if (EMBEDDING_MODEL / "embedding.json").exists() else []
+    platform = {"generators": generators, "embeddings": embeddings, "store": {"url": str(store), "endpoint_url": None}}
     api_key = None
     if "gateway" in PlatformConfig.model_fields:
         from aprendiz.keys import KeyFile
@@ -210,6 +215,11 @@ def test_cpu_scenario_deploys_through_the_dashboard_api(helm, local_values, tmp_
                 })
                 assert chat.status_code == 200, chat.text
                 assert chat.json()["usage"]["completion_tokens"] >= 1
+
+            for embedder in args.get("embeddings", []):
+                vectors = client.post("/v1/embeddings", json={"model": embedder["id"], "input": ["Hola"]})
+                assert vectors.status_code == 200, vectors.text
+                assert len(vectors.json()["data"][0]["embedding"]) == 384
     finally:
         leftover = head.stop()
     assert not leftover, f"processes of the test's Ray head left after the teardown: {leftover}"
