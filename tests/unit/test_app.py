@@ -68,6 +68,15 @@ def test_classifiers_join_the_ingress_with_their_serve_options():
     assert classifier.init_kwargs["store"] == {"url": "s3://bucket/prefix", "endpoint_url": "http://127.0.0.1:9000"}
 
 
+def test_embedding_models_join_the_ingress_with_their_serve_options():
+    app = build_app(args(embeddings=[{"id": "minilm", "source": "/models/minilm", "num_cpus": 0.5, "max_queued_requests": 7,
+                                      "autoscaling": {"min_replicas": 1, "max_replicas": 3}}]))
+    embedder = bound_deployment(bound_deployment(app).init_kwargs["embedders"]["minilm"])
+    assert embedder.name == "Embedder:minilm" and embedder.max_queued_requests == 7
+    assert embedder.ray_actor_options["num_cpus"] == 0.5 and autoscaling_of(embedder).max_replicas == 3
+    assert embedder.init_kwargs["model"]["source"] == "/models/minilm"
+
+
 @pytest.mark.parametrize("access_log", [False, True])
 def test_the_request_path_access_log_follows_the_config(access_log):
     """Off by default (it cost ~10% of classifier throughput); `ingress.access_log: true` brings it back."""

@@ -22,6 +22,7 @@ from aprendiz.services.classifier.model import OnnxClassifier
 from aprendiz.services.classifier.service import ClassifierService
 from aprendiz.services.gateway.accrual import ReplicaCostMeter
 from aprendiz.services.heap import tune_gc
+from aprendiz.services.replicas import replica_options
 from aprendiz.store import ObjectStore
 
 
@@ -81,13 +82,7 @@ def build_classifier_deployment(
     gc_young_threshold: int | None = None,
 ) -> Application:
     options: dict[str, Any] = {
-        "name": f"Classifier:{model.name}",
-        "autoscaling_config": model.autoscaling.serve_options(),
-        "max_ongoing_requests": model.max_ongoing_requests,
-        "max_queued_requests": model.max_queued_requests,
-        "ray_actor_options": {"num_cpus": model.num_cpus},
-        "health_check_period_s": 10,
-        "logging_config": {"enable_access_log": access_log},
+        **replica_options(f"Classifier:{model.name}", model, access_log=access_log),
         # Applied through reconfigure(): a Serve config update changes them without restarting replicas.
         "user_config": {"version": model.version, "poll_interval_s": model.poll_interval_s},
     }

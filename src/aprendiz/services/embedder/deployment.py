@@ -18,6 +18,7 @@ from ray.serve.deployment import Application
 from aprendiz.config import EmbeddingModel
 from aprendiz.services.embedder.model import OnnxEmbedder
 from aprendiz.services.gateway.accrual import ReplicaCostMeter
+from aprendiz.services.replicas import replica_options
 
 
 class EmbedderServer:
@@ -36,15 +37,7 @@ class EmbedderServer:
 
 
 def build_embedding_deployment(model: EmbeddingModel, *, hourly_usd: float = 0.0, access_log: bool = False) -> Application:
-    options: dict[str, Any] = {
-        "name": f"Embedder:{model.id}",
-        "autoscaling_config": model.autoscaling.serve_options(),
-        "max_ongoing_requests": model.max_ongoing_requests,
-        "max_queued_requests": model.max_queued_requests,
-        "ray_actor_options": {"num_cpus": model.num_cpus},
-        "health_check_period_s": 10,
-        "logging_config": {"enable_access_log": access_log},
-    }
+    options = replica_options(f"Embedder:{model.id}", model, access_log=access_log)
     return serve.deployment(EmbedderServer, **options).bind(  # type: ignore[attr-defined]
         model=model.model_dump(mode="json"), hourly_usd=hourly_usd,
     )
