@@ -886,3 +886,13 @@ def test_a_generation_is_metered_under_its_feature(recording_metrics, extra, fea
     admission = Admission(ANONYMOUS, routes.generators()[0], "hosted")
     asyncio.run(gateway.generate(admission, "chat", {"model": "hosted", "messages": [], **extra}, {}))
     assert metrics.generations[0]["feature"] == feature
+
+
+def test_a_rented_embedding_providers_failure_is_counted_as_an_upstream_error(recording_metrics):
+    def down(request):
+        raise httpx.ConnectError("refused")
+
+    gateway, routes, _ = _embedding_gateway(recording_metrics(), down)
+    with pytest.raises(UpstreamError):
+        _embed(gateway, routes, "rented-embed", {"input": "hola"})
+    assert gateway._metrics.upstream_errors.calls == [(1, {"model": "rented-embed", "reason": "unreachable_or_failed"})]

@@ -160,18 +160,18 @@ class Gateway:
         with self._in_flight.request(model) as in_flight:
             if isinstance(backend, RentedUpstream):
                 texts = payload.get("input")
-                answer = await backend.call("embeddings", dict(payload, model=backend.model.upstream_model))
+                try:
+                    answer = await backend.call("embeddings", dict(payload, model=backend.model.upstream_model))
+                except UpstreamError as exc:
+                    self._count_upstream_error(model, exc)
+                    raise
                 body = dict(answer.body or {}, model=model)
                 counter = route.counter or self._default_counter
                 usage = Usage.of(body.get("usage")) or counter.usage({"prompt": texts}, "")
             else:
                 assert isinstance(backend, HostedEmbedder), "a hosted embedding model"
                 request = read_request(payload, dimension=backend.dimension, max_inputs=backend.max_inputs)
-                try:
-                    vectors, tokens = await backend.embed(request.texts)
-                except FALLBACK_ON as exc:
-                    self._count_upstream_error(model, exc)
-                    raise
+                vectors, tokens = await backend.embed(request.texts)
                 body = embedding_response(model, vectors, tokens, request.encoding_format)
                 usage = Usage(tokens, 0, reported=True)
             cost = self.request_cost(route, usage, time.perf_counter() - started, in_flight)
