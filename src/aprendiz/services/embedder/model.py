@@ -69,22 +69,19 @@ class OnnxEmbedder:
     def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
         """float32 [N, D] unit vectors, and the tokens the texts took (the usage)."""
         encodings = self._tokenizer.encode_batch(texts)
-        for i, encoding in enumerate(encodings):
-            length = int(sum(encoding.attention_mask))
+        lengths = [int(sum(e.attention_mask)) for e in encodings]
+        for i, length in enumerate(lengths):
             if length > self.max_input_tokens:
                 raise InvalidRequestError(
                     f"input[{i}] is {length} tokens; this model reads at most {self.max_input_tokens}", param="input"
                 )
-        tokens = sum(int(sum(e.attention_mask)) for e in encodings)
         parts = []
         for start in range(0, len(encodings), CHUNK_TEXTS):
-            chunk = encodings[start : start + CHUNK_TEXTS]
-            width = max(len(e.ids) for e in chunk)
-            ids = np.zeros((len(chunk), width), dtype=np.int64)
-            mask = np.zeros((len(chunk), width), dtype=np.int64)
-            for row, e in enumerate(chunk):  # padded per chunk, not to the whole request's longest
-                n = int(sum(e.attention_mask))
-                ids[row, :n] = e.ids[:n]
+            chunk = lengths[start : start + CHUNK_TEXTS]
+            ids = np.zeros((len(chunk), max(chunk)), dtype=np.int64)
+            mask = np.zeros_like(ids)
+            for row, n in enumerate(chunk):  # padded per chunk, not to the whole request's longest
+                ids[row, :n] = encodings[start + row].ids[:n]
                 mask[row, :n] = 1
             parts.append(self._session.run([self._output], {INPUT_IDS: ids, ATTENTION_MASK: mask})[0])
-        return np.concatenate(parts).astype(np.float32, copy=False), tokens
+        return np.concatenate(parts).astype(np.float32, copy=False), sum(lengths)
