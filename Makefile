@@ -49,7 +49,7 @@ lock: $(STAMP)
 	{ sed -n '/^#/p' requirements/constraints.txt; $(PIP) freeze --exclude-editable | grep -v -i '^aprendiz=='; } > requirements/constraints.tmp
 	mv requirements/constraints.tmp requirements/constraints.txt
 
-# 2. The embedded default generator, trained here from the shipped corpus (about 2.5 min).
+# 2. The embedded default generator, trained here from the shipped corpus (about 3 min).
 $(MODEL_DIR)/aprendiz_build.json: src/aprendiz/training/tinyllm/build.py $(wildcard src/aprendiz/training/tinyllm/corpus/*.jsonl) | $(STAMP)
 	$(VENV)/bin/aprendiz build-default-model --output $(MODEL_DIR) --force
 

@@ -5,7 +5,6 @@ capability table, request caps, and the engine's refusals in OpenAI's shape."""
 from __future__ import annotations
 
 import json
-import re
 
 import jsonschema
 import openai
@@ -37,6 +36,17 @@ GET_TIME = {
     },
 }
 ASK_TIME = [{"role": "user", "content": "What time is it?"}]
+ASK_TICKET = [{"role": "user", "content": "Please open a ticket: the printer does not work"}]
+# The tools the default model learned to call (its corpus's): forced calls use them. A forced call is
+# written in the model's own format under a grammar (vLLM's strict structural tag for hermes), and that
+# grammar allows any whitespace between JSON tokens: a model that does not know how to fill an
+# argument (GET_TIME's zone, for this one) may write spaces until max_tokens.
+SHIPPED_TOOLS = [
+    {"type": "function", "function": {"name": "get_time", "description": "The time now",
+                                      "parameters": {"type": "object", "properties": {}}}},
+    {"type": "function", "function": {"name": "open_ticket", "description": "Open a support ticket", "parameters": {
+        "type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"]}}},
+]
 
 
 @pytest.fixture(scope="module")
@@ -75,32 +85,34 @@ def test_a_json_object_answer_is_json_with_no_free_whitespace(client):
             assert choice.finish_reason == "length" and response.usage.completion_tokens == 120
 
 
-@pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "function": {"name": "get_time"}}])
+@pytest.mark.parametrize("tool_choice", ["required", {"type": "function", "function": {"name": "open_ticket"}}])
 def test_a_forced_tool_call_comes_back_as_tool_calls(client, tool_choice):
-    response = client.chat.completions.create(model=MODEL, messages=ASK_TIME, tools=[GET_TIME],
-                                              tool_choice=tool_choice, max_tokens=200)
-    (call,) = response.choices[0].message.tool_calls
-    assert call.type == "function" and call.function.name == "get_time" and call.id
-    jsonschema.validate(json.loads(call.function.arguments), GET_TIME["function"]["parameters"])
-    plain = client.chat.completions.create(model=MODEL, messages=ASK_TIME, max_tokens=1)
+    response = client.chat.completions.create(model=MODEL, messages=ASK_TICKET, tools=SHIPPED_TOOLS,
+                                              tool_choice=tool_choice, max_tokens=200, temperature=0)
+    message = response.choices[0].message
+    assert message.tool_calls, (response.choices[0].finish_reason, message.content)
+    (call,) = message.tool_calls
+    assert call.type == "function" and call.function.name == "open_ticket" and call.id
+    jsonschema.validate(json.loads(call.function.arguments), SHIPPED_TOOLS[1]["function"]["parameters"])
+    plain = client.chat.completions.create(model=MODEL, messages=ASK_TICKET, max_tokens=1)
     assert response.usage.prompt_tokens > plain.usage.prompt_tokens + 5  # the tools are in the prompt, and billed
 
 
 def test_a_tool_round_trip_the_model_calls_the_client_answers_the_model_goes_on(client):
-    first = client.chat.completions.create(model=MODEL, messages=ASK_TIME, tools=[GET_TIME], tool_choice="required",
-                                           max_tokens=200)
+    first = client.chat.completions.create(model=MODEL, messages=ASK_TIME, tools=SHIPPED_TOOLS, tool_choice="required",
+                                           max_tokens=200, temperature=0)
     message = first.choices[0].message
     (call,) = message.tool_calls
     turns = [*ASK_TIME, message.model_dump(exclude_none=True),
              {"role": "tool", "tool_call_id": call.id, "content": "10:00 CET"}]
-    second = client.chat.completions.create(model=MODEL, messages=turns, tools=[GET_TIME], max_tokens=30)
+    second = client.chat.completions.create(model=MODEL, messages=turns, tools=SHIPPED_TOOLS, max_tokens=30)
     assert second.choices[0].message.content and not second.choices[0].message.tool_calls
     assert second.usage.prompt_tokens > first.usage.prompt_tokens  # the call and its answer were in the prompt
 
 
 def test_a_streamed_tool_call_arrives_as_tool_call_deltas(client):
-    stream = client.chat.completions.create(model=MODEL, messages=ASK_TIME, tools=[GET_TIME], tool_choice="required",
-                                            max_tokens=200, stream=True)
+    stream = client.chat.completions.create(model=MODEL, messages=ASK_TIME, tools=SHIPPED_TOOLS, tool_choice="required",
+                                            max_tokens=200, stream=True, temperature=0)
     name, arguments, finish = "", "", None
     for chunk in stream:
         if not chunk.choices:
@@ -111,7 +123,7 @@ def test_a_streamed_tool_call_arrives_as_tool_call_deltas(client):
             arguments += delta.function.arguments or ""
         finish = chunk.choices[0].finish_reason or finish
     assert name == "get_time" and finish == "tool_calls"
-    jsonschema.validate(json.loads(arguments), GET_TIME["function"]["parameters"])
+    jsonschema.validate(json.loads(arguments), SHIPPED_TOOLS[0]["function"]["parameters"])
 
 
 def test_the_capability_table_is_in_the_model_list(client):
@@ -166,12 +178,6 @@ def test_an_engine_refusal_is_a_clean_400_and_the_model_keeps_serving(client):
     assert client.chat.completions.create(model=MODEL, messages=ASK_TIME, max_tokens=4).choices
 
 
-SHIPPED_TOOLS = [
-    {"type": "function", "function": {"name": "get_time", "description": "The time now",
-                                      "parameters": {"type": "object", "properties": {}}}},
-    {"type": "function", "function": {"name": "open_ticket", "description": "Open a support ticket", "parameters": {
-        "type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"]}}},
-]
 
 
 @pytest.mark.parametrize("question", ["¿Qué hora es?", "What time is it?"])
@@ -189,4 +195,6 @@ def test_the_default_model_calls_a_tool_on_its_own_and_answers_from_the_tools_tu
     second = client.chat.completions.create(model=MODEL, messages=turns, tools=SHIPPED_TOOLS, max_tokens=30,
                                             temperature=0)
     answer = second.choices[0].message
-    assert not answer.tool_calls and re.search(r"\d\d:\d\d", answer.content or ""), answer.content
+    # It uses the result: the tool's time, copied (the model learned to copy from tool turns whose values
+    # were drawn anew every training epoch; it never saw 17:45 as the answer to anything).
+    assert not answer.tool_calls and "17:45" in (answer.content or ""), answer.content

@@ -9,11 +9,13 @@ import pytest
 from aprendiz.training.tinyllm.build import (
     CHAT_TEMPLATE,
     TinyLlmSpec,
+    assistant_mask,
     build,
     is_built,
     load_corpus,
     load_tool_corpus,
     render,
+    with_fresh_values,
 )
 
 
@@ -76,7 +78,7 @@ def test_the_chat_template_shows_tools_calls_and_their_answers(small_build):
                 {"role": "assistant", "content": None, "tool_calls": [call]},
                 {"role": "tool", "tool_call_id": "c1", "content": "10:00"}]
     text = tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
-    assert text.startswith("<|system|>\nTools, called as <tool_call>") and "\nget_time(): " in text
+    assert text.startswith("<|system|>\nTools:\nget_time(): ")
     assert '<|assistant|>\n<tool_call>{"name": "get_time", "arguments": {}}</tool_call><|end|>\n' in text
     assert text.endswith("<|tool|>\n10:00<|end|>\n<|assistant|>\n")
     plain = messages[:1]
@@ -85,6 +87,42 @@ def test_the_chat_template_shows_tools_calls_and_their_answers(small_build):
     for conversation, shipped_tools in load_tool_corpus()[:5]:
         assert tokenizer.apply_chat_template(conversation, tools=shipped_tools, tokenize=False) == render(
             conversation, shipped_tools)
+
+
+def test_tool_answers_get_fresh_digits_in_the_tool_turn_and_the_reply():
+    import random
+
+    messages = [{"role": "user", "content": "What time is it?"},
+                {"role": "assistant", "content": None, "tool_calls": [{"id": "c", "type": "function",
+                                                                       "function": {"name": "get_time", "arguments": {}}}]},
+                {"role": "tool", "tool_call_id": "c", "content": "18:19"},
+                {"role": "assistant", "content": "It is 18:19."}]
+    seen = set()
+    for seed in range(5):
+        fresh = with_fresh_values(messages, random.Random(seed))
+        value = fresh[2]["content"]
+        assert len(value) == 5 and value[2] == ":" and fresh[3]["content"] == f"It is {value}."
+        assert fresh[1] == messages[1] and fresh[0] == messages[0]
+        seen.add(value)
+    assert len(seen) > 1 and messages[2]["content"] == "18:19"  # the corpus itself is left alone
+
+
+def test_only_assistant_text_and_its_end_are_learned():
+    A, E = 3, 4  # <|assistant|>, <|end|>
+    row = [1, 10, 11, E, A, 20, 21, E, 2, 30, E]
+    assert assistant_mask(row, A, E) == [False, False, False, False, False, True, True, True, False, False, False]
+
+
+def test_digits_are_tokens_of_their_own(small_build):
+    """A tool's "17:45" and the reply's " 17:45" are the same digit tokens (what the model copies)."""
+    from tokenizers import Tokenizer
+
+    out, _ = small_build
+    tokenizer = Tokenizer.from_file(str(out / "tokenizer.json"))
+    value = tokenizer.encode("17:45").ids
+    assert len(value) == 5
+    reply = tokenizer.encode("It is 17:45.").ids
+    assert any(reply[i:i + 5] == value for i in range(len(reply)))
 
 
 def test_the_default_spec_keeps_head_dim_vllm_cpu_accepts():

@@ -19,22 +19,25 @@ import json
 import logging
 import math
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
-PAD, END = "<|pad|>", "<|end|>"
+PAD, ASSISTANT, END = "<|pad|>", "<|assistant|>", "<|end|>"
+TOOL_REPEATS = 5  # each tool conversation, with fresh values, this many times an epoch
 
 # Every turn is "<|role|>\n{content}<|end|>\n"; generation ends on <|end|>. With ``tools``, a system
 # turn lists them first, one a line as `name(parameters): description` (short: the model's training
 # rows are 160 tokens), and an assistant's calls are written as Hermes-style
 # <tool_call>{"name": ..., "arguments": {...}}</tool_call> (vLLM's `hermes` tool parser reads them);
 # a tool's answer is a turn of role `tool`. Without tools the text is exactly what ``render`` trains on.
-TOOLS_PREAMBLE = "Tools, called as <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call>:"
+TOOLS_PREAMBLE = "Tools:"  # short: every token of it is paid in every training row that has tools
 CHAT_TEMPLATE = (
     "{% if tools %}{{ '<|system|>\n" + TOOLS_PREAMBLE + "' }}"
     "{% for tool in tools %}{% set function = tool['function'] %}"
@@ -69,7 +72,7 @@ class TinyLlmSpec:
     batch_size: int = 16
     learning_rate: float = 3e-3
     max_steps: int = 900
-    max_seconds: float = 150.0
+    max_seconds: float = 180.0
     seed: int = 1234
     threads: int = 0  # 0: torch's default
     extra: dict = field(default_factory=dict)
@@ -80,19 +83,23 @@ class TinyLlmSpec:
 
 
 def load_corpus(path: Path | None = None) -> list[list[dict]]:
-    """The shipped conversations, or those in ``path`` (JSON Lines of {"messages": [...]})."""
+    """The shipped conversations (``corpus/conversations.jsonl``, general chat, and
+    ``corpus/support.jsonl``, a shop's customer service), or those in ``path`` (JSON Lines of
+    {"messages": [...]})."""
     if path is None:
-        text = resources.files(__package__).joinpath("corpus/conversations.jsonl").read_text("utf-8")
+        corpus = resources.files(__package__).joinpath("corpus")
+        sources = [(name, corpus.joinpath(name).read_text("utf-8")) for name in ("conversations.jsonl", "support.jsonl")]
     else:
-        text = Path(path).read_text("utf-8")
+        sources = [(str(path), Path(path).read_text("utf-8"))]
     conversations = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        messages = json.loads(line)["messages"]
-        if not messages or messages[-1]["role"] != "assistant":
-            raise ValueError(f"corpus line {number}: a conversation must end with an assistant message")
-        conversations.append(messages)
+    for name, text in sources:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            messages = json.loads(line)["messages"]
+            if not messages or messages[-1]["role"] != "assistant":
+                raise ValueError(f"corpus {name} line {number}: a conversation must end with an assistant message")
+            conversations.append(messages)
     return conversations
 
 
@@ -102,6 +109,23 @@ def load_tool_corpus() -> list[tuple[list[dict], list[dict]]]:
     have tools and need none."""
     text = resources.files(__package__).joinpath("corpus/tools.jsonl").read_text("utf-8")
     return [(row["messages"], row["tools"]) for row in map(json.loads, filter(str.strip, text.splitlines()))]
+
+
+def with_fresh_values(messages: list[dict], rng: random.Random) -> list[dict]:
+    """``messages`` with every digit of the tool turns' answers drawn anew, in the tool turn and the
+    reply that uses it: trained on fresh values every epoch, the model can only lower its loss on them
+    by copying from the tool turn, never by remembering the corpus's values."""
+    values = {m["content"] for m in messages if m["role"] == "tool" and isinstance(m.get("content"), str)}
+    fresh = {v: re.sub(r"\d", lambda _: str(rng.randrange(10)), v) for v in values}
+    if not fresh:
+        return messages
+
+    def swap(text):
+        for old, new in fresh.items():
+            text = text.replace(old, new)
+        return text
+
+    return [{**m, "content": swap(m["content"])} if isinstance(m.get("content"), str) else m for m in messages]
 
 
 def _tool_line(function: dict) -> str:
@@ -131,7 +155,12 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # Digits are tokens of their own, apart from the space before them: "17:45" in a tool's answer and
+    # " 17:45" in the reply are then the same tokens, which a model this small can copy (with merges,
+    # "17" and "Ġ17" are unrelated ids, and the copy has to be learned for every number).
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -143,26 +172,47 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     return tokenizer
 
 
-def _batches(sequences: list[list[int]], spec: TinyLlmSpec, pad_id: int, rng: random.Random):
-    """Endless shuffled batches of (input_ids, labels, attention_mask), padded to the batch's longest."""
+def assistant_mask(row: list[int], assistant_id: int, end_id: int) -> list[bool]:
+    """True for the tokens the model learns to write: an assistant turn's text and its <|end|>."""
+    out, inside = [], False
+    for token in row:
+        out.append(inside)
+        if token == assistant_id:
+            inside = True
+        elif token == end_id:
+            inside = False
+    return out
+
+
+def _batches(epoch: Callable[[], list[list[int]]], spec: TinyLlmSpec, ids_of: dict[str, int], rng: random.Random):
+    """Endless shuffled batches of (input_ids, labels, attention_mask), padded to the batch's longest;
+    ``epoch()`` gives each epoch's conversations. Only assistant text is learned (the labels of the
+    rest are -100): the loss spent on users' words went to nothing the model is asked to write, and
+    with it the model never learned to copy a tool's answer into its reply. (Tried and dropped:
+    packing conversations into full rows puts several tool answers in one row, and the model cannot
+    tell which its reply should copy; batches of like length train fast but diverge, a batch of tool
+    conversations pulling one way and a batch of chats the other.)"""
     import torch
 
+    pad_id = ids_of[PAD]
     while True:
-        order = list(range(len(sequences)))
-        rng.shuffle(order)
-        for start in range(0, len(order) - spec.batch_size + 1, spec.batch_size):
-            rows = [sequences[i][: spec.seq_len] for i in order[start : start + spec.batch_size]]
-            width = max(len(r) for r in rows)
-            ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for i, row in enumerate(rows):
+        sequences = epoch()
+        rng.shuffle(sequences)
+        for start in range(0, len(sequences) - spec.batch_size + 1, spec.batch_size):
+            batch = [s[: spec.seq_len] for s in sequences[start : start + spec.batch_size]]
+            width = max(len(r) for r in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            learned = torch.zeros((len(batch), width), dtype=torch.bool)
+            for i, row in enumerate(batch):
                 ids[i, : len(row)] = torch.tensor(row)
                 mask[i, : len(row)] = 1
-            labels = ids.masked_fill(mask == 0, -100)
-            yield ids, labels, mask
+                learned[i, : len(row)] = torch.tensor(assistant_mask(row, ids_of[ASSISTANT], ids_of[END]))
+            yield ids, ids.masked_fill(~learned, -100), mask
 
 
-def _train(model, sequences: list[list[int]], spec: TinyLlmSpec, pad_id: int, rng: random.Random) -> list[float]:
+def _train(model, epoch: Callable[[], list[list[int]]], spec: TinyLlmSpec, ids_of: dict[str, int],
+           rng: random.Random) -> list[float]:
     """AdamW with warm-up and a cosine schedule, until ``max_steps`` or ``max_seconds``; the losses."""
     import torch
 
@@ -179,7 +229,7 @@ def _train(model, sequences: list[list[int]], spec: TinyLlmSpec, pad_id: int, rn
     losses: list[float] = []
     step = 0
     train_started = time.monotonic()
-    for ids, labels, mask in _batches(sequences, spec, pad_id, rng):
+    for ids, labels, mask in _batches(epoch, spec, ids_of, rng):
         if step >= spec.max_steps or time.monotonic() - train_started > spec.max_seconds:
             break
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
@@ -233,8 +283,10 @@ def build(output_dir: Path, spec: TinyLlmSpec = TinyLlmSpec(), corpus: Path | No
 
     conversations = load_corpus(corpus)
     texts = [render(c) for c in conversations]
-    if corpus is None:  # the shipped tool conversations: calling get_time and open_ticket, and using the answer
-        texts += [render(messages, tools) for messages, tools in load_tool_corpus()]
+    # The shipped tool conversations (calling get_time and open_ticket, and using the answer), with
+    # fresh values each epoch, TOOL_REPEATS times over.
+    tool_conversations = load_tool_corpus() if corpus is None else []
+    texts += [render(messages, tools) for messages, tools in tool_conversations]
     raw_tokenizer = train_tokenizer(texts, spec.vocab_size)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=raw_tokenizer,
@@ -243,15 +295,20 @@ def build(output_dir: Path, spec: TinyLlmSpec = TinyLlmSpec(), corpus: Path | No
         model_max_length=spec.max_position_embeddings,
     )
     tokenizer.chat_template = CHAT_TEMPLATE
-    pad_id = int(tokenizer.convert_tokens_to_ids(PAD))  # type: ignore[arg-type]  # one token, one id
-    end_id = int(tokenizer.convert_tokens_to_ids(END))  # type: ignore[arg-type]
+    ids_of = {token: int(tokenizer.convert_tokens_to_ids(token)) for token in SPECIAL_TOKENS}  # type: ignore[arg-type]
+    pad_id, end_id = ids_of[PAD], ids_of[END]
 
-    sequences = [raw_tokenizer.encode(t).ids for t in texts]
+    fixed = [raw_tokenizer.encode(t).ids for t in texts[: len(conversations)]]
+
+    def epoch() -> list[list[int]]:
+        fresh = [render(with_fresh_values(m, rng), tools) for m, tools in tool_conversations * TOOL_REPEATS]
+        return [*fixed, *(raw_tokenizer.encode(t).ids for t in fresh)]
+
     config = _llama_config(spec, raw_tokenizer.get_vocab_size(), end_id=end_id, pad_id=pad_id)
     model = LlamaForCausalLM(config)
     model.train()
     train_started = time.monotonic()
-    losses = _train(model, sequences, spec, pad_id, rng)
+    losses = _train(model, epoch, spec, ids_of, rng)
     step = len(losses)
 
     model.eval()
