@@ -93,6 +93,23 @@ def test_a_replica_holds_no_more_adapters_than_configured(client, platform, adap
     assert held == 1
 
 
+def test_requests_arriving_together_for_an_adapter_never_loaded_all_answer(client, stores, default_model, tmp_path):
+    """Eight requests at once for an adapter the replica has never loaded: each is answered. (Ray Serve
+    LLM loaded the adapter into vLLM once per request, unlocked: a second load of the same adapter
+    failed, "has already been loaded", and its request was a 500. `aprendiz evaluate` found it.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aprendiz.loras import AdapterStore
+    from aprendiz.training.tinyllm.lora import build_tiny_adapter
+
+    folder = tmp_path / "alpaca-d"
+    build_tiny_adapter(default_model, folder, seed=4)
+    AdapterStore(stores.s3.store).publish(BASE, "alpaca-d", folder)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: _chat(client, f"{BASE}:alpaca-d", max_tokens=4), range(8)))
+    assert all(a.choices[0].message.content is not None for a in answers)
+
+
 def test_an_adapter_published_while_serving_is_listed_and_served(client, platform, stores, default_model, tmp_path):
     from aprendiz.loras import AdapterStore
     from aprendiz.training.tinyllm.lora import build_tiny_adapter

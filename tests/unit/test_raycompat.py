@@ -104,6 +104,32 @@ def test_the_stream_batching_hook_the_generator_takes_over():
     assert inspect.isasyncgenfunction(raycompat.Batcher.stream)
 
 
+def test_the_lora_resolution_hook_the_generator_serializes():
+    import asyncio
+    import inspect
+
+    from ray.serve.llm import LLMServer
+
+    hook = LLMServer._maybe_resolve_lora_from_multiplex
+    assert inspect.iscoroutinefunction(hook) and list(inspect.signature(hook).parameters) == ["self"]
+    assert "resolve_lora" in inspect.getsource(hook)  # Ray's check-then-load, the race resolve_lora_once closes
+
+    async def two_at_once():
+        order: list[str] = []
+
+        async def resolve(name):
+            order.append(f"{name} in")
+            await asyncio.sleep(0.01)
+            order.append(f"{name} out")
+
+        server = type("Server", (), {})()
+        await asyncio.gather(raycompat.resolve_lora_once(server, lambda: resolve("a")),
+                             raycompat.resolve_lora_once(server, lambda: resolve("b")))
+        return order
+
+    assert asyncio.run(two_at_once()) == ["a in", "a out", "b in", "b out"]
+
+
 def test_a_model_in_a_local_folder_skips_rays_node_download_task(tmp_path):
     """Ray Serve LLM runs a task per node to download the model before the engine starts: for a
     model in a local folder there is nothing to download, and the task's worker (a new process that

@@ -21,6 +21,10 @@ What is taken, and why:
 - ``Batcher``, Ray Serve LLM's fixed-window stream batcher, and LLMServer's private hook that
   batches a streamed answer (``_batch_output_stream``, with ``_get_batch_interval_ms``): the
   generator's server takes the hook over to choose the batching (``batch_output_stream``);
+- LLMServer's private hook that puts a request's LoRA adapter into the engine
+  (``_maybe_resolve_lora_from_multiplex``): the generator's server runs it one request at a time
+  per adapter (``resolve_lora_once``), since Ray's check-then-load lets requests arriving together
+  load the same adapter twice;
 - ``CallbackBase``, the base of an LLMConfig's ``callback_config`` class: ``LocalModelCallback``
   turns off the per-node download task for a model in a local folder (Ray's vLLM engine asks
   its context's ``run_init_node`` as it starts);
@@ -32,7 +36,8 @@ What is taken, and why:
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, Callable
 
 from ray.llm._internal.common.callbacks.base import CallbackBase
@@ -115,6 +120,20 @@ def batch_output_stream(server: Any, source: AsyncIterator[Any], mode: StreamBat
     """What an LLMServer's ``_batch_output_stream`` hook returns for a streamed answer, batched by
     ``mode`` over the server's window (``stream_batching_interval_ms``; Ray's 50 ms unset)."""
     return batch_stream(source, mode, server._get_batch_interval_ms(), fixed=Batcher)
+
+
+async def resolve_lora_once(server: Any, resolve: Callable[[], Awaitable[None]]) -> None:
+    """LLMServer's ``_maybe_resolve_lora_from_multiplex`` (``resolve``), one request at a time per
+    adapter. Ray's vLLM engine checks whether vLLM has the adapter and then loads it, with nothing
+    held between: requests arriving together for an adapter not loaded yet each load it, and every
+    load after the first fails in vLLM ("has already been loaded"), a 500 for its request. Under the
+    lock the first loads it and the others find it loaded."""
+    from ray import serve
+
+    locks = server.__dict__.setdefault("_aprendiz_lora_locks", {})
+    lock = locks.setdefault(serve.get_multiplexed_model_id(), asyncio.Lock())
+    async with lock:
+        await resolve()
 
 
 class LocalModelCallback(CallbackBase):

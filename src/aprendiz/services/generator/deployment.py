@@ -20,7 +20,7 @@ from aprendiz.config import GatewayConfig, GeneratorModel, StoreConfig
 from aprendiz.services.gateway.accrual import ReplicaCostMeter
 from aprendiz.services.generator.lora import StoreLoraLoader
 from aprendiz.services.generator.stream_batching import StreamBatching
-from aprendiz.services.raycompat import LocalModelCallback, batch_output_stream, lora_loader_kwargs
+from aprendiz.services.raycompat import LocalModelCallback, batch_output_stream, lora_loader_kwargs, resolve_lora_once
 
 
 class GeneratorServer(LLMServer):
@@ -49,6 +49,9 @@ class GeneratorServer(LLMServer):
 
     def _batch_output_stream(self, generator):  # LLMServer's private hook (raycompat.batch_output_stream)
         return batch_output_stream(self, generator, self._stream_batching)
+
+    async def _maybe_resolve_lora_from_multiplex(self) -> None:  # LLMServer's private hook (raycompat)
+        await resolve_lora_once(self, super()._maybe_resolve_lora_from_multiplex)
 
 
 def with_vllm_configs(config: LLMConfig) -> LLMConfig:
