@@ -258,6 +258,19 @@ def cost() -> dict:
         panel("Replica cost accrued in range by model, USD", [q(
             "sum by (model, kind) (increase(ray_aprendiz_replica_cost_usd_total[$__range]))", "{{model}} ({{kind}})",
             format="table", instant=True)], kind="table", unit="currencyUSD", w=24),
+        panel("Quality per dollar: evaluation quality per USD of 1,000 conversations (aprendiz evaluate)", [q(
+            'aprendiz_eval_quality{scorer="overall"} / ignoring(scorer) (aprendiz_eval_cost_per_1k_conversations_usd > 0)',
+            "{{model}} on {{eval}}", format="table", instant=True)], kind="table", w=12,
+            description="The last pushed evaluation of each model: its mean score (0 to 1) over what 1,000 of the "
+                        "set's conversations cost on it. Higher is better value; the report has the intervals."),
+        panel("Last evaluations: quality, USD per 1,000 conversations, errors, TTFT p50, age", [
+            q('aprendiz_eval_quality{scorer="overall"}', "quality {{model}} on {{eval}}", format="table", instant=True),
+            q("aprendiz_eval_cost_per_1k_conversations_usd", "USD {{model}} on {{eval}}", format="table", instant=True),
+            q("aprendiz_eval_errors", "errors {{model}} on {{eval}}", format="table", instant=True),
+            q("aprendiz_eval_ttft_p50_seconds", "TTFT {{model}} on {{eval}}", format="table", instant=True),
+            q("time() - aprendiz_eval_last_run_timestamp_seconds", "age {{model}} on {{eval}}", format="table",
+              instant=True),
+        ], kind="table", w=12),
     ], None)
 
 

@@ -415,6 +415,13 @@ class GatewayConfig(Strict):
         default_factory=lambda: dict(DEFAULT_HOURLY_PRICES_USD),
         description="Price per hour of one unit by accelerator type: `cpu` per CPU, GPU types per GPU, `gpu` otherwise.",
     )
+    hosting_upkeep_usd_per_month: float = Field(
+        0.0, ge=0,
+        description=(
+            "What hosting costs beside the replicas, per month: the engineering time and the storage it takes. "
+            "Added to a hosted model's cost in the rent-or-host break-even (`aprendiz cost`, `aprendiz evaluate`)."
+        ),
+    )
 
     def resolve(self, base_dir: Path | None) -> "GatewayConfig":
         if base_dir is None or not self.keys_file or "://" in self.keys_file or Path(self.keys_file).is_absolute():

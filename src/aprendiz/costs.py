@@ -25,6 +25,7 @@ from aprendiz.config import PlatformConfig
 from aprendiz.metrics import GATEWAY_COST_USD, GATEWAY_TOKENS, REPLICA_COST_USD, REPLICA_HOURLY_USD
 
 SECONDS_PER_DAY = 86400.0
+HOURS_PER_MONTH = 730.0
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class HostedFigures:
     tokens_per_s: float  # what one replica serves at its measured peak (prompt + completion)
     prompt_share: float = 0.5  # share of prompt tokens in the traffic
     observed_usd_per_million: float | None = None  # replica cost over served tokens in the window
+    upkeep_usd_per_month: float = 0.0  # gateway.hosting_upkeep_usd_per_month: engineering time, storage
+
+    @property
+    def upkeep_usd_per_day(self) -> float:
+        return self.upkeep_usd_per_month / HOURS_PER_MONTH * 24.0
 
     @property
     def usd_per_million_at_capacity(self) -> float:
@@ -44,11 +50,12 @@ class HostedFigures:
         return self.tokens_per_s * SECONDS_PER_DAY
 
     def daily_cost_usd(self, tokens_per_day: float) -> float:
-        """Cost of serving a daily volume with as many always-on replicas as it takes (at least one)."""
+        """Cost of serving a daily volume with as many always-on replicas as it takes (at least one),
+        plus the day's upkeep."""
         if self.daily_capacity_tokens <= 0:
             return math.inf
         replicas = max(1, math.ceil(tokens_per_day / self.daily_capacity_tokens))
-        return replicas * 24.0 * self.replica_hourly_usd
+        return replicas * 24.0 * self.replica_hourly_usd + self.upkeep_usd_per_day
 
 
 @dataclass(frozen=True)
@@ -68,15 +75,17 @@ class RentedFigures:
 def break_even_tokens_per_day(hosted: HostedFigures, rented: RentedFigures) -> float | None:
     """The daily volume from which one hosted replica is cheaper than renting; None if it never is.
 
-    Renting V tokens a day costs V * p; one replica costs 24 * H a day for up to its capacity C.
-    They cross at V = 24 * H / p, which is below C exactly when a replica's cost per token at
-    full use is below the rented price. (Past each multiple of C one more replica is added, so
-    renting can win briefly again just above it; the plot shows those steps.)
+    Renting V tokens a day costs V * p; one replica costs 24 * H a day, plus the upkeep U a day,
+    for up to its capacity C. They cross at V = (24 * H + U) / p, when that is within C (without
+    upkeep: exactly when a replica's cost per token at full use is below the rented price). (Past
+    each multiple of C one more replica is added, so renting can win briefly again just above it;
+    the plot shows those steps.)
     """
     price = rented.usd_per_million(hosted.prompt_share)
-    if price <= 0 or hosted.usd_per_million_at_capacity >= price:
+    if price <= 0 or hosted.daily_capacity_tokens <= 0:
         return None
-    return 24.0 * hosted.replica_hourly_usd / (price / 1e6)
+    volume = (24.0 * hosted.replica_hourly_usd + hosted.upkeep_usd_per_day) / (price / 1e6)
+    return volume if volume < hosted.daily_capacity_tokens else None
 
 
 def from_benchmark(path: Path) -> list[HostedFigures]:
@@ -204,9 +213,11 @@ def report(hosted: list[HostedFigures], rented: list[RentedFigures]) -> str:
             volume = break_even_tokens_per_day(h, r)
             verdict = (
                 f"{volume:,.0f} tokens/day (hosting: ${24 * h.replica_hourly_usd:,.2f}/day per replica, "
-                f"up to {h.daily_capacity_tokens:,.0f} tokens/day each)"
+                f"up to {h.daily_capacity_tokens:,.0f} tokens/day each"
+                + (f"; upkeep ${h.upkeep_usd_per_day:,.2f}/day" if h.upkeep_usd_per_month else "") + ")"
                 if volume is not None
-                else "never: renting is cheaper at every volume (a replica at full use costs more per token)"
+                else "never: renting is cheaper at every volume one replica serves (a replica at full use, "
+                "with its upkeep, costs more per token)"
             )
             lines.append(f"  {h.model} vs {r.model}: {verdict}")
     if not hosted or not rented:

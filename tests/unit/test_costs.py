@@ -29,6 +29,19 @@ def test_break_even_is_where_one_replica_costs_what_renting_does():
     assert costs.break_even_tokens_per_day(HOSTED, cheap) is None
 
 
+def test_hosting_upkeep_moves_the_break_even_up():
+    import dataclasses
+
+    kept = dataclasses.replace(HOSTED, upkeep_usd_per_month=730.0)  # 24 USD a day
+    assert kept.daily_cost_usd(1) == pytest.approx(48.0)
+    volume = costs.break_even_tokens_per_day(kept, RENTED)
+    assert volume == pytest.approx(48.0 / (20.0 / 1e6))  # twice the volume without upkeep
+    assert RENTED.daily_cost_usd(volume, 0.5) == pytest.approx(kept.daily_cost_usd(volume))
+    assert "upkeep $24.00/day" in costs.report([kept], [RENTED])
+    # Upkeep past what one replica's capacity saves: renting wins at every volume it serves.
+    assert costs.break_even_tokens_per_day(dataclasses.replace(HOSTED, upkeep_usd_per_month=730.0 * 100), RENTED) is None
+
+
 def test_report_and_plot(tmp_path):
     text = costs.report([HOSTED], [RENTED])
     assert "tiny vs gpt: 1,200,000 tokens/day" in text

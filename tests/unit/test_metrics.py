@@ -149,13 +149,30 @@ def test_training_metrics_expose_the_catalogues_names():
     run = metrics.TrainingMetrics("breast-cancer")
     run.record(duration_s=3.5, success=True, rows_read=569, candidates_trained=3, metric="roc_auc", best_metric=0.99)
     families = {f.name: f for f in text_string_to_metric_families(generate_latest(run.registry).decode())}
-    pushed = {s.name: s for s in CATALOGUE if s.exporter == PUSHGATEWAY}
+    pushed = {s.name: s for s in CATALOGUE if s.exporter == PUSHGATEWAY and s.name.startswith("aprendiz_training_")}
     assert set(families) == set(pushed)
     for name, family in families.items():
         assert family.type == pushed[name].type
         assert family.documentation == pushed[name].help
         assert {k for sample in family.samples for k in sample.labels} == set(pushed[name].labels)
     assert families["aprendiz_training_best_metric"].samples[0].labels == {"metric": "roc_auc"}
+
+
+def test_evaluation_metrics_expose_the_catalogues_names():
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    run = metrics.EvaluationMetrics("customer-service", "tiny")
+    run.record(quality=0.6, scorers={"chrf": 0.5, "contains": 0.7}, usd_per_1k=0.02, errors=1, ttft_p50_s=0.05)
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(run.registry).decode())}
+    pushed = {s.name: s for s in CATALOGUE if s.exporter == PUSHGATEWAY and s.name.startswith("aprendiz_eval_")}
+    assert set(families) == set(pushed)
+    for name, family in families.items():
+        assert family.type == pushed[name].type and family.documentation == pushed[name].help
+        assert {k for sample in family.samples for k in sample.labels} == set(pushed[name].labels)
+    assert {s.labels["scorer"]: s.value for s in families["aprendiz_eval_quality"].samples} == {
+        "overall": 0.6, "chrf": 0.5, "contains": 0.7}
+    assert run.grouping == {"eval": "customer-service", "model": "tiny"}
 
 
 def test_classifier_gauges_are_set_again_while_the_replica_lives(fake_ray_metrics, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
@@ -424,10 +425,74 @@ def cost(
     except costs.CostError as exc:
         typer.echo(f"aprendiz: {exc}", err=True)
         raise typer.Exit(1) from None
+    upkeep = platform.gateway.hosting_upkeep_usd_per_month
+    hosted = [dataclasses.replace(h, upkeep_usd_per_month=upkeep) for h in hosted]
     rented = costs.rented_figures(platform, observed)
     typer.echo(json.dumps(costs.as_dict(hosted, rented), indent=2) if as_json else costs.report(hosted, rented))
     if plot:
         typer.echo(f"aprendiz: wrote {costs.plot(hosted, rented, plot)}")
+
+
+@app.command("evaluate")
+def evaluate(
+    eval_name: Annotated[str, typer.Option("--eval", "-e", help="Evaluation set: evals/<name>/cases.jsonl in the store "
+                                           "(the shipped customer-service set is written there when missing).")],
+    models: Annotated[str, typer.Option("--models", "-m", help="Comma-separated model ids as clients name them: hosted "
+                                        "models, <model>:<adapter> adapters, rented models.")],
+    judge: Annotated[Optional[str], typer.Option("--judge", help="A model (hosted or rented) that grades the "
+                                                 "answers against the cases' rubrics.")] = None,
+    url: Annotated[Optional[str], typer.Option("--url", help="The platform's entrance (unset: APRENDIZ_HOST and "
+                                               "APRENDIZ_PORT, the local `aprendiz serve`).")] = None,
+    config: ConfigOption = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder of the run's results and report; "
+                                                   "a run resumes there (unset: var/evals/<eval>).")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="Cases in flight per model.")] = 8,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Only N cases, spread evenly over the set (after --tag).")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Only cases with this tag, as key=value "
+                                                     "(repeatable).")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Forget the results already in --output.")] = False,
+    pushgateway: Annotated[Optional[str], typer.Option("--pushgateway", help="Prometheus Pushgateway URL for "
+                                                       "the figures.")] = None,
+    publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Copy the report to the store "
+                                          "(evals/<eval>/reports/<time>/).")] = True,
+) -> None:
+    """Score models on the same conversations through the platform's entrance: quality, latency and cost
+    per 1,000 conversations, the Pareto front, and what to rent or host at which budget."""
+    from aprendiz.evaluation.cases import EvalError, load_cases, select
+    from aprendiz.evaluation.job import run_evaluation, table
+    from aprendiz.evaluation.runner import Entrance
+    from aprendiz.store import ObjectStore
+
+    settings = _settings(config_file=config)
+    platform = _platform(settings.config_file)
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    tags = dict(t.split("=", 1) for t in tag or [] if "=" in t)
+    if not names or len(tags) != len(tag or []):
+        typer.echo("aprendiz: --models needs at least one model id; --tag takes key=value", err=True)
+        raise typer.Exit(2)
+    store = ObjectStore(platform.store.url, storage_options=platform.store.storage_options())
+    try:
+        cases = select(load_cases(store, eval_name), tags, limit)
+    except EvalError as exc:
+        typer.echo(f"aprendiz: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if not cases:
+        typer.echo(f"aprendiz: no case of {eval_name!r} has the tags {tags}", err=True)
+        raise typer.Exit(2)
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    entrance = Entrance(url or f"http://{settings.host}:{settings.port}", key)
+    outcome = run_evaluation(
+        eval_name, cases, names, entrance, output or Path("var/evals") / eval_name, config=platform, judge=judge,
+        concurrency=concurrency, fresh=fresh, store=store if publish else None, pushgateway=pushgateway,
+    )
+    typer.echo(table(outcome.models))
+    if outcome.agreement is not None:
+        agreement = outcome.agreement.get("agreement")
+        typer.echo(f"judge {judge}: agrees with the pass/fail scorers on "
+                   f"{'-' if agreement is None else f'{agreement:.3f}'} of {outcome.agreement['cases']} cases")
+    for line in outcome.recommendation:
+        typer.echo(f"- {line}")
+    typer.echo(f"report: {outcome.report_path}" + (f" (published: {outcome.published})" if outcome.published else ""))
 
 
 def main() -> None:
