@@ -138,7 +138,9 @@ def test_an_interrupted_run_resumes_and_errors_are_kept(tmp_path):
     rows = read_rows(tmp_path / RESULTS)
     assert [r["case"] for r in rows] == ["c0", "c1", "c2", "c3"] and len(seen) == 4  # c0, c1 not asked again
     assert [r["ok"] for r in rows] == [True, True, False, True] and rows[2]["error"] == "HTTP 502: down"
-    figures = summary.figures("m", cases, rows, read_rows(tmp_path / "segments.jsonl"), [], summary.Pricing("unknown"))
+    segments = read_rows(tmp_path / "segments.jsonl")
+    assert [s["cases"] for s in segments] == [2, 2]  # each run segment counts what it answered
+    figures = summary.figures("m", cases, rows, segments, [], summary.Pricing("unknown"))
     assert figures.errors == 1 and figures.missing == 0 and figures.quality.value == pytest.approx(0.5)
 
 

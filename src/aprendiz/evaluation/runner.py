@@ -201,18 +201,20 @@ class Evaluation:
             return
         gate = asyncio.Semaphore(self.concurrency)
         bar = _bar(len(todo), f"{model}", self.progress)
+        answered = 0
 
         async def one(case: Case) -> None:
+            nonlocal answered
             async with gate:
                 answer = await ask(client, case.body(model))
             _append(self.output / RESULTS, result_row(model, case, answer))
+            answered += 1
             bar.update(1)
 
         started = time.perf_counter()
         try:
             await asyncio.gather(*(one(c) for c in todo))
         finally:
-            answered = len(self.done()) - len(done)
             _append(self.output / SEGMENTS, {"model": model, "wall_s": time.perf_counter() - started, "cases": answered})
             bar.close()
 

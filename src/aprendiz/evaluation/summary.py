@@ -123,6 +123,8 @@ def figures(model: str, cases: list[Case], rows: list[dict], segments: list[dict
             chosen = [_case_quality(by_case.get(c.id)) for c in cases if c.tags.get(key) == value]
             tags.setdefault(key, {})[value] = bootstrap(chosen)
     verdicts = [j["verdict"] for j in judgements if j["model"] == model and j.get("verdict") is not None]
+    ttft = [r["ttft_s"] for r in ok if r["ttft_s"] is not None]
+    tpot = [r["tpot_s"] for r in ok if r["tpot_s"] is not None]
     prompt_tokens = sum(r["prompt_tokens"] for r in ok)
     completion_tokens = sum(r["completion_tokens"] for r in ok)
     usd, per_hour = None, None
@@ -135,10 +137,8 @@ def figures(model: str, cases: list[Case], rows: list[dict], segments: list[dict
     return ModelFigures(
         model=model, backend=pricing.backend, cases=len(cases), errors=len(answered) - len(ok), missing=len(cases) - len(answered),
         quality=quality, scorers=scorers, tags=tags, judge=bootstrap(verdicts) if verdicts else None,
-        ttft_p50_s=percentile([r["ttft_s"] for r in ok if r["ttft_s"] is not None], 50),
-        ttft_p95_s=percentile([r["ttft_s"] for r in ok if r["ttft_s"] is not None], 95),
-        tpot_p50_s=percentile([r["tpot_s"] for r in ok if r["tpot_s"] is not None], 50),
-        tpot_p95_s=percentile([r["tpot_s"] for r in ok if r["tpot_s"] is not None], 95),
+        ttft_p50_s=percentile(ttft, 50), ttft_p95_s=percentile(ttft, 95),
+        tpot_p50_s=percentile(tpot, 50), tpot_p95_s=percentile(tpot, 95),
         prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
         usd_per_1k_conversations=usd, conversations_per_hour=per_hour,
         hourly_usd=pricing.hourly_usd, accelerator=pricing.accelerator,
