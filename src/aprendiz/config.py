@@ -23,6 +23,7 @@ from aprendiz.families import (
     checkpoint_has_chat_template,
     resolve_family,
 )
+from aprendiz.images import ImageLimits
 from aprendiz.strict import Strict
 
 MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$"
@@ -306,13 +307,45 @@ class ClassifierModel(Strict):
         ),
     )
     max_instances: int = Field(1024, ge=1, description="Instances one request may carry.")
+    image_limits: ImageLimits = Field(
+        default_factory=ImageLimits,
+        description="Image models: the largest encoded image (bytes) and the most pixels accepted; larger ones get a "
+                    "400 before they are decoded (the body itself is bounded by ingress.max_body_bytes).",
+    )
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     max_ongoing_requests: int = Field(128, ge=1)
     max_queued_requests: int = Field(2048, ge=-1, description="-1: unbounded.")
     num_cpus: float = Field(0.5, gt=0)
-    hourly_usd: float | None = Field(
-        None, ge=0, description="Price of one replica per hour; unset: gateway.hourly_prices_usd['cpu'] x num_cpus."
+    accelerator: Literal["cpu", "gpu"] = Field(
+        "cpu",
+        description=(
+            "cpu, or gpu: onnxruntime's CUDA execution provider (CPU the fallback) in replicas of their own on "
+            "the GPU workers; never placement: ingress (services/classifier/providers.py)."
+        ),
     )
+    accelerator_type: str | None = Field(None, description="Ray accelerator type on GPU, e.g. L4 or A10G.")
+    num_gpus: float = Field(
+        1, gt=0, description="GPUs per replica on GPU; a fraction shares one GPU between replicas (e.g. 0.5)."
+    )
+    hourly_usd: float | None = Field(
+        None,
+        ge=0,
+        description=(
+            "Price of one replica per hour; unset: gateway.hourly_prices_usd['cpu'] x num_cpus on CPU, the "
+            "accelerator type's price (else 'gpu') x num_gpus on GPU."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _accelerator(self) -> "ClassifierModel":
+        if self.accelerator == "cpu" and self.accelerator_type:
+            raise ValueError(f"classifier {self.name!r}: accelerator_type is only meaningful with accelerator: gpu")
+        if self.accelerator == "gpu" and self.placement == "ingress":
+            raise ValueError(
+                f"classifier {self.name!r}: accelerator: gpu cannot run in the ingress (its replicas hold no GPU); "
+                "use placement: replica or auto"
+            )
+        return self
 
 
 class EmbeddingModel(Strict):
@@ -440,7 +473,11 @@ class GatewayConfig(Strict):
         return self.unit_price(model.accelerator_type or "gpu") * model.num_gpus
 
     def classifier_hourly_usd(self, model: "ClassifierModel | EmbeddingModel") -> float:
-        return model.hourly_usd if model.hourly_usd is not None else self.unit_price("cpu") * model.num_cpus
+        if model.hourly_usd is not None:
+            return model.hourly_usd
+        if isinstance(model, ClassifierModel) and model.accelerator == "gpu":
+            return self.unit_price(model.accelerator_type or "gpu") * model.num_gpus
+        return self.unit_price("cpu") * model.num_cpus
 
 
 class IngressConfig(Strict):

@@ -10,8 +10,12 @@ numpy.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
+import re
 import warnings
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -95,3 +99,29 @@ def decode(data: bytes, limits: ImageLimits, *, what: str = "image"):
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise InvalidRequestError(f"{what} cannot be decoded as PNG or JPEG") from None
     return image
+
+
+_DATA_URL = re.compile(r"^data:image/[a-z.+-]+;base64,", re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s+")
+
+
+def from_base64(value: object, limits: ImageLimits, *, what: str = "image") -> bytes:
+    """The bytes of a base64 image (a data: URL prefix and line breaks are allowed), refused
+    before decoding when they would exceed ``limits.max_bytes``."""
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"{what} must be a base64 string, not {type(value).__name__}", param=what)
+    text = _WHITESPACE.sub("", _DATA_URL.sub("", value, count=1))
+    if len(text) // 4 * 3 > limits.max_bytes + 2:
+        raise InvalidRequestError(
+            f"{what} is about {len(text) // 4 * 3:,} bytes; the limit is {limits.max_bytes:,}", param=what)
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequestError(f"{what} is not valid base64", param=what) from None
+
+
+def to_pixels(encoded: Sequence[bytes], transform: ImageTransform, limits: ImageLimits, *,
+              what: str = "instances") -> np.ndarray:
+    """Encoded images decoded within ``limits`` and transformed: float32 [N, C, H, W]. The error
+    names the item at fault (``what[i]``)."""
+    return np.stack([transform.apply(decode(data, limits, what=f"{what}[{i}]")) for i, data in enumerate(encoded)])

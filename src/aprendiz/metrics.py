@@ -20,6 +20,7 @@ PROBABILITY_BUCKETS = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
 BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
 LATENCY_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
 REQUEST_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]
+IMAGE_BYTES_BUCKETS = [1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216]
 TOKEN_TIME_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56]
 
 RAY = "ray"  # exported by Ray's metrics agent from inside Serve replicas
@@ -166,6 +167,16 @@ CLASSIFIER_INFERENCE_SECONDS = _spec(
     "Time of one onnxruntime call.",
     ("model",), LATENCY_BUCKETS_S,
 )
+CLASSIFIER_IMAGE_BYTES = _spec(
+    "aprendiz_classifier_image_bytes", "histogram",
+    "Encoded size of each image a request sent to an image classifier.",
+    ("model",), IMAGE_BYTES_BUCKETS,
+)
+CLASSIFIER_IMAGE_DECODE_SECONDS = _spec(
+    "aprendiz_classifier_image_decode_seconds", "histogram",
+    "Time to decode and transform one request's images (Pillow and numpy, on a worker thread).",
+    ("model",), LATENCY_BUCKETS_S,
+)
 CLASSIFIER_FEEDBACK_EXAMPLES = _spec(
     "aprendiz_classifier_feedback_examples", "counter",
     "Labelled examples received as feedback and written to the store.",
@@ -277,6 +288,8 @@ class ClassifierMetrics:
         self.probability = _ray_metric(CLASSIFIER_PROBABILITY)
         self.inference_seconds = _ray_metric(CLASSIFIER_INFERENCE_SECONDS)
         self.feedback_examples = _ray_metric(CLASSIFIER_FEEDBACK_EXAMPLES)
+        self.image_bytes = _ray_metric(CLASSIFIER_IMAGE_BYTES)
+        self.image_decode_seconds = _ray_metric(CLASSIFIER_IMAGE_DECODE_SECONDS)
         self.model_version_info = _ray_metric(CLASSIFIER_MODEL_VERSION_INFO)
         self.model_load_failures = _ray_metric(CLASSIFIER_MODEL_LOAD_FAILURES)
         self.champion_timestamp = _ray_metric(CLASSIFIER_CHAMPION_TIMESTAMP)
@@ -291,6 +304,12 @@ class ClassifierMetrics:
         """One onnxruntime call: its time and its rows (a batch of requests in a replica)."""
         self.inference_seconds.observe(seconds, tags={"model": self.model})
         self.batch_size.observe(rows, tags={"model": self.model})
+
+    def decoded(self, seconds: float, sizes: list[int]) -> None:
+        """One request's images decoded and transformed: the time, and each image's encoded size."""
+        self.image_decode_seconds.observe(seconds, tags={"model": self.model})
+        for size in sizes:
+            self.image_bytes.observe(size, tags={"model": self.model})
 
     def switched(self, old: str | None, new: str) -> None:
         if old:

@@ -36,6 +36,7 @@ from pydantic import (
     model_validator,
 )
 
+from aprendiz.images import ImageTransform
 from aprendiz.store import KeyExistsError, KeyNotFoundError, ObjectStore, check_key
 from aprendiz.strict import Strict
 
@@ -127,9 +128,11 @@ UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 # The ONNX contract between training and serving: a version's model.onnx takes float32 [N, F]
-# as TABULAR_INPUT (tabular) or int64 [N, L] INPUT_IDS and ATTENTION_MASK from the version's
-# TOKENIZER_FILE (text), and gives float32 [N, 2] as OUTPUT, column 1 the positive class.
+# as TABULAR_INPUT (tabular), int64 [N, L] INPUT_IDS and ATTENTION_MASK from the version's
+# TOKENIZER_FILE (text), or float32 [N, C, H, W] as IMAGE_INPUT, made by the card's image transform
+# (image), and gives float32 [N, 2] as OUTPUT, column 1 the positive class.
 TABULAR_INPUT = "input"
+IMAGE_INPUT = "pixels"
 INPUT_IDS, ATTENTION_MASK = "input_ids", "attention_mask"
 OUTPUT = "probabilities"
 TOKENIZER_FILE = "tokenizer.json"
@@ -180,9 +183,11 @@ class ModelCard(Strict):
 
     name: ModelName
     version: Version
-    kind: Literal["tabular", "text"]
+    kind: Literal["tabular", "text", "image"]
     features: list[Feature] = Field(default_factory=list, description="Tabular: the input columns, in order.")
     text_field: str | None = Field(None, description="Text: the request field holding the text.")
+    image: ImageTransform | None = Field(
+        None, description="Image: the transform from a decoded image to the model's float32 [C, H, W] input.")
     labels: tuple[str, str] = Field(("negative", "positive"), description="(negative, positive) label names.")
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="Positive when probability >= threshold.")
     onnx_input: str = Field(TABULAR_INPUT, min_length=1)
@@ -209,7 +214,14 @@ class ModelCard(Strict):
 
     @model_validator(mode="after")
     def _inputs(self) -> "ModelCard":
-        if self.kind == "tabular":
+        if self.kind != "image" and self.image is not None:
+            raise ValueError("image (the transform) is only meaningful for kind: image")
+        if self.kind == "image":
+            if self.image is None:
+                raise ValueError("an image model needs image: the transform it was trained with")
+            if self.features or self.text_field is not None:
+                raise ValueError("an image model takes no features and no text_field")
+        elif self.kind == "tabular":
             if not self.features:
                 raise ValueError("a tabular model needs at least one feature")
             if self.text_field is not None:
@@ -263,11 +275,13 @@ class Champion(Strict):
 
 
 class FeedbackRecord(Strict):
-    """One labelled example a client sent back: a tabular row (features) or a text, and its true class."""
+    """One labelled example a client sent back: a tabular row (features), a text or an image (its
+    PNG or JPEG bytes as sent, base64), and its true class."""
 
     features: dict[str, Annotated[float, Field(allow_inf_nan=False)] | str | None] | None = Field(
         None, description="Feature values: numbers, a category's level, or null (missing).")
     text: str | None = None
+    image: str | None = Field(None, description="The encoded image (PNG or JPEG), base64.")
     label: Annotated[int, Field(strict=True, ge=0, le=1)]
     prediction_id: str | None = None
     model_version: str | None = None
@@ -275,8 +289,8 @@ class FeedbackRecord(Strict):
 
     @model_validator(mode="after")
     def _one_input(self) -> "FeedbackRecord":
-        if (self.features is None) == (self.text is None):
-            raise ValueError("a feedback record carries exactly one of features and text")
+        if sum(value is not None for value in (self.features, self.text, self.image)) != 1:
+            raise ValueError("a feedback record carries exactly one of features, text and image")
         return self
 
 

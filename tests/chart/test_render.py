@@ -35,7 +35,8 @@ def test_helm_lint_strict(helm, scenario):
 
 
 def test_scenarios_are_there():
-    assert {scenario_id(p) for p in SCENARIOS} >= {"cpu", "gpu", "classifier-only", "monitoring-off", "rented-only"}
+    assert {scenario_id(p) for p in SCENARIOS} >= {"cpu", "gpu", "image-gpu", "classifier-only", "monitoring-off",
+                                                   "rented-only"}
 
 
 # -- every object valid --------------------------------------------------------------------------
@@ -187,12 +188,22 @@ def test_schema_rejects_bad_values_readably(helm, args, message):
         ([], "gatewayKeys.existingSecret is required"),
         (["--set", "gatewayKeys.existingSecret=k", "--set-json",
           'platform.generators=[{"id":"big","source":"s3://m/big","accelerator":"gpu"}]'],
-         "accelerator: gpu models but ray.gpuWorkers.enabled is false"),
+         'generator "big" has accelerator: gpu but ray.gpuWorkers.enabled is false'),
+        (["--set", "gatewayKeys.existingSecret=k", "--set-json", 'platform.classifiers=[{"name":"x","accelerator":"gpu"}]'],
+         'classifier "x" has accelerator: gpu but ray.gpuWorkers.enabled is false'),
+        (["--set", "gatewayKeys.existingSecret=k", "--set", "ray.gpuWorkers.enabled=true", "--set-json",
+          'platform.classifiers=[{"name":"x","accelerator":"gpu","accelerator_type":"L4"}]'],
+         'classifier "x" asks for accelerator_type L4 but ray.gpuWorkers.acceleratorType is "": the autoscaler could '
+         "not tell"),
+        (["--set", "gatewayKeys.existingSecret=k", "-f", str(CHART / "ci" / "image-gpu-values.yaml"),
+          "--set", "ray.gpuWorkers.acceleratorType=A10G"],
+         'classifier "lesions" asks for accelerator_type L4 but ray.gpuWorkers.acceleratorType is "A10G"'),
         (["--set", "gatewayKeys.existingSecret=k", "--set", "monitoring.serviceMonitor.enabled=true"],
          "Ray's metrics would be scraped twice"),
         (["--set", "gatewayKeys.existingSecret=k", "--set", "ray.cpuWorkers.enabled=false"], "nothing could serve"),
     ],
-    ids=["no-keys-secret", "gpu-model-without-gpu-workers", "two-monitors", "no-workers"],
+    ids=["no-keys-secret", "gpu-model-without-gpu-workers", "gpu-classifier-without-gpu-workers",
+         "accelerator-type-not-advertised", "accelerator-type-of-other-gpus", "two-monitors", "no-workers"],
 )
 def test_render_fails_readably(helm, args, message):
     result = run_helm(helm, "template", "aprendiz", str(CHART), *args, check=False)
@@ -398,6 +409,61 @@ def test_gpu_workers(helm):
     assert groups["cpu"]["template"]["spec"]["containers"][0]["image"] == "aprendiz/serve-cpu:0.1.0"
     generator = rendered.serve_config()["applications"][0]["args"]["generators"][0]
     assert (generator["accelerator"], generator["autoscaling"]["min_replicas"]) == ("gpu", 0)
+
+
+def _autoscaler_view(group: dict) -> dict:
+    """The resources Ray's autoscaler believes a worker of ``group`` has before it starts one: all it
+    scales from zero by."""
+    from ray.autoscaler._private.kuberay.autoscaling_config import _get_ray_resources_from_group_spec
+
+    return _get_ray_resources_from_group_spec(group, is_head=False)
+
+
+def test_an_image_classifier_on_the_gpu_worker_group(helm):
+    """ci/image-gpu-values.yaml: the lesions classifier's replicas ask Ray for half an L4, and the GPU
+    worker group, at zero workers, is one the autoscaler knows has an L4 to start for them."""
+    from ray.serve.deployment import Application
+
+    from aprendiz.config import PlatformConfig
+    from aprendiz.services.classifier.deployment import build_classifier_deployment
+    from aprendiz.services.raycompat import bound_deployment
+
+    rendered = render(helm, values=CHART / "ci" / "image-gpu-values.yaml")
+    platform = PlatformConfig.model_validate(rendered.serve_config()["applications"][0]["args"])
+    classifiers = {c.name: c for c in platform.classifiers}
+    options = {}
+    for name, model in classifiers.items():
+        app = build_classifier_deployment(model, platform.store_for(model), hourly_usd=0.0)
+        assert isinstance(app, Application)
+        options[name] = bound_deployment(app).ray_actor_options
+    assert options["lesions"] == {"num_cpus": 0.5, "num_gpus": 0.5, "accelerator_type": "L4"}
+    assert "num_gpus" not in options["breast-cancer"] and "accelerator_type" not in options["breast-cancer"]
+    assert platform.gateway.classifier_hourly_usd(classifiers["lesions"]) == pytest.approx(0.4)  # half an L4
+
+    groups = {g["groupName"]: g for g in rendered.one("RayService")["spec"]["rayClusterConfig"]["workerGroupSpecs"]}
+    gpu = groups["gpu"]
+    assert (gpu["replicas"], gpu["minReplicas"], gpu["maxReplicas"]) == (0, 0, 2)  # from zero
+    pod = gpu["template"]["spec"]
+    assert pod["containers"][0]["image"] == "aprendiz/serve-gpu:0.1.0"
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    view = _autoscaler_view(gpu)
+    assert view["GPU"] == 1 and view["accelerator_type:L4"] == 1
+    # What one lesions replica asks Ray for (Ray's accelerator_type option is this resource) fits that view.
+    demand = {"CPU": 0.5, "GPU": 0.5, "accelerator_type:L4": 0.001}
+    assert all(view.get(resource, 0) >= amount for resource, amount in demand.items()), (demand, view)
+    assert "accelerator_type:L4" not in _autoscaler_view(groups["cpu"])
+
+
+def test_gpu_workers_advertise_no_accelerator_type_unless_named(helm):
+    rendered = render(helm, "--set", "ray.gpuWorkers.enabled=true")
+    gpu = next(g for g in rendered.one("RayService")["spec"]["rayClusterConfig"]["workerGroupSpecs"]
+               if g["groupName"] == "gpu")
+    assert "resources" not in gpu["rayStartParams"]
+    assert not any(k.startswith("accelerator_type:") for k in _autoscaler_view(gpu))
+    generator_gpus = render(helm, values=CHART / "ci" / "gpu-values.yaml").one("RayService")
+    l4 = next(g for g in generator_gpus["spec"]["rayClusterConfig"]["workerGroupSpecs"] if g["groupName"] == "gpu")
+    assert _autoscaler_view(l4)["accelerator_type:L4"] == 1  # the L4 generator scales from zero too
 
 
 def test_only_the_serve_port_is_exposed(rendered):

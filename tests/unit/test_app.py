@@ -68,6 +68,23 @@ def test_classifiers_join_the_ingress_with_their_serve_options():
     assert classifier.init_kwargs["store"] == {"url": "s3://bucket/prefix", "endpoint_url": "http://127.0.0.1:9000"}
 
 
+def test_a_gpu_classifier_asks_ray_for_its_gpus_and_accelerator_type():
+    """Its replicas, never the ingress (no card is read: the store is never reached), ask for the
+    GPU share and type that land them on the GPU worker group; CPU ones ask for CPUs only."""
+    app = build_app(args(classifiers=[
+        {"name": "lesions", "accelerator": "gpu", "accelerator_type": "L4", "num_gpus": 0.5, "num_cpus": 1},
+        {"name": "digits", "accelerator": "gpu"},
+        {"name": "cancer", "placement": "replica"},
+    ], store={"url": "s3://bucket/prefix", "endpoint_url": "http://127.0.0.1:1"}))
+    ingress = bound_deployment(app)
+    deployments = {name: bound_deployment(d) for name, d in ingress.init_kwargs["classifiers"].items()}
+    assert deployments["lesions"].ray_actor_options == {"num_cpus": 1, "num_gpus": 0.5, "accelerator_type": "L4"}
+    assert deployments["digits"].ray_actor_options == {"num_cpus": 0.5, "num_gpus": 1}
+    assert deployments["cancer"].ray_actor_options == {"num_cpus": 0.5}
+    assert ingress.init_kwargs["placements"]["lesions"]["placement"] == "replica"
+    assert deployments["lesions"].init_kwargs["hourly_usd"] == pytest.approx(0.4)  # half an L4 at the default price
+
+
 def test_embedding_models_join_the_ingress_with_their_serve_options():
     app = build_app(args(embeddings=[{"id": "minilm", "source": "/models/minilm", "num_cpus": 0.5, "max_queued_requests": 7,
                                       "autoscaling": {"min_replicas": 1, "max_replicas": 3}}]))

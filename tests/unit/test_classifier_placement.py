@@ -49,6 +49,24 @@ def test_an_explicit_setting_wins_over_any_card(setting):
         assert placement.reason == f"placement: {setting} in the config"
 
 
+@pytest.mark.parametrize("setting", ["auto", "replica"])
+def test_a_gpu_classifier_is_placed_in_its_own_replicas_before_any_card_is_read(setting):
+    gpu = ClassifierModel(name="m", placement=setting, accelerator="gpu", accelerator_type="L4")  # type: ignore[arg-type]
+    for c in (card(latency_ms=0.01, size_bytes=10), None):  # a card light enough for the ingress, or none
+        placement = decide(gpu, c)
+        assert placement.where == "replica"
+        assert placement.reason == "accelerator: gpu runs in replicas of its own (the ingress holds no GPU)"
+
+
+def test_place_reads_no_card_for_a_gpu_classifier(tmp_path, caplog):
+    broken = ModelRegistry(ObjectStore(str(tmp_path / "store")))
+    broken.store.write_bytes("models/m/champion.json", b"{not json")
+    with caplog.at_level("INFO", logger="aprendiz.classifier"):
+        assert place(ClassifierModel(name="m", accelerator="gpu"), broken).where == "replica"
+    assert "cannot read its card" not in caplog.text
+    assert "classifier m: placed in the replica (accelerator: gpu" in caplog.text
+
+
 def test_place_reads_the_champion_and_a_store_it_cannot_read_means_replica(tmp_path, job_training, caplog):
     registry = ModelRegistry(ObjectStore(str(tmp_path / "store")))
     job_training.train_builtin(registry, "m")

@@ -205,3 +205,138 @@ def test_v2_any_tensor_decodes_or_is_a_400(shape, datatype, data, header_length)
         assert exc.message.startswith(("invalid V2", "inputs[0]", "V2 request")), exc.message
         return
     assert rows.dtype == np.float32 and rows.shape[1] == 2 and 1 <= rows.shape[0] <= 8 and np.isfinite(rows).all()
+
+
+# -- image models ------------------------------------------------------------------------------
+
+IMAGE = ModelCard(
+    name="lesions", version="v1", kind="image", onnx_input="pixels", labels=("clear", "lesion"),
+    image={"channels": "rgb", "resize": 36, "crop": 32}, data_fingerprint="x", algorithm="small_cnn",
+)
+LIMITS = protocol.ImageLimits(max_bytes=200_000, max_pixels=1_000_000)
+
+
+def _png(width: int = 40, height: int = 30, fmt: str = "PNG") -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 120, 90)).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+def test_v1_images_in_kserves_three_forms_decode_to_the_cards_layout():
+    png, jpeg = _png(), _png(64, 48, "JPEG")
+    body = {"instances": [{"b64": _b64(png)}, {"image": {"b64": _b64(jpeg)}},
+                          {"image_bytes": {"b64": _b64(png)}, "key": "3"}]}
+    encoded = protocol.decode_instances(body, IMAGE, 10, LIMITS)
+    assert isinstance(encoded, protocol.EncodedImages) and encoded.items == [png, jpeg, png]
+    pixels = encoded.pixels(IMAGE, LIMITS)
+    assert pixels.shape == (3, 3, 32, 32) and pixels.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "instance, words",
+    [
+        ([1, 2, 3], ["instances[0]", '{"b64": "..."}', "classifies images"]),
+        ({"b64": "not base64!"}, ["instances[0].b64", "not valid base64"]),
+        ({"b64": 12}, ["instances[0].b64", "base64 string"]),
+        ({"image": {"b64": "A" * 400_000}}, ["instances[0].image.b64", "300,000 bytes", "limit is 200,000"]),
+        ({"image_bytes": "x"}, ["instances[0]", "image_bytes"]),
+        ({"b64": _b64(b"x"), "other": 1}, ["instances[0]"]),
+    ],
+)
+def test_v1_image_errors_say_what_and_where(instance, words):
+    with pytest.raises(InvalidRequestError) as raised:
+        protocol.decode_instances({"instances": [instance]}, IMAGE, 10, LIMITS)
+    for word in words:
+        assert word in raised.value.message, raised.value.message
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        (b"\x89PNG but not really", ["instances[1]", "cannot be decoded"]),
+        (_png(1200, 1000), ["instances[1]", "1200x1000 pixels", "1,000,000"]),
+        (_png(fmt="GIF"), ["instances[1]", "GIF", "PNG and JPEG"]),
+    ],
+)
+def test_an_image_that_cannot_be_decoded_is_a_400_naming_it(data, words):
+    encoded = protocol.decode_instances({"instances": [{"b64": _b64(_png())}, {"b64": _b64(data)}]}, IMAGE, 10, LIMITS)
+    with pytest.raises(InvalidRequestError) as raised:
+        encoded.pixels(IMAGE, LIMITS)
+    for word in words:
+        assert word in raised.value.message, raised.value.message
+
+
+def test_v2_images_as_base64_json_or_binary_bytes_or_fp32_pixels():
+    from kserve import InferInput, InferRequest
+
+    png = _png()
+    encoded, _ = protocol.decode_v2(v2([{"name": "image", "shape": [2], "datatype": "BYTES",
+                                         "data": [_b64(png), _b64(png)]}]), None, IMAGE, 10, LIMITS)
+    assert encoded.items == [png, png]
+    tensor = InferInput(name="image", shape=[1], datatype="BYTES")
+    tensor.set_data_from_numpy(np.array([png], dtype=np.object_), binary_data=True)
+    body, json_length = InferRequest(model_name="lesions", infer_inputs=[tensor], request_id="b").to_rest()
+    encoded, _ = protocol.decode_v2(body, json_length, IMAGE, 10, LIMITS)
+    assert encoded.items == [png]
+    pixels = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    tensor = InferInput(name="pixels", shape=[2, 3, 32, 32], datatype="FP32")
+    tensor.set_data_from_numpy(pixels, binary_data=True)
+    body, json_length = InferRequest(model_name="lesions", infer_inputs=[tensor], request_id="c").to_rest()
+    rows, _ = protocol.decode_v2(body, json_length, IMAGE, 10, LIMITS)
+    assert np.array_equal(rows, pixels)
+
+
+@pytest.mark.parametrize(
+    "inputs, words",
+    [
+        ([{"name": "pixels", "shape": [1, 3, 28, 28], "datatype": "FP32", "data": [0.0] * 2352}],
+         ["shape [1, 3, 28, 28]", "[N, 3, 32, 32]"]),
+        ([{"name": "pixels", "shape": [1, 3072], "datatype": "FP32", "data": [0.0] * 3072}], ["shape [1, 3072]"]),
+        ([{"name": "pixels", "shape": [1, 3, 32, 32], "datatype": "FP32", "data": [0.0] * 3071 + [None]}],
+         ["non-finite"]),
+        ([{"name": "pixels", "shape": [1, 3, 32, 32], "datatype": "INT64", "data": [0] * 3072}], ["INT64", "BYTES"]),
+        ([{"name": "image", "shape": [1, 2], "datatype": "BYTES", "data": ["a", "b"]}], ["shape [1, 2]", "[N]"]),
+        ([{"name": "image", "shape": [2], "datatype": "BYTES", "data": ["%%%"]}], ["holds 1 images", "says 2"]),
+        ([{"name": "image", "shape": [1], "datatype": "BYTES", "data": ["%%%"]}], ["inputs[0] (image)[0]", "base64"]),
+        ([{"name": "image", "shape": [11], "datatype": "BYTES", "data": ["a"] * 11}], ["11 images", "1 to 10"]),
+    ],
+)
+def test_v2_image_errors(inputs, words):
+    with pytest.raises(InvalidRequestError) as raised:
+        protocol.decode_v2(v2(inputs), None, IMAGE, 10, LIMITS)
+    for word in words:
+        assert word in raised.value.message, raised.value.message
+
+
+def test_v2_binary_image_over_the_byte_limit_is_refused_before_decoding():
+    from kserve import InferInput, InferRequest
+
+    tensor = InferInput(name="image", shape=[1], datatype="BYTES")
+    tensor.set_data_from_numpy(np.array([b"\x89PNG" + b"\0" * 300_000], dtype=np.object_), binary_data=True)
+    body, json_length = InferRequest(model_name="lesions", infer_inputs=[tensor], request_id="b").to_rest()
+    with pytest.raises(InvalidRequestError, match=r"\[0\] is 300,004 bytes; the limit is 200,000"):
+        protocol.decode_v2(body, json_length, IMAGE, 10, LIMITS)
+
+
+def test_image_metadata_names_both_inputs_and_the_transform():
+    meta = protocol.v2_metadata(IMAGE)
+    assert meta["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]},
+                              {"name": "pixels", "datatype": "FP32", "shape": [-1, 3, 32, 32]}]
+    assert meta["parameters"]["kind"] == "image" and meta["parameters"]["image"]["crop"] == 32
+
+
+def test_image_feedback_keeps_the_images_as_sent():
+    png = _png()
+    images, labels, ids = protocol.decode_feedback(
+        {"instances": [{"b64": _b64(png)}], "labels": ["lesion"]}, IMAGE, 10, LIMITS)
+    assert images.items == [png] and labels == [1] and ids == [None]

@@ -91,6 +91,25 @@ def test_the_replica_tunes_its_collector_as_configured(trained, run):
     assert run(go()) == 23_456
 
 
+@pytest.mark.parametrize(("model", "metered"), [({}, "cpu"), ({"accelerator": "gpu"}, "gpu"),
+                                                ({"accelerator": "gpu", "accelerator_type": "L4"}, "L4")])
+def test_the_replica_meters_its_cost_under_its_accelerator(trained, run, monkeypatch, model, metered):
+    """The cost series says what the replica runs on: its accelerator type, else cpu or gpu (on this
+    machine a gpu classifier still serves, on onnxruntime's CPU provider)."""
+    from aprendiz.services.classifier import deployment
+
+    meters: list[dict] = []
+    monkeypatch.setattr(deployment, "ReplicaCostMeter", lambda **kwargs: meters.append(kwargs))
+    root, _, _ = trained
+
+    async def go():
+        server = await _server(root, **model)
+        return await server.ready()
+
+    assert run(go())
+    assert [(m["kind"], m["accelerator"]) for m in meters] == [("classifier", metered)]
+
+
 def test_bad_instances_are_a_typed_client_error(trained, run):
     root, _, _ = trained
 

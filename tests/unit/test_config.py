@@ -149,6 +149,42 @@ def test_replica_prices_by_accelerator():
     assert gateway.generator_hourly_usd(h100.model_copy(update={"hourly_usd": 2.5})) == 2.5
 
 
+def test_a_classifier_on_a_gpu_mirrors_a_generators_fields():
+    from aprendiz.config import ClassifierModel
+
+    cpu = ClassifierModel(name="c")
+    assert (cpu.accelerator, cpu.accelerator_type, cpu.num_gpus) == ("cpu", None, 1)
+    shared = ClassifierModel.model_validate({"name": "c", "accelerator": "gpu", "accelerator_type": "L4", "num_gpus": 0.5})
+    assert (shared.accelerator, shared.accelerator_type, shared.num_gpus) == ("gpu", "L4", 0.5)
+    with pytest.raises(ValidationError, match="classifier 'c': accelerator_type is only meaningful with accelerator: gpu"):
+        ClassifierModel.model_validate({"name": "c", "accelerator_type": "L4"})
+    with pytest.raises(ValidationError, match="num_gpus"):
+        ClassifierModel.model_validate({"name": "c", "accelerator": "gpu", "num_gpus": 0})
+    with pytest.raises(ValidationError, match="accelerator"):
+        ClassifierModel.model_validate({"name": "c", "accelerator": "tpu"})
+
+
+@pytest.mark.parametrize("placement", ["auto", "replica"])
+def test_a_gpu_classifier_runs_in_replicas_of_its_own_never_the_ingress(placement):
+    from aprendiz.config import ClassifierModel
+
+    assert ClassifierModel.model_validate({"name": "c", "accelerator": "gpu", "placement": placement})
+    with pytest.raises(ValidationError, match="classifier 'c': accelerator: gpu cannot run in the ingress"):
+        ClassifierModel.model_validate({"name": "c", "accelerator": "gpu", "placement": "ingress"})
+
+
+def test_a_classifier_replica_is_priced_by_its_accelerator():
+    from aprendiz.config import ClassifierModel, EmbeddingModel, GatewayConfig
+
+    gateway = GatewayConfig(hourly_prices_usd={"cpu": 0.05, "L4": 0.9, "gpu": 2.0})
+    assert gateway.classifier_hourly_usd(ClassifierModel(name="c", num_cpus=2)) == pytest.approx(0.1)
+    half_l4 = ClassifierModel(name="c", accelerator="gpu", accelerator_type="L4", num_gpus=0.5)
+    assert gateway.classifier_hourly_usd(half_l4) == pytest.approx(0.45)  # a GPU's price, not its CPUs'
+    assert gateway.classifier_hourly_usd(ClassifierModel(name="c", accelerator="gpu")) == pytest.approx(2.0)
+    assert gateway.classifier_hourly_usd(half_l4.model_copy(update={"hourly_usd": 0.3})) == 0.3
+    assert gateway.classifier_hourly_usd(EmbeddingModel(id="e", source="/e", num_cpus=1)) == pytest.approx(0.05)
+
+
 def test_stream_batching_interval_reaches_ray_serve_llm():
     from ray.serve.llm import LLMConfig
 

@@ -151,12 +151,24 @@ readOnlyRootFilesystem: true
 {{- fail (printf "rented model %q reads its API key from $%s: add secretEnv.%s: {secretName: ..., key: ...}" .id .api_key_env .api_key_env) -}}
 {{- end -}}
 {{- end -}}
-{{- $gpuModels := 0 -}}
+{{- /* Every accelerator: gpu model (generator or classifier) needs the GPU worker group, and one that names
+     an accelerator_type needs the group to advertise it: a worker not started yet is known to the
+     autoscaler only by what the group declares, so it would never start one from zero. */ -}}
+{{- $gpuModels := list -}}
 {{- range .Values.platform.generators -}}
-{{- if eq (default "cpu" .accelerator) "gpu" -}}{{- $gpuModels = add1 $gpuModels -}}{{- end -}}
+{{- if eq (default "cpu" .accelerator) "gpu" -}}{{- $gpuModels = append $gpuModels (dict "what" (printf "generator %q" .id) "type" .accelerator_type) -}}{{- end -}}
 {{- end -}}
-{{- if and (gt $gpuModels 0) (not .Values.ray.gpuWorkers.enabled) -}}
-{{- fail "platform.generators has accelerator: gpu models but ray.gpuWorkers.enabled is false: they could never be scheduled" -}}
+{{- range .Values.platform.classifiers -}}
+{{- if eq (default "cpu" .accelerator) "gpu" -}}{{- $gpuModels = append $gpuModels (dict "what" (printf "classifier %q" .name) "type" .accelerator_type) -}}{{- end -}}
+{{- end -}}
+{{- if and $gpuModels (not .Values.ray.gpuWorkers.enabled) -}}
+{{- fail (printf "%s has accelerator: gpu but ray.gpuWorkers.enabled is false: it could never be scheduled" (first $gpuModels).what) -}}
+{{- end -}}
+{{- $workersType := default "" .Values.ray.gpuWorkers.acceleratorType -}}
+{{- range $gpuModels -}}
+{{- if and .type (ne .type $workersType) -}}
+{{- fail (printf "%s asks for accelerator_type %s but ray.gpuWorkers.acceleratorType is %q: the autoscaler could not tell that a GPU worker has one, so none would start for it; set ray.gpuWorkers.acceleratorType: %s (with a node selector for those GPUs)" .what .type $workersType .type) -}}
+{{- end -}}
 {{- end -}}
 {{- if not (or .Values.ray.cpuWorkers.enabled .Values.ray.gpuWorkers.enabled) -}}
 {{- fail "ray.cpuWorkers and ray.gpuWorkers are both disabled: the head runs no replica (num-cpus 0), so nothing could serve" -}}

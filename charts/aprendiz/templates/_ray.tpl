@@ -111,6 +111,12 @@ applications:
     {{- if .gpus }}
     num-gpus: {{ .gpus | quote }}
     {{- end }}
+    {{- with $group.acceleratorType }}
+    {{- /* The resource Ray gives a node with this GPU (accelerator_type:<type>), declared so that the
+         autoscaler knows a worker it has not started yet has it: a replica asking for the type then
+         starts one from zero. Ray's format: a JSON object, quoted and escaped once more for ray start. */}}
+    resources: {{ dict (printf "accelerator_type:%s" .) 1 | toJson | toJson | squote }}
+    {{- end }}
   template:
     metadata:
       labels:

@@ -26,6 +26,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from aprendiz import yaml12
+from aprendiz.images import ImageTransform
 from aprendiz.registry import Feature, ModelCard, dataset_prefix
 from aprendiz.store import KeyNotFoundError, ObjectStore
 from aprendiz.strict import Strict
@@ -33,11 +34,14 @@ from aprendiz.strict import Strict
 CONFIG_FILE = "training.yaml"
 SCHEMA_FILE = "schema.json"
 
-# Tabular algorithms, then text ones (a dataset of one text column; see aprendiz.training.text_candidates).
+# Tabular algorithms, then text ones (a dataset of one text column; see aprendiz.training.text_candidates),
+# then image ones (a dataset of images; see aprendiz.training.image_candidates).
 Algorithm = Literal[
     "knn", "logistic_regression", "mlp", "hist_gradient_boosting", "gradient_boosting", "xgboost",
     "minilm_logreg", "minilm_mlp", "tfidf_logreg",
+    "small_cnn", "pixel_mlp",
 ]
+IMAGE_ALGORITHMS = ("small_cnn", "pixel_mlp")
 # Metrics a run computes on the held-out test set.
 HIGHER_IS_BETTER = ("roc_auc", "pr_auc", "f1", "precision", "recall", "recall_at_precision", "accuracy")
 LOWER_IS_BETTER = ("brier", "latency_ms", "size_bytes")
@@ -146,6 +150,10 @@ class TrainingConfig(Strict):
     test_fraction: float = Field(0.2, gt=0, lt=0.5)
     validation_fraction: float = Field(0.2, gt=0, lt=0.5)
     onnx_tolerance: float = Field(1e-4, gt=0, description="Max |onnxruntime - scikit-learn| probability difference.")
+    image: ImageTransform = Field(
+        default_factory=ImageTransform,
+        description="Image datasets: how an image becomes the model's input (resize the shorter side, crop the "
+                    "centre, normalise); recorded in the card and applied the same way at serving.")
     distributed: DistributedConfig | None = Field(
         None, description="Train one XGBoost candidate across Ray Train workers on Parquet shards (data beyond one machine).")
 

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from aprendiz.columns import category_text, one_hot, spans, width
+from aprendiz.images import ImageTransform
 from aprendiz.registry import MAX_LEVELS, Feature, FeedbackRecord, dataset_prefix, feedback_lines
 from aprendiz.store import ObjectStore, jsonable
 from aprendiz.training.config import CONFIG_FILE, SCHEMA_FILE, TrainingConfig
@@ -88,6 +89,8 @@ class Dataset:
     ignored_files: list[str] = field(default_factory=list)
     text_column: str | None = None  # set for a text dataset (one text column)
     left_out: dict[str, str] = field(default_factory=dict)  # columns the inferred schema left out, and why
+    image: ImageTransform | None = None  # set for an image dataset: x holds the encoded images (object [N] of bytes)
+    unlabelled: list[bytes] = field(default_factory=list)  # an image dataset's images without a label
 
     @property
     def rows_quarantined(self) -> int:
@@ -106,6 +109,10 @@ class Dataset:
         digest.update(json.dumps([f.name for f in self.features]).encode())
         if self.text_column is not None:
             digest.update(json.dumps([self.text_column, [str(t) for t in self.x]], ensure_ascii=False).encode())
+        elif self.image is not None:
+            digest.update(self.image.model_dump_json().encode())
+            for data in self.x:
+                digest.update(hashlib.sha256(data).digest())
         else:
             digest.update(np.ascontiguousarray(self.x, dtype=np.float32).tobytes())
         digest.update(np.ascontiguousarray(self.y, dtype=np.int64).tobytes())
@@ -612,7 +619,8 @@ def feedback_rows(feedback, label_column: str, quarantine: list, *, text_column:
     rows = []
     for number, record in enumerate(feedback, start=1):
         if (record.text if text_column else record.features) is None:
-            reason = "tabular feedback for a text model" if text_column else "text feedback for a tabular model"
+            sent = "image" if record.image is not None else "tabular" if record.features is not None else "text"
+            reason = f"{sent} feedback for a {'text' if text_column else 'tabular'} model"
             quarantine.append({"source": "feedback", "line": number, "row": record.model_dump(mode="json"),
                                "reason": reason})
             continue
@@ -822,7 +830,17 @@ BUILTIN_DATASETS = {
     "breast-cancer": (seed_breast_cancer_dataset, "scikit-learn's breast cancer data"),
     "es-or-en": (seed_es_or_en_dataset, "the shipped Spanish/English texts"),
     "credit": (seed_credit_dataset, "a generated credit-default table (categories, missing values, 3 % positives)"),
+    "digits-zero": (lambda store, name: _image_seed("seed_digits_dataset")(store, name),
+                    "scikit-learn's handwritten digits as 32 x 32 images: is it a zero"),
+    "lesions": (lambda store, name: _image_seed("seed_lesions_dataset")(store, name),
+                "synthetic skin images with or without a lesion, 80 of 400 labelled"),
 }
+
+
+def _image_seed(function: str):
+    from aprendiz.training import images
+
+    return getattr(images, function)
 
 
 def seed_builtin(store: ObjectStore, name: str, builtin: str | None = None) -> str | None:

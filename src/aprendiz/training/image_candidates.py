@@ -9,16 +9,23 @@ float32 [N, 2]: the registry's contract), and the export is checked against torc
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import sys
+import time
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from aprendiz.images import ImageTransform
-from aprendiz.registry import OUTPUT
+from aprendiz.images import ImageLimits, ImageTransform, to_pixels
+from aprendiz.registry import IMAGE_INPUT, OUTPUT
+from aprendiz.training.candidates import LATENCY_BUDGET_S, LATENCY_ROWS, CandidateResult, Inputs, train_with
+from aprendiz.training.config import CandidateConfig, TrainingConfig
+from aprendiz.training.dataset import Split
+from aprendiz.training.onnx_export import CHUNK_ROWS, run_in_chunks
 
-IMAGE_INPUT = "pixels"
 OPSET = 17
 EXPORT_TOLERANCE = 1e-4
 
@@ -156,3 +163,101 @@ def check_export(onnx_bytes: bytes, model, x: np.ndarray, tolerance: float = EXP
     if difference > tolerance:
         raise ValueError(f"the ONNX export differs from torch by {difference:.2e} (tolerance {tolerance:.0e})")
     return difference
+
+
+# -- in the training job: the candidates go through the same skeleton as tabular ones ------------
+
+BUILDERS = {"small_cnn": small_cnn, "pixel_mlp": pixel_mlp}
+# A candidate's params that set the training (ImageTrainingSpec); the others go to the network's builder.
+TRAINING_PARAMS = frozenset(f.name for f in dataclasses.fields(ImageTrainingSpec)) - {"seed", "progress"}
+
+
+def default_image_candidates() -> list[CandidateConfig]:
+    """The networks trained when training.yaml lists no candidates: the small CNN and the MLP on pixels."""
+    return [CandidateConfig(name="small_cnn", algorithm="small_cnn"),
+            CandidateConfig(name="pixel_mlp", algorithm="pixel_mlp")]
+
+
+class ImageNetwork:
+    """A torch network with scikit-learn's ``fit`` / ``predict_proba``, so that the job's one skeleton
+    (``candidates.train_with``: search, threshold, export check, test metrics) trains it. ``fit``
+    stops early on ``validation`` (the validation split's pixels and labels)."""
+
+    def __init__(self, algorithm: str, shape: tuple[int, int, int], params: dict[str, Any], seed: int,
+                 validation: tuple[np.ndarray, np.ndarray]) -> None:
+        training = {k: v for k, v in params.items() if k in TRAINING_PARAMS}
+        self.spec = ImageTrainingSpec(**training, seed=seed, progress=sys.stderr.isatty())
+        self.module = BUILDERS[algorithm](shape, **{k: v for k, v in params.items() if k not in TRAINING_PARAMS})
+        self.validation = validation
+        self.history: FitResult | None = None
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> "ImageNetwork":
+        import torch
+
+        torch.manual_seed(self.spec.seed)
+        self.history = fit(self.module, (x, y), self.validation, self.spec)
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return np.concatenate([probabilities(self.module, x[i : i + CHUNK_ROWS]) for i in range(0, len(x), CHUNK_ROWS)])
+
+
+def _session(onnx_bytes: bytes, threads: int | None = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = options.inter_op_num_threads = threads
+    return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def onnx_image_probabilities(onnx_bytes: bytes, pixels: np.ndarray, input_name: str = IMAGE_INPUT,
+                             output_name: str = OUTPUT) -> np.ndarray:
+    """onnxruntime's [N, 2] probabilities on float32 [N, C, H, W], as the classifier serves them."""
+    return np.asarray(run_in_chunks(_session(onnx_bytes), output_name, {input_name: pixels}, CHUNK_ROWS))
+
+
+def image_latency_ms(onnx_bytes: bytes, pixels: np.ndarray, rows: int = LATENCY_ROWS) -> float:
+    """Mean time of one single-image onnxruntime call (one thread), in milliseconds."""
+    session = _session(onnx_bytes, threads=1)
+    session.run([OUTPUT], {IMAGE_INPUT: pixels[:1]})  # warm-up
+    count, start = min(rows, len(pixels)), time.perf_counter()
+    for i in range(count):
+        session.run([OUTPUT], {IMAGE_INPUT: pixels[i : i + 1]})
+        if time.perf_counter() - start > LATENCY_BUDGET_S:
+            count = i + 1
+            break
+    return (time.perf_counter() - start) * 1000.0 / max(count, 1)
+
+
+def image_inputs(candidate: CandidateConfig, split: Split, pixels: dict[str, np.ndarray],
+                 config: TrainingConfig) -> Inputs:
+    shape = config.image.shape
+    return Inputs(
+        pixels["train"], pixels["validation"], pixels["test"],
+        estimator=lambda params: ImageNetwork(candidate.algorithm, shape, params, config.seed,
+                                              (pixels["validation"], split.y_val)),
+        export=lambda network: (export_onnx(network.module, shape), {}),
+        served=lambda onnx_bytes, index: onnx_image_probabilities(onnx_bytes, pixels["test"][index]),
+        latency_ms=lambda onnx_bytes: image_latency_ms(onnx_bytes, pixels["test"]),
+    )
+
+
+def split_pixels(split: Split, transform: ImageTransform, limits: ImageLimits = ImageLimits()) -> dict[str, np.ndarray]:
+    """Each split's encoded images through ``transform``: float32 [N, C, H, W] (decoded once, for every candidate)."""
+    return {part: to_pixels(list(x), transform, limits, what=part)
+            for part, x in (("train", split.x_train), ("validation", split.x_val), ("test", split.x_test))}
+
+
+def train_image_candidates(candidates: list[CandidateConfig], split: Split, config: TrainingConfig) -> list[CandidateResult]:
+    """Every image candidate through ``train_with``; each result's params record the epochs trained
+    and the best epoch (whose weights were kept)."""
+    pixels = split_pixels(split, config.image)
+    results = []
+    for candidate in candidates:
+        result = train_with(candidate, split, config, lambda: image_inputs(candidate, split, pixels, config))
+        history = getattr(result.pipeline, "history", None)
+        if history is not None:
+            result.params = {**result.params, "epochs_trained": history.epochs, "best_epoch": history.best_epoch + 1}
+        results.append(result)
+    return results

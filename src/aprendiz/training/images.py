@@ -13,12 +13,18 @@ unlabelled). Files are PNG or JPEG of any size; the model's transform (``aprendi
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
+import hashlib
 import io
 from dataclasses import dataclass
 
 import numpy as np
 
+from aprendiz.errors import InvalidRequestError
+from aprendiz.images import ImageLimits, ImageTransform, decode
+from aprendiz.registry import dataset_prefix
 from aprendiz.store import ObjectStore
 
 UNLABELLED = "unlabelled"
@@ -110,3 +116,122 @@ def read_image_dataset(store: ObjectStore, name: str) -> ImageDataset:
     if not labelled:
         raise ValueError(f"{store.url}/{prefix} holds no labelled image (one folder per label, or labels.csv)")
     return ImageDataset(labelled, unlabelled)
+
+
+def is_image_dataset(store: ObjectStore, name: str) -> bool:
+    """Whether ``datasets/<name>/`` holds images (PNG or JPEG files outside ``quarantine/``)."""
+    prefix = dataset_prefix(name)
+    return any(key.lower().endswith(IMAGE_SUFFIXES) and not key[len(prefix):].startswith("quarantine/")
+               for key in store.list(prefix))
+
+
+def _check(data: bytes, limits: ImageLimits, where: str) -> str | None:
+    """Why these bytes cannot be trained on (what serving would answer with a 400), or None."""
+    try:
+        decode(data, limits, what=where)
+    except InvalidRequestError as exc:
+        return str(exc)
+    return None
+
+
+def load_image_dataset(store: ObjectStore, name: str, transform: ImageTransform, labels: tuple[str, str],
+                       label_column: str = "label", limits: ImageLimits = ImageLimits()):
+    """The images of ``datasets/<name>/`` and the image feedback of ``feedback/<name>/`` as one pool
+    (a :class:`~aprendiz.training.dataset.Dataset` whose ``x`` holds the encoded images).
+
+    Labels are the folder names (or labels.csv's), which must be the run's (negative, positive)
+    names or 0 / 1. An image that does not decode within ``limits`` (what serving would refuse) is
+    quarantined with the reason; so is tabular or text feedback. Duplicates (the same bytes) keep
+    the last label, feedback after the dataset, as for tabular rows."""
+    from aprendiz.training.dataset import Dataset, DatasetError, _last_label_wins, read_feedback_records
+
+    try:
+        found = read_image_dataset(store, name)
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from None
+    unknown = sorted({label for _, label in found.labelled} - {*labels, "0", "1"})
+    if unknown:
+        raise DatasetError(
+            f"the images' labels {found.labels} are not the run's labels {list(labels)}: name them in "
+            f"{dataset_prefix(name)}training.yaml as labels: [<negative>, <positive>] (e.g. {unknown[0]} as one of them)")
+    encoded, ys, origin, quarantine, digests = [], [], [], [], []
+
+    def add(data: bytes, label: int, source: str, line: int, from_feedback: bool) -> None:
+        reason = _check(data, limits, source)
+        if reason is not None:
+            quarantine.append({"source": source, "line": line, "row": source, "reason": reason})
+            return
+        encoded.append(data)
+        ys.append(label)
+        origin.append(from_feedback)
+        digests.append(hashlib.sha256(data).digest())
+
+    for key, label in found.labelled:
+        add(store.read_bytes(key), labels.index(label) if label in labels else int(label), key, 0, False)
+    feedback, feedback_bad = read_feedback_records(store, name)
+    quarantine.extend(feedback_bad)
+    for number, record in enumerate(feedback, start=1):
+        if record.image is None:
+            quarantine.append({"source": "feedback", "line": number, "row": record.model_dump(mode="json"),
+                               "reason": f"{'text' if record.text is not None else 'tabular'} feedback for an image model"})
+            continue
+        try:
+            data = base64.b64decode(record.image, validate=True)
+        except (binascii.Error, ValueError):
+            quarantine.append({"source": "feedback", "line": number, "row": record.image[:100],
+                               "reason": "the image is not valid base64"})
+            continue
+        add(data, record.label, f"feedback {number}", number, True)
+    unlabelled = []
+    for key in found.unlabelled:
+        data = store.read_bytes(key)
+        reason = _check(data, limits, key)
+        if reason is None:
+            unlabelled.append(data)
+        else:
+            quarantine.append({"source": key, "line": 0, "row": key, "reason": reason})
+    y, from_feedback = np.asarray(ys, dtype=np.int64), np.asarray(origin, dtype=bool)
+    duplicated, labels_corrected = _last_label_wins(digests, y, from_feedback)
+    keep = ~duplicated
+    x = np.empty(int(keep.sum()), dtype=object)
+    x[:] = [data for data, k in zip(encoded, keep) if k]
+    return Dataset(
+        features=[], label_column=label_column, x=x, y=np.ascontiguousarray(y[keep]), from_feedback=from_feedback[keep],
+        sources=[f"{dataset_prefix(name)} ({len(found.labelled)} labelled, {len(found.unlabelled)} unlabelled images)"],
+        schema_source="image", rows_read=len(found.labelled) + len(found.unlabelled) + len(feedback) + len(feedback_bad),
+        feedback_read=len(feedback) + len(feedback_bad), quarantine=quarantine, duplicates_dropped=int(duplicated.sum()),
+        labels_corrected=int(labels_corrected), image=transform, unlabelled=unlabelled,
+    )
+
+
+def seed_images(store: ObjectStore, name: str, items: list[ImageItem], labels: tuple[str, str],
+                transform: ImageTransform | None = None) -> bool:
+    """Write ``items`` as ``datasets/<name>/`` unless images are there, with a training.yaml naming the
+    (negative, positive) labels (and the transform) when there is none. Returns whether it wrote them."""
+    import yaml
+
+    if is_image_dataset(store, name):
+        return False
+    config_key = dataset_prefix(name) + "training.yaml"
+    if not store.exists(config_key):
+        config: dict = {"labels": list(labels)}
+        if transform is not None:
+            config["image"] = transform.model_dump()
+        store.write_bytes(config_key, yaml.safe_dump(config, sort_keys=False).encode("utf-8"))
+    write_image_dataset(store, name, items)
+    return True
+
+
+# Both builtin image sets are small grayscale-like pictures: one channel, no resize beyond a 4-pixel margin.
+DIGITS_TRANSFORM = ImageTransform(channels="gray", resize=32, crop=32, mean=[0.25], std=[0.35])
+LESIONS_TRANSFORM = ImageTransform(channels="rgb", resize=36, crop=32)
+
+
+def seed_digits_dataset(store: ObjectStore, name: str = "digits-zero") -> bool:
+    """scikit-learn's digits, 32 x 32, labelled "other" (negative) or "zero" (positive)."""
+    return seed_images(store, name, digits_images(), ("other", "zero"), DIGITS_TRANSFORM)
+
+
+def seed_lesions_dataset(store: ObjectStore, name: str = "lesions") -> bool:
+    """The synthetic lesion set: 400 images, 80 labelled "clear" (negative) or "lesion" (positive)."""
+    return seed_images(store, name, lesion_images(), ("clear", "lesion"), LESIONS_TRANSFORM)

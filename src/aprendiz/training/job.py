@@ -1,4 +1,9 @@
-"""``aprendiz train``: train, evaluate and maybe promote one tabular or text model from the store.
+"""``aprendiz train``: train, evaluate and maybe promote one tabular, text or image model from the store.
+
+An image dataset (PNG or JPEG files, a folder per label or a labels.csv, see
+:mod:`aprendiz.training.images`) goes the same way with the networks of
+:mod:`aprendiz.training.image_candidates` (by default the small CNN and the MLP on pixels); its card
+records the transform (training.yaml's ``image``) that serving applies to a client's images.
 
 A text dataset (one text column and the label, see :mod:`aprendiz.training.dataset`) goes the
 same way with the text candidates of :mod:`aprendiz.training.text_candidates` (by default when
@@ -41,6 +46,7 @@ import numpy as np
 
 from aprendiz.columns import spans
 from aprendiz.registry import (
+    IMAGE_INPUT,
     INPUT_IDS,
     OUTPUT,
     TABULAR_INPUT,
@@ -176,13 +182,27 @@ def _check_text_champion(text_column: str, champion_card: ModelCard | None) -> N
         )
 
 
+def _check_champion_kind(kind: str, champion_card: ModelCard | None) -> None:
+    """A dataset may only challenge a champion of its own kind: serving cannot swap to other inputs."""
+    if champion_card is not None and champion_card.kind != kind:
+        raise TrainingError(f"the champion of {champion_card.name!r} is a {champion_card.kind} model; the dataset is "
+                            f"{kind}: serving cannot swap (train it under a new model name)")
+
+
 def _evaluate_champion(registry: ModelRegistry, name: str, version: str, split, config: TrainingConfig,
                        features: list[Feature]):
     """(card, metrics, test probabilities, None) of the champion on the test rows, or (card, None, None, reason)."""
     artifact = _store_call(registry.store, "loading the champion", registry.load, name, version)
     card = artifact.card
     try:
-        if card.kind == "text":
+        if card.kind == "image":
+            from aprendiz.images import to_pixels
+            from aprendiz.training.image_candidates import onnx_image_probabilities
+
+            assert card.image is not None
+            pixels = to_pixels(list(split.x_test), card.image, config_limits(), what="test")  # its own transform
+            positive = onnx_image_probabilities(artifact.onnx_bytes, pixels, card.onnx_input, card.onnx_output)[:, 1]
+        elif card.kind == "text":
             from aprendiz.training.text_candidates import text_onnx_probabilities
 
             texts = [str(t) for t in split.x_test]
@@ -195,6 +215,13 @@ def _evaluate_champion(registry: ModelRegistry, name: str, version: str, split, 
         return card, metrics, probabilities, None
     except Exception as exc:  # a champion that cannot run is no bar to clear
         return card, None, None, f"{type(exc).__name__}: {exc}"
+
+
+def config_limits():
+    """The image limits the job decodes with: serving's defaults (an image serving would refuse is quarantined)."""
+    from aprendiz.images import ImageLimits
+
+    return ImageLimits()
 
 
 def champion_metrics(card: ModelCard, size_bytes: int, y_test: np.ndarray, positive: np.ndarray):
@@ -368,6 +395,14 @@ def _read_dataset(registry: ModelRegistry, name: str, config: TrainingConfig, ch
                   labels: tuple[str, str]) -> Dataset:
     """The dataset and feedback, in the champion's column order, checked trainable."""
     store = registry.store
+    from aprendiz.training.images import is_image_dataset, load_image_dataset
+
+    if _store_call(store, "listing the dataset", is_image_dataset, store, name):
+        _check_champion_kind("image", champion_card)
+        images: Dataset = _store_call(store, "reading the images and feedback", load_image_dataset, store, name,
+                                      config.image, labels, config.label_column, config_limits())
+        check_trainable(images, config)
+        return images
     kept_schema = _store_call(store, "reading schema.json", load_schema, store, name)
     dataset: Dataset = _store_call(
         store, "reading the dataset and feedback", load_dataset, store, name, config, kept_schema=kept_schema, labels=labels
@@ -387,7 +422,16 @@ def _read_dataset(registry: ModelRegistry, name: str, config: TrainingConfig, ch
 
 def _train_candidates(name: str, dataset: Dataset, split, config: TrainingConfig,
                       runner: CandidateRunner | None) -> list[CandidateResult]:
-    if dataset.text_column is not None:
+    if dataset.image is not None:
+        from aprendiz.training.config import IMAGE_ALGORITHMS
+        from aprendiz.training.image_candidates import default_image_candidates, train_image_candidates
+
+        configs = config.candidates if "candidates" in config.model_fields_set else default_image_candidates()
+        wrong = [c.name for c in configs if c.algorithm not in IMAGE_ALGORITHMS]
+        if wrong:
+            raise TrainingError(f"candidates {wrong} do not train on images; the image algorithms are {list(IMAGE_ALGORITHMS)}")
+        candidates = train_image_candidates(configs, split, config)
+    elif dataset.text_column is not None:
         from aprendiz.training.text_candidates import default_text_candidates, train_text_candidates
 
         configs = config.candidates if "candidates" in config.model_fields_set else default_text_candidates()
@@ -475,11 +519,14 @@ def _publish(registry: ModelRegistry, result: TrainingResult, candidates: list[C
 def _card_fields(name, run_id, dataset, labels, best, config, metric, result, champion_metrics, reason) -> dict:
     import sklearn
 
-    text = dataset.text_column is not None
+    text, image = dataset.text_column is not None, getattr(dataset, "image", None)
+    kind = "image" if image is not None else "text" if text else "tabular"
     return {
-        "name": name, "version": run_id, "kind": "text" if text else "tabular",
+        "name": name, "version": run_id, "kind": kind,
         "features": [f.model_dump() for f in dataset.features], "text_field": dataset.text_column,
-        "labels": labels, "threshold": min(max(best.threshold, 0.0), 1.0), "onnx_input": INPUT_IDS if text else TABULAR_INPUT,
+        "image": image.model_dump() if image is not None else None,
+        "labels": labels, "threshold": min(max(best.threshold, 0.0), 1.0),
+        "onnx_input": {"image": IMAGE_INPUT, "text": INPUT_IDS}.get(kind, TABULAR_INPUT),
         "onnx_output": OUTPUT, "metrics": {k: float(v) for k, v in best.test_metrics.items()},
         "data_fingerprint": dataset.fingerprint(config.seed), "algorithm": best.algorithm,
         "training": {

@@ -39,7 +39,10 @@ class ClassifierServer:
     ) -> None:
         config = ClassifierModel.model_validate(model)
         tune_gc(gc_young_threshold)
-        self._cost = ReplicaCostMeter(model=config.name, kind="classifier", accelerator="cpu", hourly_usd=hourly_usd)
+        self._cost = ReplicaCostMeter(
+            model=config.name, kind="classifier", accelerator=config.accelerator_type or config.accelerator,
+            hourly_usd=hourly_usd,
+        )
         self._service = ClassifierService(
             config, registry_for(StoreConfig.model_validate(store)), ClassifierMetrics(config.name),
             infer=self._infer,  # type: ignore[arg-type, misc]  # serve.batch's types cannot describe a batched method

@@ -1,10 +1,12 @@
 """One loaded classifier version: ``load`` / ``ready`` / ``predict`` over an onnxruntime session.
 
-Two kinds, one contract (the registry's card says which):
+Three kinds, one contract (the registry's card says which):
 
 - tabular: float32 [N, F] in the card's feature order -> the ONNX input ``card.onnx_input``;
 - text: strings, tokenised with the ``tokenizer.json`` stored beside ``model.onnx`` (the
-  ``tokenizers`` library) -> ``input_ids`` and ``attention_mask`` int64 [N, L].
+  ``tokenizers`` library) -> ``input_ids`` and ``attention_mask`` int64 [N, L];
+- image: float32 [N, C, H, W], made from the client's images by the card's transform (the
+  protocol decodes them) -> the ONNX input ``card.onnx_input``.
 
 Either way the output ``card.onnx_output`` is float [N, 2], column 1 the positive class.
 Artifacts are ONNX only: a pickle or joblib file from the store would run code when
@@ -13,7 +15,7 @@ loaded, so none is ever read.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -69,6 +71,18 @@ def _tensors(graph) -> Iterator[Any]:
                 yield from _tensors(subgraph)
 
 
+def _check_image_input(card: ModelCard, session) -> None:
+    """The graph's image input must take the card's transform's [C, H, W] (a fixed dimension that
+    differs would fail every request)."""
+    assert card.image is not None
+    declared = next(i for i in session.get_inputs() if i.name == card.onnx_input).shape
+    expected = card.image.shape
+    fixed = [d if isinstance(d, int) else None for d in declared[1:]]
+    if len(declared) != 4 or any(d is not None and d != e for d, e in zip(fixed, expected)):
+        raise ModelLoadError(f"{card.name} {card.version}: graph input {card.onnx_input!r} is {declared}; the card's "
+                             f"transform makes [N, {', '.join(map(str, expected))}]")
+
+
 class OnnxClassifier:
     """A binary classifier: a batch in (rows or texts), the positive class's probability out."""
 
@@ -79,17 +93,27 @@ class OnnxClassifier:
         self._inputs = {i.name for i in session.get_inputs()}
 
     @property
+    def session(self):
+        """The onnxruntime session (its ``get_providers()`` says where it runs)."""
+        return self._session
+
+    @property
     def version(self) -> str:
         return self.card.version
 
     @property
     def signature(self) -> tuple:
         """What a request must look like; a swap must keep it (a new schema is a new model name)."""
-        return (self.card.kind, tuple((f.name, f.type == "category") for f in self.card.features), self.card.text_field)
+        image = self.card.image.shape if self.card.image else None
+        return (self.card.kind, tuple((f.name, f.type == "category") for f in self.card.features), self.card.text_field,
+                image)
 
     @classmethod
-    def load(cls, artifact: LoadedArtifact, *, threads: int = 1) -> "OnnxClassifier":
-        """Build the session from the artifact's bytes and check it before anyone is served by it."""
+    def load(cls, artifact: LoadedArtifact, *, threads: int = 1,
+             providers: Sequence[str] = ("CPUExecutionProvider",)) -> "OnnxClassifier":
+        """Build the session from the artifact's bytes and check it before anyone is served by it.
+        ``providers``: onnxruntime's execution providers in order of preference (the CUDA provider
+        first on a GPU replica, the CPU one last as the fallback)."""
         import onnxruntime as ort
 
         card = artifact.card
@@ -110,7 +134,7 @@ class OnnxClassifier:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         try:
-            session = ort.InferenceSession(artifact.onnx_bytes, options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(artifact.onnx_bytes, options, providers=list(providers))
         except Exception as exc:  # onnxruntime raises its own exception types
             raise ModelLoadError(f"{card.name} {card.version}: onnxruntime cannot load model.onnx: {exc}") from exc
         inputs = {i.name for i in session.get_inputs()}
@@ -120,13 +144,18 @@ class OnnxClassifier:
             raise ModelLoadError(f"{card.name} {card.version}: graph inputs {sorted(inputs)} lack {sorted(needed - inputs)}")
         if card.onnx_output not in outputs:
             raise ModelLoadError(f"{card.name} {card.version}: graph has no output {card.onnx_output!r} (has {sorted(outputs)})")
+        if card.image is not None:
+            _check_image_input(card, session)
         model = cls(card, session, tokenizer)
         model.self_check()
         return model
 
     def self_check(self) -> None:
         """One probe (a zero row, or a short text): one finite probability in [0, 1]."""
-        probe = ["hola"] if self.card.kind == "text" else columns.probe(self.card.features)
+        if self.card.image is not None:
+            probe: Any = np.zeros((1, *self.card.image.shape), dtype=np.float32)
+        else:
+            probe = ["hola"] if self.card.kind == "text" else columns.probe(self.card.features)
         try:
             probability = self.predict(probe)
         except Exception as exc:

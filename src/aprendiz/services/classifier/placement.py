@@ -10,6 +10,9 @@
 - ``auto`` (the default) decides from the serving version's card, as ``decide`` says, and the
   decision is logged and shown in ``GET /v2/models/{name}`` (``parameters.placement``).
 
+A classifier with ``accelerator: gpu`` always gets replicas of its own: only they ask Ray for a
+GPU (the ingress replicas hold none), so no card is read for it.
+
 The decision is taken when the application is built and holds for the model name: a new version
 must keep its inputs (a new schema needs a new name), and a heavier version of the same name is
 served where the first one was until the application is deployed again.
@@ -49,7 +52,9 @@ class Placement:
 
 
 def decide(config: ClassifierModel, card: ModelCard | None) -> Placement:
-    """The placement of ``config``: its explicit setting, or the ``auto`` rule on ``card``."""
+    """The placement of ``config``: replica on a GPU, else its explicit setting, or the ``auto`` rule on ``card``."""
+    if config.accelerator == "gpu":
+        return Placement("replica", "accelerator: gpu runs in replicas of its own (the ingress holds no GPU)")
     if config.placement != "auto":
         return Placement(config.placement, f"placement: {config.placement} in the config")
     if card is None:
@@ -79,9 +84,9 @@ def serving_card(config: ClassifierModel, registry: ModelRegistry) -> ModelCard 
 
 
 def place(config: ClassifierModel, registry: ModelRegistry) -> Placement:
-    """Decide, reading the card only for ``auto``; a store that cannot be read means ``replica``."""
+    """Decide, reading the card only for ``auto`` on CPU; a store that cannot be read means ``replica``."""
     card = None
-    if config.placement == "auto":
+    if config.placement == "auto" and config.accelerator == "cpu":
         try:
             card = serving_card(config, registry)
         except Exception as exc:  # a store outage at build time must not stop the application

@@ -8,13 +8,16 @@ V2 bodies are parsed and answered with the ``kserve`` package's own protocol typ
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
 import numpy as np
 
+from aprendiz import images
 from aprendiz.columns import MISSING_TEXT, Columns, category_text
 from aprendiz.errors import InvalidRequestError
+from aprendiz.images import ImageLimits
 from aprendiz.registry import Feature, ModelCard, has_categories
 
 V2_NUMERIC = {"FP32", "FP64", "INT32", "INT64"}
@@ -24,6 +27,41 @@ V2_NUMERIC = {"FP32", "FP64", "INT32", "INT64"}
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 # The types a JSON number decodes to (bool, a subclass of int, is not one).
 _JSON_NUMBERS = frozenset({int, float})
+
+
+@dataclass(frozen=True)
+class EncodedImages:
+    """A request's images as the client sent them (PNG or JPEG bytes), not decoded yet: the service
+    decodes them off the event loop with the card's transform (``images.to_pixels``), and feedback
+    stores them as they came."""
+
+    items: list[bytes]
+    where: str  # how the request names them in an error: "instances", "inputs[0] (image)"
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def pixels(self, card: ModelCard, limits: ImageLimits) -> np.ndarray:
+        assert card.image is not None
+        return images.to_pixels(self.items, card.image, limits, what=self.where)
+
+
+# KServe's image instances in V1: {"b64": ...} (its custom-model examples), {"image": {"b64": ...}} and
+# {"image_bytes": {"b64": ...}} (its TensorFlow examples), each optionally with a client "key".
+V1_IMAGE_FORMS = '{"b64": "..."}, {"image": {"b64": "..."}} or {"image_bytes": {"b64": "..."}}'
+
+
+def decode_image_instance(instance: Any, limits: ImageLimits, where: str) -> bytes:
+    """One V1 image instance: its encoded bytes (decoded from base64, checked against the byte limit)."""
+    if isinstance(instance, dict):
+        fields = {k: v for k, v in instance.items() if k != "key"}
+        if set(fields) == {"b64"}:
+            return images.from_base64(fields["b64"], limits, what=f"{where}.b64")
+        if len(fields) == 1:
+            (name, inner), = fields.items()
+            if name in ("image", "image_bytes") and isinstance(inner, dict) and set(inner) == {"b64"}:
+                return images.from_base64(inner["b64"], limits, what=f"{where}.{name}.b64")
+    raise InvalidRequestError(f"{where} must be an image as {V1_IMAGE_FORMS}: the model classifies images", param=where)
 
 
 def _number(value: Any, where: str) -> float:
@@ -136,9 +174,10 @@ def _batch(rows: list[list[float | str]], card: ModelCard) -> np.ndarray | Colum
     })
 
 
-def decode_instances(body: Any, card: ModelCard, max_instances: int) -> np.ndarray | Columns | list[str]:
+def decode_instances(body: Any, card: ModelCard, max_instances: int,
+                     limits: ImageLimits = ImageLimits()) -> np.ndarray | Columns | list[str] | EncodedImages:
     """The ``instances`` of a V1 body: float32 [N, F] (NaN: missing) for a model of numbers,
-    Columns for one with categories, strings for a text model."""
+    Columns for one with categories, strings for a text model, EncodedImages for an image model."""
     if not isinstance(body, dict) or "instances" not in body:
         raise InvalidRequestError('the body must be a JSON object with "instances": [...]', param="instances")
     instances = body["instances"]
@@ -150,6 +189,9 @@ def decode_instances(body: Any, card: ModelCard, max_instances: int) -> np.ndarr
         )
     if card.kind == "text":
         return [decode_text(x, card, f"instances[{i}]") for i, x in enumerate(instances)]
+    if card.kind == "image":
+        return EncodedImages([decode_image_instance(x, limits, f"instances[{i}]") for i, x in enumerate(instances)],
+                             "instances")
     if not has_categories(card.features):
         fast = _plain_rows(instances, len(card.features))
         if fast is not None:
@@ -182,13 +224,16 @@ def encode_v1(probabilities: np.ndarray, labels: list[str], card: ModelCard) -> 
     }
 
 
-def decode_v2(body: bytes, header_length: int | None, card: ModelCard, max_instances: int):
-    """A V2 infer body (JSON, or JSON plus binary tensors) as (float32 [N, F], InferRequest)."""
+def decode_v2(body: bytes, header_length: int | None, card: ModelCard, max_instances: int,
+              limits: ImageLimits = ImageLimits()):
+    """A V2 infer body (JSON, or JSON plus binary tensors) as (the model's batch, InferRequest): float32
+    [N, F] or Columns (tabular), strings (text), EncodedImages or float32 [N, C, H, W] (image)."""
     from kserve.errors import InferenceError, InvalidInput
     from kserve.protocol.infer_type import InferRequest
 
     try:
-        request = InferRequest.from_bytes(body, header_length or len(body), card.name)
+        request = (_binary_bytes_request(body, header_length, card.name) if card.kind == "image" and header_length
+                   else None) or InferRequest.from_bytes(body, header_length or len(body), card.name)
     except (InvalidInput, InferenceError) as exc:
         raise InvalidRequestError(f"invalid V2 request: {exc}") from None
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
@@ -205,6 +250,8 @@ def decode_v2(body: bytes, header_length: int | None, card: ModelCard, max_insta
     where = f"inputs[0] ({tensor.name})"
     if card.kind == "text":
         return _decode_v2_texts(tensor, where, card, max_instances), request
+    if card.kind == "image":
+        return _decode_v2_images(tensor, where, card, max_instances, limits), request
     if tensor.datatype not in V2_NUMERIC:
         raise InvalidRequestError(
             f"{where} has datatype {tensor.datatype}; model {card.name} takes {sorted(V2_NUMERIC)}", param="inputs"
@@ -216,6 +263,37 @@ def decode_v2(body: bytes, header_length: int | None, card: ModelCard, max_insta
     if not 1 <= shape[0] <= max_instances:
         raise InvalidRequestError(f"{where} has {shape[0]} rows; 1 to {max_instances} per request", param="inputs")
     return _v2_numbers(tensor, where, shape, card.features), request
+
+
+def _binary_bytes_request(body: bytes, header_length: int, model_name: str):
+    """A request whose one input is a BYTES tensor in the binary extension, read here: kserve's
+    ``InferRequest.from_bytes`` turns binary BYTES back into JSON strings and fails on any element that
+    is not UTF-8, which an encoded image never is (the same defect as kserve/kserve#3731 in gRPC).
+    None for any other request (kserve parses it)."""
+    import orjson
+    from kserve.protocol.infer_type import InferInput, InferRequest, deserialize_bytes_tensor
+
+    try:
+        header = orjson.loads(body[:header_length])
+        (tensor,) = header["inputs"]
+        size = tensor.get("parameters", {})["binary_data_size"]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+    if tensor.get("datatype") != "BYTES" or "data" in tensor or not isinstance(size, int) or size < 0:
+        return None
+    raw = body[header_length : header_length + size]
+    if len(raw) != size:
+        raise InvalidRequestError(f"the binary data of input {tensor.get('name')!r} holds {len(raw)} bytes; "
+                                  f"its binary_data_size says {size}", param="inputs")
+    try:
+        items = list(deserialize_bytes_tensor(raw))
+    except Exception:  # struct.error, or numpy's, on lengths that run past the data
+        raise InvalidRequestError(f"the binary data of input {tensor.get('name')!r} is not a BYTES tensor (each "
+                                  "element a 4-byte little-endian length, then its bytes)", param="inputs") from None
+    infer_input = InferInput(name=str(tensor.get("name")), shape=list(tensor.get("shape") or []), datatype="BYTES",
+                             data=items)
+    return InferRequest(model_name=model_name, infer_inputs=[infer_input], request_id=header.get("id"),
+                        parameters=header.get("parameters"))
 
 
 def _v2_numbers(tensor, where: str, shape: list[int], features: list[Feature]) -> np.ndarray:
@@ -319,6 +397,47 @@ def _decode_v2_texts(tensor, where: str, card: ModelCard, max_instances: int) ->
     return texts
 
 
+def _decode_v2_images(tensor, where: str, card: ModelCard, max_instances: int,
+                      limits: ImageLimits) -> EncodedImages | np.ndarray:
+    """BYTES of shape [N] (or [N, 1]): one encoded image per element, base64 in JSON or raw bytes in
+    the binary extension; or FP32 of shape [N, C, H, W], already in the model's layout."""
+    assert card.image is not None
+    shape = list(tensor.shape)
+    layout = [*card.image.shape]
+    if tensor.datatype == "BYTES":
+        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)):
+            raise InvalidRequestError(f"{where} has shape {shape}; model {card.name} takes [N] encoded images (PNG or "
+                                      f"JPEG) or FP32 [N, {', '.join(map(str, layout))}]", param="inputs")
+        if not 1 <= shape[0] <= max_instances:
+            raise InvalidRequestError(f"{where} has {shape[0]} images; 1 to {max_instances} per request", param="inputs")
+        values = _flatten(tensor.data)
+        if len(values) != shape[0]:
+            raise InvalidRequestError(f"{where} holds {len(values)} images; its shape says {shape[0]}", param="inputs")
+        items = []
+        for i, value in enumerate(values):
+            if isinstance(value, bytes):  # the binary extension: the image's own bytes
+                if len(value) > limits.max_bytes:
+                    raise InvalidRequestError(f"{where}[{i}] is {len(value):,} bytes; the limit is {limits.max_bytes:,}",
+                                              param="inputs")
+                items.append(value)
+            else:
+                items.append(images.from_base64(value, limits, what=f"{where}[{i}]"))
+        return EncodedImages(items, where)
+    if tensor.datatype not in ("FP32", "FP64"):
+        raise InvalidRequestError(f"{where} has datatype {tensor.datatype}; model {card.name} takes BYTES (encoded "
+                                  "images) or FP32 (pixels in its layout)", param="inputs")
+    if len(shape) != 4 or shape[1:] != layout:
+        raise InvalidRequestError(f"{where} has shape {shape}; model {card.name} takes FP32 "
+                                  f"[N, {', '.join(map(str, layout))}] (its transform's channels, height, width)",
+                                  param="inputs")
+    if not 1 <= shape[0] <= max_instances:
+        raise InvalidRequestError(f"{where} has {shape[0]} images; 1 to {max_instances} per request", param="inputs")
+    pixels = _v2_float32(tensor, where, shape).reshape(shape)
+    if not np.isfinite(pixels).all():
+        raise InvalidRequestError(f"{where} holds a non-finite value (NaN, infinity, or beyond float32)", param="inputs")
+    return np.ascontiguousarray(pixels)
+
+
 def _flatten(data: Any) -> list:
     if isinstance(data, list):
         return [x for item in data for x in _flatten(item)] if any(isinstance(i, list) for i in data) else list(data)
@@ -345,8 +464,13 @@ def encode_v2(probabilities: np.ndarray, labels: list[str], card: ModelCard, req
 
 
 def v2_metadata(card: ModelCard) -> dict[str, Any]:
+    parameters: dict[str, Any] = {}
     if card.kind == "text":
         inputs = [{"name": card.text_field, "datatype": "BYTES", "shape": [-1]}]
+    elif card.image is not None:  # either input: encoded images, or pixels in the model's layout
+        inputs = [{"name": "image", "datatype": "BYTES", "shape": [-1]},
+                  {"name": card.onnx_input, "datatype": "FP32", "shape": [-1, *card.image.shape]}]
+        parameters["image"] = card.image.model_dump()
     elif has_categories(card.features):
         inputs = [{"name": f.name, "datatype": "BYTES" if f.type == "category" else "FP32", "shape": [-1, 1]}
                   for f in card.features]
@@ -368,13 +492,14 @@ def v2_metadata(card: ModelCard) -> dict[str, Any]:
             "schema": [f.model_dump(exclude_none=True) for f in card.features],
             "labels": list(card.labels),
             "threshold": card.threshold,
+            **parameters,
         },
     }
 
 
-def decode_feedback(body: Any, card: ModelCard, max_instances: int):
-    """A feedback body as (rows float32 [N, F] or texts, labels [0/1], prediction ids or Nones)."""
-    rows = decode_instances(body, card, max_instances)
+def decode_feedback(body: Any, card: ModelCard, max_instances: int, limits: ImageLimits = ImageLimits()):
+    """A feedback body as (rows float32 [N, F], texts or EncodedImages, labels [0/1], prediction ids or Nones)."""
+    rows = decode_instances(body, card, max_instances, limits)
     labels = body.get("labels")
     if not isinstance(labels, list) or len(labels) != len(rows):
         raise InvalidRequestError(

@@ -18,6 +18,8 @@ is refused with a log line and a metric, once, and the current one keeps serving
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
 import logging
 import time
 from datetime import datetime, timezone
@@ -32,6 +34,7 @@ from aprendiz.metrics import ClassifierMetrics
 from aprendiz.registry import FeedbackRecord, ModelRegistry
 from aprendiz.services.classifier import protocol
 from aprendiz.services.classifier.model import ModelLoadError, OnnxClassifier
+from aprendiz.services.classifier.providers import execution_providers, log_providers
 
 log = logging.getLogger("aprendiz.classifier")
 
@@ -169,7 +172,9 @@ class ClassifierService:
             raise  # its card is malformed: refused
         except Exception as exc:
             raise StoreUnavailableError(f"reading version {version} from the store failed: {exc!r}") from exc
-        loaded = await asyncio.to_thread(OnnxClassifier.load, artifact)
+        providers = execution_providers(self.config)
+        loaded = await asyncio.to_thread(functools.partial(OnnxClassifier.load, artifact, providers=providers))
+        log_providers(self.name, version, loaded.session, providers)
         if self._current is not None and loaded.signature != self._current.signature:
             raise ModelLoadError(
                 f"version {version} takes other inputs than the serving version {self._current.version}"
@@ -216,7 +221,21 @@ class ClassifierService:
                 offset += len(rows[i])
         return answers
 
+    async def _model_rows(self, model: OnnxClassifier, rows: Any) -> Any:
+        """The model's batch: a request's images are decoded and transformed here, on a worker thread
+        (Pillow releases the GIL); any other rows are already the model's."""
+        if isinstance(rows, protocol.EncodedImages):
+            return await asyncio.to_thread(self._decode_images, model, rows)
+        return rows
+
+    def _decode_images(self, model: OnnxClassifier, encoded: protocol.EncodedImages) -> np.ndarray:
+        started = time.perf_counter()
+        pixels = encoded.pixels(model.card, self.config.image_limits)
+        self._metrics.decoded(time.perf_counter() - started, [len(item) for item in encoded.items])
+        return pixels
+
     async def _predict(self, model: OnnxClassifier, rows: Any) -> tuple[np.ndarray, list[str]]:
+        rows = await self._model_rows(model, rows)
         probabilities = await self._infer(model, rows)
         labels = model.labels_for(probabilities)
         self._metrics.served(model.version, labels, probabilities)
@@ -225,13 +244,14 @@ class ClassifierService:
     # -- protocol entry points -----------------------------------------------------------
     async def predict_v1(self, body: Any) -> dict[str, Any]:
         model = self.model()
-        rows = protocol.decode_instances(body, model.card, self.config.max_instances)
+        rows = protocol.decode_instances(body, model.card, self.config.max_instances, self.config.image_limits)
         probabilities, labels = await self._predict(model, rows)
         return protocol.encode_v1(probabilities, labels, model.card)
 
     async def infer_v2(self, body: bytes, header_length: int | None) -> dict[str, Any]:
         model = self.model()
-        rows, request = protocol.decode_v2(body, header_length, model.card, self.config.max_instances)
+        rows, request = protocol.decode_v2(body, header_length, model.card, self.config.max_instances,
+                                           self.config.image_limits)
         probabilities, labels = await self._predict(model, rows)
         return protocol.encode_v2(probabilities, labels, model.card, request)
 
@@ -241,10 +261,16 @@ class ClassifierService:
     async def feedback(self, body: Any) -> dict[str, Any]:
         """Write the examples to the store; the answer (2xx) is sent only after the write returned."""
         model = self.model()
-        rows, labels, ids = protocol.decode_feedback(body, model.card, self.config.max_instances)
+        rows, labels, ids = protocol.decode_feedback(body, model.card, self.config.max_instances, self.config.image_limits)
         now = datetime.now(timezone.utc)
-        examples = ([{"text": text} for text in rows] if model.card.kind == "text"
-                    else [{"features": values} for values in columns.records(rows, model.card.features)])
+        examples: list[dict[str, Any]]
+        if isinstance(rows, protocol.EncodedImages):
+            await self._model_rows(model, rows)  # every image must decode: nothing is accepted that cannot train
+            examples = [{"image": base64.b64encode(item).decode("ascii")} for item in rows.items]
+        elif model.card.kind == "text":
+            examples = [{"text": text} for text in rows]
+        else:
+            examples = [{"features": values} for values in columns.records(rows, model.card.features)]
         records = [
             FeedbackRecord(**example, label=label, prediction_id=prediction_id, model_version=model.version,
                            received_at=now)
