@@ -207,6 +207,11 @@ def classifier() -> dict:
         panel("Batch size (p50, p95)", quantiles("ray_aprendiz_classifier_batch_size", "model", M, (0.5, 0.95))),
         panel("Inference time (p50, p95)",
               quantiles("ray_aprendiz_classifier_inference_seconds", "model", M, (0.5, 0.95)), unit="s"),
+        panel("Image size (p50, p95)", quantiles("ray_aprendiz_classifier_image_bytes", "model", M, (0.5, 0.95)),
+              unit="bytes", description="Encoded size of each image sent to an image classifier."),
+        panel("Image decode and transform time per request (p50, p95)",
+              quantiles("ray_aprendiz_classifier_image_decode_seconds", "model", M, (0.5, 0.95)), unit="s",
+              description="Pillow and numpy, on a worker thread, before the batch reaches onnxruntime."),
         panel("Latency at the entrance, V1 and V2 (p95)", quantiles(
             "ray_aprendiz_ingress_request_seconds", "model", f"{CLASSIFIER_ROUTES}, {M}", (0.95,)), unit="s"),
         panel("Serving version", [q(f"max by (model, version) (ray_aprendiz_classifier_model_version_info{{{M}}}) == 1",

@@ -38,6 +38,9 @@ QUICK_TRAINING = {
     "credit": {"label_column": "default", "labels": ["No", "Yes"], "unseen_categories": "refuse",
                "candidates": [{"name": "gradient_boosting", "algorithm": "hist_gradient_boosting",
                                "params": {"max_iter": 50, "max_depth": 3}}]},
+    # The synthetic lesion images (80 labelled), the small CNN: about 2 s.
+    "lesions": {"labels": ["clear", "lesion"], "image": {"channels": "rgb", "resize": 36, "crop": 32},
+                "candidates": [{"name": "small_cnn", "algorithm": "small_cnn", "params": {"epochs": 20}}]},
 }
 
 

@@ -205,6 +205,7 @@ def stores(moto_server, tmp_path_factory, job_training) -> Stores:
     job_training.train_builtin(local, "breast-cancer-local")
     job_training.train_builtin(local, "credit", "credit")  # numbers and categories, missing values, 3 % positives
     job_training.train_builtin(s3, "es-or-en", "es-or-en", training=MINILM_TRAINING)
+    job_training.train_builtin(local, "lesions", "lesions")  # images: the small CNN on the synthetic lesions
     return Stores(s3, local, options)
 
 
@@ -311,6 +312,12 @@ def platform_config(
                     "min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 2,
                     "upscale_delay_s": 0, "downscale_delay_s": 2,
                 },
+            },
+            # placement auto: an image network, so replicas of its own (tests/integration/test_image_classifier.py).
+            {
+                "name": "lesions", "poll_interval_s": 0.5, "num_cpus": 0.25, "max_batch_size": 16,
+                "store": {"url": stores.local.store.url},
+                "image_limits": {"max_bytes": 64 * 1024, "max_pixels": 512 * 512},
             },
         ],
         "store": {"url": "s3://aprendiz-test/store", "endpoint_url": moto_server},

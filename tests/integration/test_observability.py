@@ -264,6 +264,14 @@ class Load:
         self.feedback[model] += len(rows)
 
 
+def lesion_pngs(count: int) -> list[str]:
+    import base64
+
+    from aprendiz.training.images import lesion_images
+
+    return [base64.b64encode(item.data).decode() for item in lesion_images(count=count, labelled=count, seed=4)]
+
+
 def test_every_dashboard_and_rule_query_runs_on_real_data(platform, prometheus, platform_config, gateway_keys, tmp_path):
     from sklearn.datasets import load_breast_cancer
 
@@ -271,7 +279,7 @@ def test_every_dashboard_and_rule_query_runs_on_real_data(platform, prometheus, 
 
     started = time.monotonic()
     # A key of this test's own: its tokens, cost and refusals are this test's alone.
-    allowed = [HOSTED, "breast-cancer", "breast-cancer-local", "es-or-en", "rented-silent", "rented-tiny-fb"]
+    allowed = [HOSTED, "breast-cancer", "breast-cancer-local", "es-or-en", "lesions", "rented-silent", "rented-tiny-fb"]
     key, _ = KeyFile(gateway_keys.path).create("observability", models=allowed, feedback=True)
 
     # The training runs push to the Pushgateway while the platform's counters settle: one that
@@ -309,6 +317,7 @@ def test_every_dashboard_and_rule_query_runs_on_real_data(platform, prometheus, 
     load.predict_v1("breast-cancer", data[2:5])
     load.predict_v1("breast-cancer-local", data[5:6])
     load.predict_v1("es-or-en", ["Hola, ¿cómo estás hoy?", "Hello, how are you today?"])
+    load.predict_v1("lesions", [{"b64": image} for image in lesion_pngs(2)])  # the image size and decode panels
     load.predict_v1("no-such-classifier", data[0:1], expected=404)
     load.infer_v2("breast-cancer", data[6:9])
     load.infer_v2("breast-cancer-local", data[9:11])

@@ -290,3 +290,86 @@ def test_an_s3_outage_and_back_serving_continues_and_the_poll_recovers(trained, 
         assert set(run(go())) == {first}
     finally:
         s3.stop()
+
+
+# -- an image model ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lesions(tmp_path_factory, job_training):
+    root = tmp_path_factory.mktemp("image-store")
+    version = job_training.train_builtin(ModelRegistry(ObjectStore(str(root))), "lesions", "lesions")
+    return root, version
+
+
+def _lesion_pngs(count: int = 3) -> list[bytes]:
+    from aprendiz.training.images import lesion_images
+
+    return [item.data for item in lesion_images(count=count, labelled=count, seed=5)]
+
+
+def test_an_image_model_answers_v1_b64_and_v2_binary_alike_and_bad_images_are_400s(lesions, run):
+    import base64
+
+    from kserve import InferInput, InferRequest
+
+    root, version = lesions
+    pngs = _lesion_pngs()
+
+    async def go():
+        server = await _server(root, name="lesions", image_limits={"max_bytes": 100_000, "max_pixels": 250_000})
+        v1 = await server.predict_v1({"instances": [{"b64": base64.b64encode(p).decode()} for p in pngs]})
+        tensor = InferInput(name="image", shape=[len(pngs)], datatype="BYTES")
+        tensor.set_data_from_numpy(np.array(pngs, dtype=np.object_), binary_data=True)
+        body, length = InferRequest(model_name="lesions", infer_inputs=[tensor], request_id="r").to_rest()
+        v2 = await server.infer_v2(body, length)
+        errors = []
+        for bad in (b"GIF89a not a png", _big_png()):
+            try:
+                await server.predict_v1({"instances": [{"image_bytes": {"b64": base64.b64encode(bad).decode()}}]})
+            except InvalidRequestError as exc:
+                errors.append(exc.message)
+        after = await server.predict_v1({"instances": [{"b64": base64.b64encode(pngs[0]).decode()}]})
+        return v1, v2, errors, after, await server.metadata_v2()
+
+    v1, v2, errors, after, metadata = run(go())
+    assert {p["model_version"] for p in v1["predictions"]} == {version}
+    probabilities = {o["name"]: o["data"] for o in v2["outputs"]}["probability"]
+    assert probabilities == pytest.approx([p["probability"] for p in v1["predictions"]], abs=1e-6)
+    assert "instances[0] cannot be decoded as PNG or JPEG" in errors[0]
+    assert "instances[0] is 600x600 pixels; the limit is 250,000 pixels" in errors[1]
+    assert after["predictions"][0]["probability"] == pytest.approx(v1["predictions"][0]["probability"], abs=1e-6)
+    assert metadata["parameters"]["image"]["crop"] == 32
+
+
+def _big_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("L", (600, 600)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_image_feedback_is_stored_as_sent_and_an_undecodable_one_is_refused_whole(lesions, run):
+    import base64
+
+    root, _ = lesions
+    registry = ModelRegistry(ObjectStore(str(root)))
+    png = _lesion_pngs(1)[0]
+
+    async def go():
+        server = await _server(root, name="lesions")
+        answer = await server.feedback({"instances": [{"b64": base64.b64encode(png).decode()}], "labels": ["lesion"]})
+        try:
+            await server.feedback({"instances": [{"b64": base64.b64encode(png).decode()},
+                                                 {"b64": base64.b64encode(b"junk").decode()}], "labels": [1, 0]})
+        except InvalidRequestError as exc:
+            return answer, exc.message
+        return answer, None
+
+    answer, refused = run(go())
+    (record,) = [json.loads(line) for line in registry.store.read_bytes(answer["key"]).decode().splitlines()]
+    assert base64.b64decode(record["image"]) == png and record["label"] == 1
+    assert refused and "instances[1]" in refused
+    assert len([k for k in registry.store.list("feedback/lesions/") if k.endswith(".jsonl")]) == 1
