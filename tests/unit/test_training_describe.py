@@ -81,3 +81,35 @@ def test_push_refuses_a_file_that_is_not_a_dataset(tmp_path, platform_file):
     notes.write_text("hello")
     result = CliRunner().invoke(app, ["datasets", "push", str(notes), "--model", "m", "--config", str(platform_file)])
     assert result.exit_code == 2 and "CSV, Parquet or JSON Lines" in result.output
+
+
+def test_a_folder_of_images_is_pushed_described_and_trained_from_the_command_line(tmp_path):
+    """The issue's whole path: images on disk, a folder per label, to a promoted image model."""
+    from aprendiz.registry import ModelRegistry
+    from aprendiz.training.images import digits_images
+
+    folder = tmp_path / "digits"
+    for n, item in enumerate(digits_images()[:300]):
+        (folder / (item.label or "unlabelled")).mkdir(parents=True, exist_ok=True)
+        (folder / (item.label or "unlabelled") / f"{n}.png").write_bytes(item.data)
+    (folder / "unlabelled").mkdir()
+    (folder / "unlabelled" / "extra.png").write_bytes(digits_images()[400].data)
+    (folder / "notes.txt").write_text("not pushed")
+    platform_file = tmp_path / "aprendiz.yaml"
+    platform_file.write_text(f"store: {{url: {tmp_path / 'store'}}}\nclassifiers: [{{name: digits}}]\n")
+    store = ObjectStore(str(tmp_path / "store"))
+    store.write_bytes("datasets/digits/training.yaml", b"labels: [other, zero]\nimage: {channels: gray, resize: 32, "
+                      b"crop: 32, mean: [0.25], std: [0.35]}\ncandidates:\n  - {name: cnn, algorithm: small_cnn, "
+                      b"params: {epochs: 8}}\n")
+    runner = CliRunner()
+    pushed = runner.invoke(app, ["datasets", "push", str(folder), "--model", "digits", "--config", str(platform_file)])
+    assert pushed.exit_code == 0 and "wrote 301 files" in pushed.output, pushed.output
+    assert not store.exists("datasets/digits/notes.txt")
+    described = runner.invoke(app, ["datasets", "describe", "digits", "--config", str(platform_file)])
+    assert described.exit_code == 0, described.output
+    assert "float32 [1, 32, 32] per image; 1 unlabelled" in described.output and "zero: 31" in described.output
+    trained = runner.invoke(app, ["train", "--model", "digits", "--config", str(platform_file)])
+    assert trained.exit_code == 0, trained.output
+    assert "promoted" in trained.output and "cnn" in trained.output
+    registry = ModelRegistry(store)
+    assert registry.card("digits", registry.champion("digits").version).kind == "image"

@@ -225,7 +225,7 @@ def train(
         registry = _registry(store)
         written = seed_builtin(registry.store, model)
         if written:
-            typer.echo(f"aprendiz: wrote {written} to {store.url}/datasets/{model}/data.csv")
+            typer.echo(f"aprendiz: wrote {written} to {store.url}/datasets/{model}/")
         runner = RayRunner(ray) if ray else None
         result = run_training(registry, model, pushgateway=pushgateway, runner=runner)
     except (TrainingError, DatasetError, ValueError) as exc:
@@ -266,13 +266,20 @@ app.add_typer(datasets_app, name="datasets")
 
 @datasets_app.command("push")
 def datasets_push(
-    file: Annotated[Path, typer.Argument(help="A CSV, Parquet or JSON Lines file.", exists=True, dir_okay=False)],
+    file: Annotated[Path, typer.Argument(
+        help="A CSV, Parquet or JSON Lines file; or a folder of images (a folder per label, or a labels.csv).",
+        exists=True)],
     model: Annotated[str, typer.Option("--model", "-m", help="The model it trains: stored as datasets/<model>/<file name>.")],
     config: ConfigOption = None,
     replace: Annotated[bool, typer.Option("--replace", help="Overwrite a file of the same name.")] = False,
 ) -> None:
-    """Upload a data file for ``aprendiz train --model MODEL`` (it reads every data file of the folder)."""
+    """Upload a data file for ``aprendiz train --model MODEL`` (it reads every data file of the folder),
+    or a folder of images (PNG and JPEG files and labels.csv, under their paths relative to it)."""
     from aprendiz.training.dataset import CSV_SUFFIXES, JSONL_SUFFIXES, PARQUET_SUFFIXES
+
+    if file.is_dir():
+        _push_images(file, model, config, replace)
+        return
 
     if not file.name.lower().endswith(CSV_SUFFIXES + PARQUET_SUFFIXES + JSONL_SUFFIXES):
         typer.echo(f"aprendiz: {file.name} is not CSV, Parquet or JSON Lines "
@@ -285,6 +292,27 @@ def datasets_push(
         raise typer.Exit(1)
     store.write_bytes(key, file.read_bytes())
     typer.echo(f"aprendiz: wrote {file.stat().st_size:,} bytes to {store.url}/{key}")
+    typer.echo(f"next: aprendiz datasets describe {model}   then   aprendiz train --model {model}")
+
+
+def _push_images(folder: Path, model: str, config: Optional[Path], replace: bool) -> None:
+    from aprendiz.training.images import IMAGE_SUFFIXES
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and (p.suffix.lower() in IMAGE_SUFFIXES
+                                                                     or p.relative_to(folder).as_posix() == "labels.csv"))
+    if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in files):
+        typer.echo(f"aprendiz: {folder} holds no PNG or JPEG file (a folder per label, or labels.csv beside them)", err=True)
+        raise typer.Exit(2)
+    store = _registry(_model_store(model, config)).store
+    keys = {p: f"datasets/{model}/{p.relative_to(folder).as_posix()}" for p in files}
+    taken = [key for key in keys.values() if store.exists(key)]
+    if taken and not replace:
+        typer.echo(f"aprendiz: {len(taken)} files exist already (e.g. {store.url}/{taken[0]}); --replace overwrites them",
+                   err=True)
+        raise typer.Exit(1)
+    for path, key in keys.items():
+        store.write_bytes(key, path.read_bytes())
+    typer.echo(f"aprendiz: wrote {len(keys):,} files to {store.url}/datasets/{model}/")
     typer.echo(f"next: aprendiz datasets describe {model}   then   aprendiz train --model {model}")
 
 

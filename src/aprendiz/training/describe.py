@@ -42,6 +42,8 @@ class DatasetDescription:
     left_out: dict[str, str] = field(default_factory=dict)  # columns the inferred schema leaves out, and why
     missing: dict[str, int] = field(default_factory=dict)  # column -> empty cells in the data files
     quarantine: list[dict[str, Any]] = field(default_factory=list)  # the first QUARANTINE_SHOWN
+    image: Any = None  # an image dataset's transform (aprendiz.images.ImageTransform)
+    unlabelled: int = 0  # an image dataset's images without a label
 
     @property
     def positive_rate(self) -> float:
@@ -55,6 +57,18 @@ def describe_dataset(store: ObjectStore, name: str) -> DatasetDescription:
     champion = registry.champion(name)
     card = registry.card(name, champion.version) if champion else None
     labels = run_labels(config, card)
+    from aprendiz.training.images import is_image_dataset, load_image_dataset
+
+    if is_image_dataset(store, name):
+        images = load_image_dataset(store, name, config.image, labels, config.label_column)
+        return DatasetDescription(
+            name=name, sources=images.sources, ignored_files=[], schema_source="images", features=[], text_column=None,
+            label_column="the folder (or labels.csv)", labels=labels,
+            label_counts={labels[0]: int(np.sum(images.y == 0)), labels[1]: int(np.sum(images.y == 1))},
+            rows_read=images.rows_read, rows_used=len(images.y), rows_quarantined=images.rows_quarantined,
+            duplicates_dropped=images.duplicates_dropped, feedback_read=images.feedback_read,
+            quarantine=images.quarantine[:QUARANTINE_SHOWN], image=config.image, unlabelled=len(images.unlabelled),
+        )
     dataset = load_dataset(store, name, config, kept_schema=load_schema(store, name), labels=labels)
     sources, _ = read_sources(store, name)
     return DatasetDescription(
@@ -91,11 +105,14 @@ def _feature_kind(feature: Feature) -> str:
 
 def format_description(d: DatasetDescription) -> str:
     """The description as the command prints it."""
-    lines = [f"dataset {d.name}: {d.rows_read} rows read from {len(d.sources)} file(s) "
-             f"({', '.join(d.sources)}); feedback records {d.feedback_read}"]
+    what = "images and feedback records" if d.image is not None else f"rows from {len(d.sources)} file(s)"
+    lines = [f"dataset {d.name}: {d.rows_read} {what} read ({', '.join(d.sources)}); feedback records {d.feedback_read}"]
     if d.ignored_files:
         lines.append(f"  ignored (not CSV, Parquet or JSON Lines): {', '.join(d.ignored_files)}")
-    if d.text_column is not None:
+    if d.image is not None:
+        lines.append(f"images: transform {d.image.model_dump()} -> float32 {list(d.image.shape)} per image; "
+                     f"{d.unlabelled} unlabelled (the semi-supervised GAN learns from them)")
+    elif d.text_column is not None:
         lines.append(f"text column: {d.text_column}")
     else:
         lines.append(f"schema ({d.schema_source}), {len(d.features)} features:")
@@ -103,7 +120,8 @@ def format_description(d: DatasetDescription) -> str:
         lines += [f"  {column:<32} left out: {why}" for column, why in d.left_out.items()]
     balance = ", ".join(f"{label}: {count}" for label, count in d.label_counts.items())
     lines.append(f"labels ({d.label_column}): {balance}; positive rate {d.positive_rate:.1%}")
-    lines.append("missing values: " + (", ".join(f"{c}: {n}" for c, n in d.missing.items() if n) or "none"))
+    if d.image is None:
+        lines.append("missing values: " + (", ".join(f"{c}: {n}" for c, n in d.missing.items() if n) or "none"))
     lines.append(f"rows used: {d.rows_used}; duplicates dropped: {d.duplicates_dropped}; quarantined: {d.rows_quarantined}")
     for entry in d.quarantine:
         lines.append(f"  {entry.get('source')} line {entry.get('line')}: {entry.get('reason')}")
