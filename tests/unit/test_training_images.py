@@ -117,3 +117,21 @@ def test_an_image_dataset_cannot_challenge_a_tabular_champion_nor_train_tabular_
         run_training(registry, "lesions", LESIONS.model_copy(update={"candidates": [
             *LESIONS.candidates[:1], TrainingConfig.model_validate(
                 {"candidates": [{"name": "logreg", "algorithm": "logistic_regression"}]}).candidates[0]]}))
+
+
+def test_the_report_says_what_the_unlabelled_images_changed():
+    from aprendiz.training.candidates import CandidateResult
+    from aprendiz.training.report import build_report, unlabelled_effect
+
+    def gan(name, use, auc):
+        return CandidateResult(name=name, algorithm="ssgan", params={"use_unlabelled": use},
+                               test_metrics={"roc_auc": auc}, test_probabilities=np.linspace(0, 1, 8), confusion=[[4, 0], [0, 4]])
+
+    pair = [gan("ssgan", True, 0.91), gan("ssgan_labelled_only", False, 0.84)]
+    effect = unlabelled_effect(pair, "roc_auc")
+    assert effect == ("ssgan (with the unlabelled images) roc_auc 0.9100 against ssgan_labelled_only (labelled images "
+                      "only) 0.8400: +0.0700 on the same test images")
+    assert unlabelled_effect(pair[:1], "roc_auc") is None
+    report = build_report({"model": "m", "selection_metric": "roc_auc", "best_candidate": "ssgan"}, pair,
+                          np.array([0, 0, 0, 0, 1, 1, 1, 1]), None, ("clear", "lesion"))
+    assert "what the unlabelled images changed" in report["report.html"].decode()

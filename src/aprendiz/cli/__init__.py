@@ -254,6 +254,8 @@ def train(
     for row in result.candidates:
         if row["note"]:
             typer.echo(f"{row['name']}: {row['note']}")
+    if result.unlabelled_effect:
+        typer.echo(f"unlabelled images: {result.unlabelled_effect}")
     if runner is not None and runner.nodes:
         typer.echo(f"candidates trained as Ray tasks on {len(runner.nodes)} node(s)")
     typer.echo(f"aprendiz: {model}: best {result.best_candidate}; {verdict}: {result.reason}")

@@ -82,6 +82,7 @@ from aprendiz.training.dataset import (
 )
 from aprendiz.training.onnx_export import onnx_probabilities
 from aprendiz.training.parallel import CandidateRunner, LocalRunner
+from aprendiz.training.report import unlabelled_effect
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class TrainingResult:
     report_url: str | None = None  # where report.html is (folder path or s3:// URL)
     schema_source: str = ""
     left_out: dict[str, str] = field(default_factory=dict)  # columns the inferred schema left out, and why
+    unlabelled_effect: str | None = None  # image datasets: the semi-supervised GAN with and without the unlabelled images
 
     def summary(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -377,6 +379,7 @@ def _conclude(registry: ModelRegistry, name: str, run_id: str, config: TrainingC
         duplicates_dropped=pool.duplicates_dropped, labels_corrected=pool.labels_corrected,
         quarantine_key=quarantine_key, split=dict(trained.sizes), seed=config.seed,
         duration_s=time.perf_counter() - started, schema_source=pool.schema_source, left_out=dict(pool.left_out),
+        unlabelled_effect=unlabelled_effect(trained.candidates, config.selection_metric),
     )
     champion_info = None
     if champion is not None:

@@ -135,6 +135,19 @@ def _fit_rows(c: Any) -> str:
     return f"{c.train_rows:,}" if c.train_rows else "-"
 
 
+def unlabelled_effect(candidates: list, metric: str) -> str | None:
+    """What the unlabelled images changed: the semi-supervised GAN trained with them against the same
+    network trained without them (``use_unlabelled: false``) on the same split; None without that pair."""
+    gans = [c for c in candidates if c.ok and c.algorithm == "ssgan"]
+    with_them = next((c for c in gans if c.params.get("use_unlabelled", True)), None)
+    without = next((c for c in gans if not c.params.get("use_unlabelled", True)), None)
+    if with_them is None or without is None:
+        return None
+    got, base = with_them.test_metrics.get(metric, float("nan")), without.test_metrics.get(metric, float("nan"))
+    return (f"{with_them.name} (with the unlabelled images) {metric} {_fmt(got)} against {without.name} (labelled "
+            f"images only) {_fmt(base)}: {got - base:+.4f} on the same test images")
+
+
 def build_report(summary: dict[str, Any], candidates: list, y_test: np.ndarray,
                  champion: dict[str, Any] | None, labels: tuple[str, str]) -> dict[str, bytes]:
     """report.md, report.html and the PNGs. ``champion``: {"version", "metrics", "probabilities"} or None."""
@@ -164,6 +177,9 @@ def build_report(summary: dict[str, Any], candidates: list, y_test: np.ndarray,
         *[("warning", w) for w in label_warnings(y_test)],
         *[(f"column left out: {column}", why) for column, why in (summary.get("left_out") or {}).items()],
     ]
+    effect = unlabelled_effect(candidates, str(summary.get("selection_metric")))
+    if effect:
+        facts.append(("what the unlabelled images changed", effect))
     md = [f"# Training report: {summary.get('model')} {summary.get('run_id')}", ""]
     md += [f"- **{k}**: {v}" for k, v in facts]
     md += ["", "## Candidates (test set)", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
