@@ -280,10 +280,38 @@ def start_stages(log_text: str, started_at: float) -> dict[str, float]:
     return {stage: stages[stage] for stage, _ in START_STAGES if stage in stages}
 
 
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections (Linux's default 32768-60999)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports that bind on loopback now, picked at random below the ephemeral range:
+    a port from that range (what binding port 0 gives) can be handed to an outgoing connection, Ray's
+    workers make many, between the pick and the server's bind."""
+    import random
+
+    low, _ = ephemeral_range()
+    pool = range(1024 if low < 20000 + 64 * count else 20000, low)
+    ports: list[int] = []
+    for port in random.sample(pool, k=min(len(pool), 8 * count)):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError(f"no {count} free ports between {pool.start} and {low}")
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 class Server:

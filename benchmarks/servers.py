@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import yaml
 
-from benchmarks.common import PYTHON, ROOT, VENV_BIN, WORK, Server, free_port
+from benchmarks.common import PYTHON, ROOT, VENV_BIN, WORK, Server, free_port, free_ports
 
 MODEL_ID = "aprendiz-tiny-chat"
 CLASSIFIER = "breast-cancer"
@@ -139,16 +139,15 @@ class Aprendiz:
 
     def __init__(self, config: Path, *, name: str = "aprendiz", serve_mode: str = "default",
                  env: dict[str, str] | None = None):
-        self.port = free_port()
-        self.metrics_port = free_port()
+        self.port, self.metrics_port, stats_port, haproxy_metrics_port = free_ports(4)  # distinct
         self.url = f"http://127.0.0.1:{self.port}"
         self.serve_mode = serve_mode
         env = {
             "APRENDIZ_CONFIG_FILE": str(config),
             "APRENDIZ_PORT": str(self.port),
             "APRENDIZ_METRICS_EXPORT_PORT": str(self.metrics_port),
-            "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(stats_port),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(haproxy_metrics_port),
             **SERVE_MODES[serve_mode],
             **(env or {}),
         }

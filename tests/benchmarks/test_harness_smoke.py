@@ -184,3 +184,18 @@ def test_start_stages_from_a_platform_log():
            "INFO 2026-12-07 00:33:30,225 serve 3758 -- Application 'aprendiz' is ready at http://127.0.0.1:1/.\n")
     started = time.mktime((2026, 12, 7, 0, 32, 22, 0, 0, -1))
     assert common.start_stages(log, started) == {"ray": 8.4, "engine process": 45.0, "application": 68.2}
+
+
+def test_free_ports_are_distinct_bindable_and_outside_the_ephemeral_range():
+    """The harness picked each port by binding port 0 and closing it: a port from the ephemeral range,
+    which the kernel hands to the next outgoing connection (Ray's workers make many) before the server
+    binds it, and which the next pick could return again. Now the ports come from below that range,
+    several at once and distinct."""
+    import socket
+
+    low, _ = common.ephemeral_range()
+    ports = common.free_ports(6)
+    assert len(set(ports)) == 6 and all(1024 <= port < low for port in ports)
+    for port in ports:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
