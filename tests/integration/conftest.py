@@ -27,9 +27,10 @@ PROVIDER_START_S = 420
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port below the ephemeral range (benchmarks.common.free_ports says why)."""
+    from benchmarks.common import free_port
+
+    return free_port()
 
 
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}

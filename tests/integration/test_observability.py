@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -59,9 +58,10 @@ FOLLOWED = {
 
 
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port below the ephemeral range (benchmarks.common.free_ports says why)."""
+    from benchmarks.common import free_port
+
+    return free_port()
 
 
 def _wait_ready(url: str, process: subprocess.Popen, log: Path, what: str, timeout: float = 30) -> None:
