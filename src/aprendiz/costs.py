@@ -81,11 +81,18 @@ def break_even_tokens_per_day(hosted: HostedFigures, rented: RentedFigures) -> f
     each multiple of C one more replica is added, so renting can win briefly again just above it;
     the plot shows those steps.)
     """
-    price = rented.usd_per_million(hosted.prompt_share)
-    if price <= 0 or hosted.daily_capacity_tokens <= 0:
+    return break_even_volume(24.0 * hosted.replica_hourly_usd + hosted.upkeep_usd_per_day,
+                             rented.usd_per_million(hosted.prompt_share) / 1e6, hosted.daily_capacity_tokens)
+
+
+def break_even_volume(daily_fixed_usd: float, rented_usd_per_unit: float, daily_capacity: float) -> float | None:
+    """The daily volume (tokens, conversations: any unit) at which a fixed daily cost equals renting at
+    a price per unit, when it is within one replica's daily capacity; None otherwise (renting is cheaper
+    up to the capacity, or nothing is priced)."""
+    if rented_usd_per_unit <= 0 or daily_capacity <= 0:
         return None
-    volume = (24.0 * hosted.replica_hourly_usd + hosted.upkeep_usd_per_day) / (price / 1e6)
-    return volume if volume < hosted.daily_capacity_tokens else None
+    volume = daily_fixed_usd / rented_usd_per_unit
+    return volume if volume < daily_capacity else None
 
 
 def from_benchmark(path: Path) -> list[HostedFigures]:

@@ -22,6 +22,7 @@ from statistics import mean
 from typing import Any
 
 from aprendiz.config import PlatformConfig
+from aprendiz.costs import break_even_volume
 from aprendiz.evaluation.cases import Case
 from aprendiz.evaluation.scorers import MATCH_SCORERS
 
@@ -178,11 +179,8 @@ def pareto(models: list[ModelFigures]) -> list[str]:
 def break_even_conversations_per_day(hosted: ModelFigures, rented: ModelFigures, upkeep_usd_per_month: float) -> float | None:
     """Conversations a day from which one hosted replica (plus upkeep) costs less than renting; None if
     never (renting is cheaper even at the replica's measured capacity)."""
-    if not (hosted.conversations_per_hour and rented.usd_per_1k_conversations):
-        return None
-    hosted_daily = 24.0 * (hosted.hourly_usd + upkeep_usd_per_month / HOURS_PER_MONTH)
-    volume = hosted_daily / (rented.usd_per_1k_conversations / 1000)
-    return volume if volume <= hosted.conversations_per_hour * 24.0 else None
+    return break_even_volume(24.0 * (hosted.hourly_usd + upkeep_usd_per_month / HOURS_PER_MONTH),
+                             (rented.usd_per_1k_conversations or 0.0) / 1000, (hosted.conversations_per_hour or 0.0) * 24.0)
 
 
 def recommendation(models: list[ModelFigures], upkeep_usd_per_month: float = 0.0) -> list[str]:
