@@ -430,20 +430,33 @@ def _client_gauge(spec: MetricSpec, registry):
     return Gauge(spec.name, spec.help, spec.labels, registry=registry)
 
 
-class TrainingMetrics:
-    """The training job's metrics for one run, pushed to a Prometheus Pushgateway (prometheus-client).
+class PushedMetrics:
+    """A batch job's gauges, in a registry of their own, pushed to a Prometheus Pushgateway: the job is
+    gone before any scrape. Each push replaces the group named by ``JOB`` and ``grouping``."""
 
-    A batch job is gone before any scrape, so it pushes: one group per model
-    (job="aprendiz-training", model=<name>), replaced by each run's push.
-    """
+    JOB = ""
+
+    def __init__(self, grouping: dict[str, str]):
+        from prometheus_client import CollectorRegistry
+
+        self.grouping = grouping
+        self.registry = CollectorRegistry()
+
+    def push(self, url: str, *, timeout: float = 5.0) -> None:
+        """PUT this run's metrics to the Pushgateway at ``url`` (replacing the group's previous ones)."""
+        from prometheus_client import push_to_gateway
+
+        push_to_gateway(url, job=self.JOB, registry=self.registry, grouping_key=self.grouping, timeout=timeout)
+
+
+class TrainingMetrics(PushedMetrics):
+    """The training job's metrics for one run: one group per model (job="aprendiz-training", model=<name>)."""
 
     JOB = "aprendiz-training"
 
     def __init__(self, model: str):
-        from prometheus_client import CollectorRegistry
-
+        super().__init__({"model": model})
         self.model = model
-        self.registry = CollectorRegistry()
         self.duration_seconds = _client_gauge(TRAINING_DURATION_SECONDS, self.registry)
         self.rows_read = _client_gauge(TRAINING_ROWS_READ, self.registry)
         self.rows_quarantined = _client_gauge(TRAINING_ROWS_QUARANTINED, self.registry)
@@ -476,24 +489,15 @@ class TrainingMetrics:
         if success:
             self.last_success.set_to_current_time()
 
-    def push(self, url: str, *, timeout: float = 5.0) -> None:
-        """PUT this run's metrics to the Pushgateway at ``url`` (replacing the model's previous group)."""
-        from prometheus_client import push_to_gateway
 
-        push_to_gateway(url, job=self.JOB, registry=self.registry, grouping_key={"model": self.model}, timeout=timeout)
-
-
-class EvaluationMetrics:
-    """One evaluation run's figures for one model, pushed to a Pushgateway: one group per evaluation
-    set and model (job="aprendiz-evaluation", eval=<set>, model=<model>), replaced by each run's push."""
+class EvaluationMetrics(PushedMetrics):
+    """One evaluation run's figures for one model: one group per evaluation set and model
+    (job="aprendiz-evaluation", eval=<set>, model=<model>)."""
 
     JOB = "aprendiz-evaluation"
 
     def __init__(self, eval_name: str, model: str):
-        from prometheus_client import CollectorRegistry
-
-        self.grouping = {"eval": eval_name, "model": model}
-        self.registry = CollectorRegistry()
+        super().__init__({"eval": eval_name, "model": model})
         self.quality = _client_gauge(EVAL_QUALITY, self.registry)
         self.cost = _client_gauge(EVAL_COST_PER_1K, self.registry)
         self.errors = _client_gauge(EVAL_ERRORS, self.registry)
@@ -511,8 +515,3 @@ class EvaluationMetrics:
         if ttft_p50_s is not None:
             self.ttft.set(ttft_p50_s)
         self.last_run.set_to_current_time()
-
-    def push(self, url: str, *, timeout: float = 5.0) -> None:
-        from prometheus_client import push_to_gateway
-
-        push_to_gateway(url, job=self.JOB, registry=self.registry, grouping_key=self.grouping, timeout=timeout)
