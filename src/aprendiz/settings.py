@@ -49,6 +49,15 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         None, description="An API key of the platform, for its own clients (`aprendiz evaluate` sends it)."
     )
+    image_python: Path | None = Field(
+        None,
+        description=(
+            "The Python that trains the image networks needing torchvision (MobileNetV3-Small, the vision "
+            "transformer, the semi-supervised GAN): `make image-venv`'s, which the Makefile exports. Unset: "
+            "this process's own Python when torchvision imports there (the training image), else those "
+            "candidates are reported as unavailable."
+        ),
+    )
 
     @property
     def default_model_path(self) -> Path:

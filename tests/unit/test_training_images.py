@@ -135,3 +135,23 @@ def test_the_report_says_what_the_unlabelled_images_changed():
     report = build_report({"model": "m", "selection_metric": "roc_auc", "best_candidate": "ssgan"}, pair,
                           np.array([0, 0, 0, 0, 1, 1, 1, 1]), None, ("clear", "lesion"))
     assert "what the unlabelled images changed" in report["report.html"].decode()
+
+
+def test_the_job_trains_the_gan_with_and_without_the_unlabelled_images_and_says_what_they_changed(local_store):
+    """The semi-supervised case through the job: the builtin lesions (80 labelled, 320 not), the GAN in
+    the image-training environment (make image-venv) with and without the unlabelled images."""
+    registry = ModelRegistry(local_store)
+    seed_builtin(local_store, "lesions")
+    quick = {"epochs": 4, "threads": 1}
+    config = LESIONS.model_copy(update={"candidates": TrainingConfig.model_validate({"candidates": [
+        {"name": "ssgan", "algorithm": "ssgan", "params": quick},
+        {"name": "ssgan_labelled_only", "algorithm": "ssgan", "params": {**quick, "use_unlabelled": False}},
+    ]}).candidates})
+    result = run_training(registry, "lesions", config)
+    by_name = {c["name"]: c for c in result.candidates}
+    assert not by_name["ssgan"]["error"] and not by_name["ssgan_labelled_only"]["error"], by_name
+    assert by_name["ssgan"]["params"]["unlabelled_images"] == 320
+    assert by_name["ssgan_labelled_only"]["params"]["unlabelled_images"] == 0
+    assert result.unlabelled_effect and result.unlabelled_effect.startswith("ssgan (with the unlabelled images) roc_auc")
+    report = registry.store.read_bytes(result.report_keys["report.html"]).decode()
+    assert "what the unlabelled images changed" in report

@@ -39,9 +39,10 @@ SCHEMA_FILE = "schema.json"
 Algorithm = Literal[
     "knn", "logistic_regression", "mlp", "hist_gradient_boosting", "gradient_boosting", "xgboost",
     "minilm_logreg", "minilm_mlp", "tfidf_logreg",
-    "small_cnn", "pixel_mlp",
+    "small_cnn", "pixel_mlp", "mobilenet_v3_small", "vit", "ssgan",
 ]
-IMAGE_ALGORITHMS = ("small_cnn", "pixel_mlp")
+# The last three need torchvision: they train in the image-training environment (aprendiz.training.vision).
+IMAGE_ALGORITHMS = ("small_cnn", "pixel_mlp", "mobilenet_v3_small", "vit", "ssgan")
 # Metrics a run computes on the held-out test set.
 HIGHER_IS_BETTER = ("roc_auc", "pr_auc", "f1", "precision", "recall", "recall_at_precision", "accuracy")
 LOWER_IS_BETTER = ("brier", "latency_ms", "size_bytes")

@@ -1,7 +1,8 @@
 """Image candidates in plain torch (issue #18's baselines): a small CNN and an MLP on pixels.
 
 They need no torchvision, so they train in the project's environment; MobileNetV3, the vision
-transformer and the semi-supervised GAN come with the image-training environment. Each network is
+transformer and the semi-supervised GAN come with the image-training environment (``aprendiz.training.vision``:
+its worker trains them there, ``vision.remote.RemoteImageNetwork`` drives it from here). Each network is
 trained with early stopping on validation loss (the best epoch's weights are kept), exported to ONNX
 with a dynamic batch dimension (input ``pixels`` float32 [N, C, H, W], output ``probabilities``
 float32 [N, 2]: the registry's contract), and the export is checked against torch's outputs.
@@ -10,12 +11,10 @@ float32 [N, 2]: the registry's contract), and the export is checked against torc
 from __future__ import annotations
 
 import dataclasses
-import io
+import logging
 import sys
 import time
-import warnings
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -25,28 +24,20 @@ from aprendiz.training.candidates import LATENCY_BUDGET_S, LATENCY_ROWS, Candida
 from aprendiz.training.config import CandidateConfig, TrainingConfig
 from aprendiz.training.dataset import Split
 from aprendiz.training.onnx_export import CHUNK_ROWS, run_in_chunks
+from aprendiz.training.vision.remote import REMOTE_ALGORITHMS
 
-OPSET = 17
-EXPORT_TOLERANCE = 1e-4
+# The training loop, torch's probabilities and the ONNX export live in the vision package's torch-only
+# module, which the image-training worker shares (these names are this module's too).
+from aprendiz.training.vision.torchfit import EXPORT_TOLERANCE as EXPORT_TOLERANCE
+from aprendiz.training.vision.torchfit import OPSET as OPSET
+from aprendiz.training.vision.torchfit import FitResult as FitResult
+from aprendiz.training.vision.torchfit import ImageTrainingSpec as ImageTrainingSpec
+from aprendiz.training.vision.torchfit import check_export as check_export
+from aprendiz.training.vision.torchfit import export_onnx as export_onnx
+from aprendiz.training.vision.torchfit import fit as fit
+from aprendiz.training.vision.torchfit import probabilities as probabilities
 
-
-@dataclass(frozen=True)
-class ImageTrainingSpec:
-    epochs: int = 30
-    batch_size: int = 64
-    learning_rate: float = 3e-3
-    weight_decay: float = 1e-4
-    patience: int = 4  # epochs without a better validation loss before stopping
-    seed: int = 0
-    progress: bool = True
-
-
-@dataclass
-class FitResult:
-    epochs: int
-    best_epoch: int
-    train_loss: list[float] = field(default_factory=list)
-    validation_loss: list[float] = field(default_factory=list)
+log = logging.getLogger(__name__)
 
 
 def to_tensors(images: list, labels: list[int], transform: ImageTransform) -> tuple[np.ndarray, np.ndarray]:
@@ -75,96 +66,6 @@ def pixel_mlp(shape: tuple[int, int, int], hidden: int = 128):
     return nn.Sequential(nn.Flatten(), nn.Linear(inputs, hidden), nn.ReLU(), nn.Dropout(0.1), nn.Linear(hidden, 2))
 
 
-def fit(model, train: tuple[np.ndarray, np.ndarray], validation: tuple[np.ndarray, np.ndarray],
-        spec: ImageTrainingSpec = ImageTrainingSpec()) -> FitResult:
-    """Train with AdamW and cross-entropy; stop when validation loss has not improved for
-    ``spec.patience`` epochs; leave the best epoch's weights in ``model``."""
-    import torch
-    from tqdm import tqdm
-
-    torch.manual_seed(spec.seed)
-    x, y = torch.from_numpy(train[0]), torch.from_numpy(train[1])
-    vx, vy = torch.from_numpy(validation[0]), torch.from_numpy(validation[1])
-    optimiser = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=spec.weight_decay)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    result = FitResult(epochs=0, best_epoch=-1)
-    best, best_state, stale = float("inf"), None, 0
-    generator = torch.Generator().manual_seed(spec.seed)
-    bar = tqdm(range(spec.epochs), desc=type(model).__name__, unit="epoch", disable=not spec.progress)
-    for epoch in bar:
-        model.train()
-        order, total = torch.randperm(len(x), generator=generator), 0.0
-        for start in range(0, len(x), spec.batch_size):
-            batch = order[start : start + spec.batch_size]
-            loss = loss_fn(model(x[batch]), y[batch])
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            total += loss.item() * len(batch)
-        model.eval()
-        with torch.no_grad():
-            validation_loss = loss_fn(model(vx), vy).item()
-        result.train_loss.append(total / len(x))
-        result.validation_loss.append(validation_loss)
-        result.epochs = epoch + 1
-        bar.set_postfix(train=f"{result.train_loss[-1]:.3f}", validation=f"{validation_loss:.3f}")
-        if validation_loss < best - 1e-6:
-            best, stale, result.best_epoch = validation_loss, 0, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= spec.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    model.eval()
-    return result
-
-
-def probabilities(model, x: np.ndarray) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        return torch.softmax(model(torch.from_numpy(x)), dim=1).numpy()
-
-
-def export_onnx(model, shape: tuple[int, int, int]) -> bytes:
-    """``model`` with a softmax on top as ONNX: ``pixels`` [N, C, H, W] in, ``probabilities`` [N, 2] out."""
-    import torch
-
-    class WithSoftmax(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, pixels):
-            return torch.softmax(self.inner(pixels), dim=1)
-
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # The TorchScript exporter: the dynamo one needs onnxscript, which the project does not install.
-        torch.onnx.export(
-            WithSoftmax(model).eval(), (torch.zeros((2, *shape)),), buffer,  # type: ignore[arg-type]
-            input_names=[IMAGE_INPUT], output_names=[OUTPUT],
-            dynamic_axes={IMAGE_INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, opset_version=OPSET, dynamo=False,
-        )
-    return buffer.getvalue()
-
-
-def check_export(onnx_bytes: bytes, model, x: np.ndarray, tolerance: float = EXPORT_TOLERANCE) -> float:
-    """The largest difference between onnxruntime's and torch's probabilities on ``x``; a ValueError
-    past ``tolerance``."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    exported = session.run([OUTPUT], {IMAGE_INPUT: x})[0]
-    difference = float(np.max(np.abs(exported - probabilities(model, x)))) if len(x) else 0.0
-    if difference > tolerance:
-        raise ValueError(f"the ONNX export differs from torch by {difference:.2e} (tolerance {tolerance:.0e})")
-    return difference
-
-
 # -- in the training job: the candidates go through the same skeleton as tabular ones ------------
 
 BUILDERS = {"small_cnn": small_cnn, "pixel_mlp": pixel_mlp}
@@ -173,9 +74,32 @@ TRAINING_PARAMS = frozenset(f.name for f in dataclasses.fields(ImageTrainingSpec
 
 
 def default_image_candidates() -> list[CandidateConfig]:
-    """The networks trained when training.yaml lists no candidates: the small CNN and the MLP on pixels."""
-    return [CandidateConfig(name="small_cnn", algorithm="small_cnn"),
-            CandidateConfig(name="pixel_mlp", algorithm="pixel_mlp")]
+    """The networks trained when training.yaml lists no candidates: the small CNN and the MLP on pixels; and,
+    where the image-training environment is (``vision.remote.image_python``), MobileNetV3-Small, the vision
+    transformer and the semi-supervised GAN, with and without the unlabelled images (what they changed)."""
+    baselines = [CandidateConfig(name="small_cnn", algorithm="small_cnn"),
+                 CandidateConfig(name="pixel_mlp", algorithm="pixel_mlp")]
+    from aprendiz.training.vision.remote import resolve_image_python
+
+    python, why = resolve_image_python()
+    if python is None:
+        _log_once(f"image candidates: the small CNN and the MLP only; {why}")
+        return baselines
+    return baselines + [
+        CandidateConfig(name="mobilenet_v3_small", algorithm="mobilenet_v3_small"),
+        CandidateConfig(name="vit", algorithm="vit"),
+        CandidateConfig(name="ssgan", algorithm="ssgan"),
+        CandidateConfig(name="ssgan_labelled_only", algorithm="ssgan", params={"use_unlabelled": False}),
+    ]
+
+
+_logged: set[str] = set()
+
+
+def _log_once(message: str) -> None:
+    if message not in _logged:
+        _logged.add(message)
+        log.warning(message)
 
 
 class ImageNetwork:
@@ -231,13 +155,48 @@ def image_latency_ms(onnx_bytes: bytes, pixels: np.ndarray, rows: int = LATENCY_
 
 
 def image_inputs(candidate: CandidateConfig, split: Split, pixels: dict[str, np.ndarray],
-                 config: TrainingConfig) -> Inputs:
+                 config: TrainingConfig, weights: Mapping[str, bytes] | None = None) -> Inputs:
+    """How ``candidate`` trains on the split's pixels (``pixels["unlabelled"]``, when there, for the GAN):
+    in this process (the CNN, the MLP), or in the image-training worker (``REMOTE_ALGORITHMS``).
+    ``weights``: files read from the store by key, for a candidate whose ``weights`` param names one."""
     shape = config.image.shape
+    if candidate.algorithm in REMOTE_ALGORITHMS:
+        return remote_image_inputs(candidate, split, pixels, config, weights or {})
     return Inputs(
         pixels["train"], pixels["validation"], pixels["test"],
         estimator=lambda params: ImageNetwork(candidate.algorithm, shape, params, config.seed,
                                               (pixels["validation"], split.y_val)),
         export=lambda network: (export_onnx(network.module, shape), {}),
+        served=lambda onnx_bytes, index: onnx_image_probabilities(onnx_bytes, pixels["test"][index]),
+        latency_ms=lambda onnx_bytes: image_latency_ms(onnx_bytes, pixels["test"]),
+    )
+
+
+def remote_image_inputs(candidate: CandidateConfig, split: Split, pixels: dict[str, np.ndarray],
+                        config: TrainingConfig, weights: Mapping[str, bytes]) -> Inputs:
+    """A candidate trained by the worker in the image-training environment (``vision.remote``)."""
+    from aprendiz.training.vision.remote import ImageWorkerError, RemoteImageNetwork, resolve_image_python
+
+    python, why = resolve_image_python()
+    if python is None:
+        raise ImageWorkerError(why)
+
+    def estimator(params: dict[str, Any]) -> RemoteImageNetwork:
+        params = dict(params)
+        key = params.pop("weights", None)
+        if key is not None and key not in weights:
+            raise ValueError(f"the weights {key!r} were not read from the store")
+        return RemoteImageNetwork(candidate.algorithm, config.image.shape, params, config.seed,
+                                  (pixels["validation"], split.y_val), pixels["test"],
+                                  unlabelled=pixels.get("unlabelled"), weights=weights[key] if key else None,
+                                  python=python)
+
+    def export(network: RemoteImageNetwork) -> tuple[bytes, dict[str, bytes]]:
+        assert network.onnx_bytes is not None
+        return network.onnx_bytes, {}
+
+    return Inputs(
+        pixels["train"], pixels["validation"], pixels["test"], estimator=estimator, export=export,
         served=lambda onnx_bytes, index: onnx_image_probabilities(onnx_bytes, pixels["test"][index]),
         latency_ms=lambda onnx_bytes: image_latency_ms(onnx_bytes, pixels["test"]),
     )
@@ -249,15 +208,24 @@ def split_pixels(split: Split, transform: ImageTransform, limits: ImageLimits = 
             for part, x in (("train", split.x_train), ("validation", split.x_val), ("test", split.x_test))}
 
 
-def train_image_candidates(candidates: list[CandidateConfig], split: Split, config: TrainingConfig) -> list[CandidateResult]:
+def train_image_candidates(candidates: list[CandidateConfig], split: Split, config: TrainingConfig, *,
+                           unlabelled: Sequence[bytes] = (), weights: Mapping[str, bytes] | None = None,
+                           ) -> list[CandidateResult]:
     """Every image candidate through ``train_with``; each result's params record the epochs trained
-    and the best epoch (whose weights were kept)."""
+    and the best epoch (whose weights were kept), and for the worker's networks what they learnt from
+    (the unlabelled images, ImageNet weights) and torch's and torchvision's versions. ``unlabelled``: the
+    dataset's encoded images without labels (the semi-supervised GAN's); ``weights``: store files by key,
+    for candidates whose ``weights`` param names one."""
     pixels = split_pixels(split, config.image)
+    if len(unlabelled) and any(c.algorithm == "ssgan" for c in candidates):
+        pixels["unlabelled"] = to_pixels(list(unlabelled), config.image, ImageLimits(), what="unlabelled")
     results = []
     for candidate in candidates:
-        result = train_with(candidate, split, config, lambda: image_inputs(candidate, split, pixels, config))
+        result = train_with(candidate, split, config,
+                            lambda: image_inputs(candidate, split, pixels, config, weights))
         history = getattr(result.pipeline, "history", None)
         if history is not None:
-            result.params = {**result.params, "epochs_trained": history.epochs, "best_epoch": history.best_epoch + 1}
+            result.params = {**result.params, "epochs_trained": history.epochs, "best_epoch": history.best_epoch + 1,
+                             **getattr(result.pipeline, "reported", {})}
         results.append(result)
     return results

@@ -59,9 +59,10 @@ def digits_images(size: int = 32) -> list[ImageItem]:
     return items
 
 
-def lesion_images(count: int = 400, labelled: int = 80, size: int = 48, seed: int = 0) -> list[ImageItem]:
-    """``count`` textured images, half with a blob ("lesion") and half without ("clear"); only the
-    first ``labelled`` keep their label."""
+def lesion_images(count: int = 400, labelled: int = 80, size: int = 48, seed: int = 0,
+                  contrast: float = 90.0) -> list[ImageItem]:
+    """``count`` textured images, half with a blob ("lesion") ``contrast`` grey levels brighter at its
+    centre, half without ("clear"); only the first ``labelled`` keep their label."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
     items = []
@@ -72,7 +73,7 @@ def lesion_images(count: int = 400, labelled: int = 80, size: int = 48, seed: in
         if lesion:
             cx, cy = rng.uniform(size * 0.2, size * 0.8, 2)
             radius = rng.uniform(size * 0.08, size * 0.18)
-            texture += 90 * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * radius ** 2))
+            texture += contrast * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * radius ** 2))
         gray = np.repeat(texture[:, :, None], 3, axis=2) * np.array([1.0, 0.85, 0.8])  # a skin-like tint
         items.append(ImageItem(_png(gray), ("lesion" if lesion else "clear") if i < labelled else None))
     return items

@@ -319,7 +319,8 @@ def _train_in_process(registry: ModelRegistry, name: str, config: TrainingConfig
     log.info("%s: %d rows (%d quarantined), split %s", name, len(dataset.y), dataset.rows_quarantined, split.sizes())
     for warning in label_warnings(split.y_test):
         log.warning("%s: %s", name, warning)
-    trained = Trained(dataset, split.sizes(), split.y_test, _train_candidates(name, dataset, split, config, runner))
+    trained = Trained(dataset, split.sizes(), split.y_test,
+                      _train_candidates(name, dataset, split, config, runner, registry.store))
     if champion is not None:
         (trained.champion_card, trained.champion_metrics, trained.champion_probabilities,
          trained.champion_problem) = _evaluate_champion(registry, name, champion.version, split, config, dataset.features)
@@ -424,7 +425,9 @@ def _read_dataset(registry: ModelRegistry, name: str, config: TrainingConfig, ch
 
 
 def _train_candidates(name: str, dataset: Dataset, split, config: TrainingConfig,
-                      runner: CandidateRunner | None) -> list[CandidateResult]:
+                      runner: CandidateRunner | None, store=None) -> list[CandidateResult]:
+    """Every candidate of the dataset's kind; ``store``: where an image candidate's ``weights`` param
+    (a store key, ImageNet weights to fine-tune from) is read."""
     if dataset.image is not None:
         from aprendiz.training.config import IMAGE_ALGORITHMS
         from aprendiz.training.image_candidates import default_image_candidates, train_image_candidates
@@ -433,7 +436,9 @@ def _train_candidates(name: str, dataset: Dataset, split, config: TrainingConfig
         wrong = [c.name for c in configs if c.algorithm not in IMAGE_ALGORITHMS]
         if wrong:
             raise TrainingError(f"candidates {wrong} do not train on images; the image algorithms are {list(IMAGE_ALGORITHMS)}")
-        candidates = train_image_candidates(configs, split, config)
+        weights = {key: _store_call(store, f"reading the weights {key}", store.read_bytes, key)
+                   for key in {c.params["weights"] for c in configs if isinstance(c.params.get("weights"), str)}}
+        candidates = train_image_candidates(configs, split, config, unlabelled=dataset.unlabelled, weights=weights)
     elif dataset.text_column is not None:
         from aprendiz.training.text_candidates import default_text_candidates, train_text_candidates
 

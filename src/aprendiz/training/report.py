@@ -139,7 +139,8 @@ def unlabelled_effect(candidates: list, metric: str) -> str | None:
     """What the unlabelled images changed: the semi-supervised GAN trained with them against the same
     network trained without them (``use_unlabelled: false``) on the same split; None without that pair."""
     gans = [c for c in candidates if c.ok and c.algorithm == "ssgan"]
-    with_them = next((c for c in gans if c.params.get("use_unlabelled", True)), None)
+    with_them = next((c for c in gans if c.params.get("use_unlabelled", True)
+                      and c.params.get("unlabelled_images", 1)), None)  # a dataset with none changes nothing
     without = next((c for c in gans if not c.params.get("use_unlabelled", True)), None)
     if with_them is None or without is None:
         return None
