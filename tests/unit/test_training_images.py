@@ -44,6 +44,8 @@ def test_the_builtin_lesions_are_trained_promoted_and_serve_with_the_recorded_tr
     card = registry.card("lesions", result.version)
     assert card.kind == "image" and card.image == LESIONS_TRANSFORM and card.onnx_input == "pixels"
     assert card.labels == ("clear", "lesion") and card.metrics["roc_auc"] > 0.8
+    assert card.training["onnx"]["opsets"]["ai.onnx"] == 17
+    assert card.training["onnx"]["inputs"]["pixels"] == ["batch", 3, 32, 32]  # a dynamic batch
     assert {"report.html", "roc.png"} <= {key.rsplit("/", 1)[1] for key in result.report_keys.values()}
     # What serves: the card's transform on the client's bytes, then the graph.
     model = OnnxClassifier.load(registry.load("lesions", result.version))

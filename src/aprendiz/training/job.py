@@ -524,6 +524,18 @@ def _publish(registry: ModelRegistry, result: TrainingResult, candidates: list[C
     result.report_url = f"{store.url}/{result.report_keys['report.html']}"
 
 
+def onnx_facts(onnx_bytes: bytes) -> dict[str, Any]:
+    """What the exported graph is: its opsets, and its inputs with their shapes (a named first dimension,
+    e.g. "batch", is a dynamic batch)."""
+    import onnx
+
+    model = onnx.load_model_from_string(onnx_bytes)
+    return {
+        "opsets": {entry.domain or "ai.onnx": entry.version for entry in model.opset_import},
+        "inputs": {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in model.graph.input},
+    }
+
+
 def _card_fields(name, run_id, dataset, labels, best, config, metric, result, champion_metrics, reason) -> dict:
     import sklearn
 
@@ -546,6 +558,7 @@ def _card_fields(name, run_id, dataset, labels, best, config, metric, result, ch
             "sources": dataset.sources, "champion_before": result.champion_before,
             "champion_metrics": champion_metrics, "reason": reason, "onnx_max_diff": best.onnx_max_diff,
             "scikit_learn": sklearn.__version__,
+            "onnx": onnx_facts(best.onnx_bytes),
             "missing_numbers": (MISSING_HANDLING.get(best.algorithm, IMPUTED)
                                 if any(f.missing and f.type != "category" for f in dataset.features) else None),
             "categories": ("one-hot inside the graph; a missing value, or an unseen one the feature ignores, sets "
