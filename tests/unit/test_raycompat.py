@@ -151,3 +151,29 @@ def test_a_model_in_a_local_folder_skips_rays_node_download_task(tmp_path):
     from ray.llm._internal.serve.engines.vllm.vllm_engine import VLLMEngine  # not raycompat's: 1.2 s of imports
 
     assert "callback.ctx.run_init_node" in inspect.getsource(VLLMEngine.start)  # Ray still asks it
+
+
+def test_the_generator_starts_its_engine_without_ray_serve_llms_telemetry_actor(monkeypatch):
+    """LLMServer._start_engine starts the engine, then creates (or finds) a detached TelemetryAgent
+    actor on the head node and waits on it: a process of its own for the cluster's life (about 1 % of
+    a core idle here, docs/benchmarks.md) that only records usage tags, created inside the replica's
+    start. The generator's server starts the engine alone."""
+    import asyncio
+    import inspect
+
+    from ray.llm._internal.serve.core.server import llm_server
+    from ray.serve.llm import LLMServer
+
+    from aprendiz.config import GeneratorModel
+    from aprendiz.services.generator.deployment import GeneratorServer, llm_config
+    from tests.unit.ingress_support import EchoEngine
+
+    hook = LLMServer._start_engine
+    assert inspect.iscoroutinefunction(hook) and list(inspect.signature(hook).parameters) == ["self"]
+    assert "push_telemetry_report_for_all_models" in inspect.getsource(hook)  # what the override leaves out
+    pushed: list = []
+    monkeypatch.setattr(llm_server, "push_telemetry_report_for_all_models", lambda **kw: pushed.append(kw))
+    server = GeneratorServer.sync_init(llm_config(GeneratorModel(id="tiny", source="/models/tiny")),
+                                       engine_cls=EchoEngine)
+    asyncio.run(server.start())
+    assert server.engine is not None and pushed == []

@@ -144,7 +144,7 @@ def test_the_job_trains_the_gan_with_and_without_the_unlabelled_images_and_says_
     the image-training environment (make image-venv) with and without the unlabelled images."""
     registry = ModelRegistry(local_store)
     seed_builtin(local_store, "lesions")
-    quick = {"epochs": 4, "threads": 1}
+    quick = {"epochs": 2, "threads": 1}
     config = LESIONS.model_copy(update={"candidates": TrainingConfig.model_validate({"candidates": [
         {"name": "ssgan", "algorithm": "ssgan", "params": quick},
         {"name": "ssgan_labelled_only", "algorithm": "ssgan", "params": {**quick, "use_unlabelled": False}},

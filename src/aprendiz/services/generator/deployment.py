@@ -20,12 +20,19 @@ from aprendiz.config import GatewayConfig, GeneratorModel, StoreConfig
 from aprendiz.services.gateway.accrual import ReplicaCostMeter
 from aprendiz.services.generator.lora import StoreLoraLoader
 from aprendiz.services.generator.stream_batching import StreamBatching
-from aprendiz.services.raycompat import LocalModelCallback, batch_output_stream, lora_loader_kwargs, resolve_lora_once
+from aprendiz.services.raycompat import (
+    LocalModelCallback,
+    batch_output_stream,
+    lora_loader_kwargs,
+    resolve_lora_once,
+    start_engine,
+)
 
 
 class GeneratorServer(LLMServer):
-    """Ray Serve LLM's server, metering what its replica costs from the moment it starts and
-    batching a stream's chunks in the model's ``stream_batching`` mode."""
+    """Ray Serve LLM's server, metering what its replica costs from the moment it starts, batching a
+    stream's chunks in the model's ``stream_batching`` mode, and starting its engine without Ray
+    Serve LLM's telemetry actor (``raycompat.start_engine``)."""
 
     _stream_batching: StreamBatching = "adaptive"  # also for an instance made by Ray's sync_init
 
@@ -52,6 +59,9 @@ class GeneratorServer(LLMServer):
 
     async def _maybe_resolve_lora_from_multiplex(self) -> None:  # LLMServer's private hook (raycompat)
         await resolve_lora_once(self, super()._maybe_resolve_lora_from_multiplex)
+
+    async def _start_engine(self) -> None:  # LLMServer's private hook (raycompat.start_engine)
+        await start_engine(self)
 
 
 def with_vllm_configs(config: LLMConfig) -> LLMConfig:
