@@ -54,3 +54,15 @@ def replica_context(monkeypatch):
     context = SimpleNamespace(_deployment_config=SimpleNamespace(max_ongoing_requests=128),
                               replica_id=SimpleNamespace(unique_id="in-process"))
     monkeypatch.setattr(serve, "get_replica_context", lambda: context)
+
+
+@pytest.fixture(scope="session")
+def image_python() -> str:
+    """The image-training environment's Python (make image-venv; the Makefile exports it for make test)."""
+    import os
+
+    python = os.environ.get("APRENDIZ_IMAGE_PYTHON")
+    if not python or not os.access(python, os.X_OK):
+        pytest.fail(f"APRENDIZ_IMAGE_PYTHON is {python!r}: run `make image-venv` (the Makefile exports it for "
+                    "make test), or set it to a Python with torch and torchvision", pytrace=False)
+    return python

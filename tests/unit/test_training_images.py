@@ -139,7 +139,8 @@ def test_the_report_says_what_the_unlabelled_images_changed():
     assert "what the unlabelled images changed" in report["report.html"].decode()
 
 
-def test_the_job_trains_the_gan_with_and_without_the_unlabelled_images_and_says_what_they_changed(local_store):
+def test_the_job_trains_the_gan_with_and_without_the_unlabelled_images_and_says_what_they_changed(local_store,
+                                                                                                   image_python):
     """The semi-supervised case through the job: the builtin lesions (80 labelled, 320 not), the GAN in
     the image-training environment (make image-venv) with and without the unlabelled images."""
     registry = ModelRegistry(local_store)

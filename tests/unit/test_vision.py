@@ -38,15 +38,6 @@ from aprendiz.training.vision.remote import (
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def image_python() -> str:
-    python = os.environ.get("APRENDIZ_IMAGE_PYTHON")
-    if not python or not os.access(python, os.X_OK):
-        pytest.fail(f"APRENDIZ_IMAGE_PYTHON is {python!r}: run `make image-venv` (the Makefile exports it for "
-                    "make test), or set it to a Python with torch and torchvision", pytrace=False)
-    return python
-
-
 def _pixels(items, transform) -> tuple[np.ndarray, list[int | None]]:
     return to_pixels([item.data for item in items], transform, ImageLimits()), [item.label for item in items]
 

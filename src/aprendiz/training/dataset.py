@@ -653,6 +653,26 @@ def _last_label_wins(keys: list, y: np.ndarray, from_feedback: np.ndarray) -> tu
     return duplicated, int(corrected)
 
 
+@dataclass(frozen=True)
+class Deduplicated:
+    x: np.ndarray  # object [N]: the items kept
+    y: np.ndarray
+    from_feedback: np.ndarray
+    dropped: int
+    corrected: int  # dropped dataset items whose label a later one replaced
+
+
+def deduplicated(items: list, keys: list, ys: list[int], origin: list[bool]) -> Deduplicated:
+    """Items (texts, encoded images) with their labels and origins, the last of each key kept
+    (:func:`_last_label_wins`), as the pool's object array."""
+    y, from_feedback = np.asarray(ys, dtype=np.int64), np.asarray(origin, dtype=bool)
+    duplicated, corrected = _last_label_wins(keys, y, from_feedback)
+    keep = ~duplicated
+    x = np.empty(int(keep.sum()), dtype=object)
+    x[:] = [item for item, k in zip(items, keep) if k]
+    return Deduplicated(x, np.ascontiguousarray(y[keep]), from_feedback[keep], int(duplicated.sum()), int(corrected))
+
+
 def _load_text_dataset(sources, ignored, feedback, feedback_bad, column: str, label_column: str, labels) -> Dataset:
     """A dataset of one text column (and the label): valid rows have a non-blank text and a valid label.
 
@@ -689,17 +709,12 @@ def _load_text_dataset(sources, ignored, feedback, feedback_bad, column: str, la
     rows_read += len(feedback) + len(feedback_bad)
     if rows:
         add(pd.DataFrame.from_records(rows).astype(object), np.arange(1, len(rows) + 1), "feedback", True)
-    y = np.asarray(ys, dtype=np.int64)
-    from_feedback = np.asarray(origin, dtype=bool)
-    duplicated, labels_corrected = _last_label_wins(texts, y, from_feedback)
-    keep = ~duplicated
-    x = np.empty(int(keep.sum()), dtype=object)
-    x[:] = [t for t, k in zip(texts, keep) if k]
+    kept = deduplicated(texts, texts, ys, origin)
     return Dataset(
-        features=[], label_column=label_column, x=x, y=np.ascontiguousarray(y[keep]), from_feedback=from_feedback[keep],
+        features=[], label_column=label_column, x=kept.x, y=kept.y, from_feedback=kept.from_feedback,
         sources=[s.key for s in sources], schema_source="text", rows_read=rows_read,
         feedback_read=len(feedback) + len(feedback_bad), quarantine=quarantine,
-        duplicates_dropped=int(duplicated.sum()), labels_corrected=int(labels_corrected), ignored_files=ignored,
+        duplicates_dropped=kept.dropped, labels_corrected=kept.corrected, ignored_files=ignored,
         text_column=column,
     )
 

@@ -144,7 +144,7 @@ def load_image_dataset(store: ObjectStore, name: str, transform: ImageTransform,
     names or 0 / 1. An image that does not decode within ``limits`` (what serving would refuse) is
     quarantined with the reason; so is tabular or text feedback. Duplicates (the same bytes) keep
     the last label, feedback after the dataset, as for tabular rows."""
-    from aprendiz.training.dataset import Dataset, DatasetError, _last_label_wins, read_feedback_records
+    from aprendiz.training.dataset import Dataset, DatasetError, deduplicated, read_feedback_records
 
     try:
         found = read_image_dataset(store, name)
@@ -191,17 +191,13 @@ def load_image_dataset(store: ObjectStore, name: str, transform: ImageTransform,
             unlabelled.append(data)
         else:
             quarantine.append({"source": key, "line": 0, "row": key, "reason": reason})
-    y, from_feedback = np.asarray(ys, dtype=np.int64), np.asarray(origin, dtype=bool)
-    duplicated, labels_corrected = _last_label_wins(digests, y, from_feedback)
-    keep = ~duplicated
-    x = np.empty(int(keep.sum()), dtype=object)
-    x[:] = [data for data, k in zip(encoded, keep) if k]
+    kept = deduplicated(encoded, digests, ys, origin)
     return Dataset(
-        features=[], label_column=label_column, x=x, y=np.ascontiguousarray(y[keep]), from_feedback=from_feedback[keep],
+        features=[], label_column=label_column, x=kept.x, y=kept.y, from_feedback=kept.from_feedback,
         sources=[f"{dataset_prefix(name)} ({len(found.labelled)} labelled, {len(found.unlabelled)} unlabelled images)"],
         schema_source="image", rows_read=len(found.labelled) + len(found.unlabelled) + len(feedback) + len(feedback_bad),
-        feedback_read=len(feedback) + len(feedback_bad), quarantine=quarantine, duplicates_dropped=int(duplicated.sum()),
-        labels_corrected=int(labels_corrected), image=transform, unlabelled=unlabelled,
+        feedback_read=len(feedback) + len(feedback_bad), quarantine=quarantine, duplicates_dropped=kept.dropped,
+        labels_corrected=kept.corrected, image=transform, unlabelled=unlabelled,
     )
 
 
