@@ -228,14 +228,19 @@ def score(metrics: dict[str, float], metric: str) -> float:
 
 def onnx_latency_ms(onnx_bytes: bytes, x: np.ndarray, features: list[Feature], rows: int = LATENCY_ROWS) -> float:
     """Mean time of one single-row onnxruntime call (one thread), in milliseconds."""
+    return feeds_latency_ms(onnx_bytes, feeds_from_matrix(x[:rows], features))
+
+
+def feeds_latency_ms(onnx_bytes: bytes, feeds: dict[str, np.ndarray], rows: int = LATENCY_ROWS) -> float:
+    """Mean time of one onnxruntime call on one row of ``feeds`` (one thread), in milliseconds: the
+    first ``rows`` rows, or as many as ``LATENCY_BUDGET_S`` allows (at least one)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
-    feeds = feeds_from_matrix(x[:rows], features)
-    count = len(next(iter(feeds.values())))
+    count = min(rows, len(next(iter(feeds.values()))))
     session.run([OUTPUT], {k: v[:1] for k, v in feeds.items()})  # warm-up
     start = time.perf_counter()
     for i in range(count):

@@ -13,14 +13,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
-import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from aprendiz.images import ImageLimits, ImageTransform, to_pixels
 from aprendiz.registry import IMAGE_INPUT, OUTPUT
-from aprendiz.training.candidates import LATENCY_BUDGET_S, LATENCY_ROWS, CandidateResult, Inputs, train_with
+from aprendiz.training.candidates import CandidateResult, Inputs, feeds_latency_ms, train_with
 from aprendiz.training.config import CandidateConfig, TrainingConfig
 from aprendiz.training.dataset import Split
 from aprendiz.training.onnx_export import CHUNK_ROWS, run_in_chunks
@@ -116,9 +115,6 @@ class ImageNetwork:
         self.history: FitResult | None = None
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> "ImageNetwork":
-        import torch
-
-        torch.manual_seed(self.spec.seed)
         self.history = fit(self.module, (x, y), self.validation, self.spec)
         return self
 
@@ -126,32 +122,23 @@ class ImageNetwork:
         return np.concatenate([probabilities(self.module, x[i : i + CHUNK_ROWS]) for i in range(0, len(x), CHUNK_ROWS)])
 
 
-def _session(onnx_bytes: bytes, threads: int | None = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = options.inter_op_num_threads = threads
-    return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
-
-
 def onnx_image_probabilities(onnx_bytes: bytes, pixels: np.ndarray, input_name: str = IMAGE_INPUT,
                              output_name: str = OUTPUT) -> np.ndarray:
     """onnxruntime's [N, 2] probabilities on float32 [N, C, H, W], as the classifier serves them."""
-    return np.asarray(run_in_chunks(_session(onnx_bytes), output_name, {input_name: pixels}, CHUNK_ROWS))
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    return np.asarray(run_in_chunks(session, output_name, {input_name: pixels}, CHUNK_ROWS))
 
 
-def image_latency_ms(onnx_bytes: bytes, pixels: np.ndarray, rows: int = LATENCY_ROWS) -> float:
-    """Mean time of one single-image onnxruntime call (one thread), in milliseconds."""
-    session = _session(onnx_bytes, threads=1)
-    session.run([OUTPUT], {IMAGE_INPUT: pixels[:1]})  # warm-up
-    count, start = min(rows, len(pixels)), time.perf_counter()
-    for i in range(count):
-        session.run([OUTPUT], {IMAGE_INPUT: pixels[i : i + 1]})
-        if time.perf_counter() - start > LATENCY_BUDGET_S:
-            count = i + 1
-            break
-    return (time.perf_counter() - start) * 1000.0 / max(count, 1)
+def _scoring(pixels: dict[str, np.ndarray], estimator, export) -> Inputs:
+    """The pixels of the splits, and how every image candidate's export is scored on the test images."""
+    test = pixels["test"]
+    return Inputs(
+        pixels["train"], pixels["validation"], test, estimator=estimator, export=export,
+        served=lambda onnx_bytes, index: onnx_image_probabilities(onnx_bytes, test[index]),
+        latency_ms=lambda onnx_bytes: feeds_latency_ms(onnx_bytes, {IMAGE_INPUT: test}),
+    )
 
 
 def image_inputs(candidate: CandidateConfig, split: Split, pixels: dict[str, np.ndarray],
@@ -162,13 +149,11 @@ def image_inputs(candidate: CandidateConfig, split: Split, pixels: dict[str, np.
     shape = config.image.shape
     if candidate.algorithm in REMOTE_ALGORITHMS:
         return remote_image_inputs(candidate, split, pixels, config, weights or {})
-    return Inputs(
-        pixels["train"], pixels["validation"], pixels["test"],
+    return _scoring(
+        pixels,
         estimator=lambda params: ImageNetwork(candidate.algorithm, shape, params, config.seed,
                                               (pixels["validation"], split.y_val)),
         export=lambda network: (export_onnx(network.module, shape), {}),
-        served=lambda onnx_bytes, index: onnx_image_probabilities(onnx_bytes, pixels["test"][index]),
-        latency_ms=lambda onnx_bytes: image_latency_ms(onnx_bytes, pixels["test"]),
     )
 
 
@@ -195,11 +180,7 @@ def remote_image_inputs(candidate: CandidateConfig, split: Split, pixels: dict[s
         assert network.onnx_bytes is not None
         return network.onnx_bytes, {}
 
-    return Inputs(
-        pixels["train"], pixels["validation"], pixels["test"], estimator=estimator, export=export,
-        served=lambda onnx_bytes, index: onnx_image_probabilities(onnx_bytes, pixels["test"][index]),
-        latency_ms=lambda onnx_bytes: image_latency_ms(onnx_bytes, pixels["test"]),
-    )
+    return _scoring(pixels, estimator, export)
 
 
 def split_pixels(split: Split, transform: ImageTransform, limits: ImageLimits = ImageLimits()) -> dict[str, np.ndarray]:
