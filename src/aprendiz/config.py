@@ -32,6 +32,9 @@ MODEL_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$"
 # 'finalize_loading'"), so with AOT on every start compiled the model again (16 s of the tiny
 # model's start here); with it off the inductor cache is written once and loaded after.
 CPU_ENGINE_ENV = {"VLLM_USE_AOT_COMPILE": "0"}
+# Object stores a GPU engine streams its weights from (vLLM's Run:ai model streamer, load_format
+# runai_streamer); Ray Serve LLM's own download covers the others (and every source on CPU).
+STREAMED_SOURCES = ("s3://", "gs://")
 # Guided decoding (response_format, forced tool calls) on every hosted model: xgrammar, with no
 # free whitespace between JSON tokens. With whitespace allowed, a small model can emit `{` and
 # then spaces and newlines until max_tokens, and the answer never parses.
@@ -98,7 +101,9 @@ class GeneratorModel(Strict):
         min_length=1,
         description=(
             "Where the weights are: a local folder (relative paths are resolved against the config "
-            "file's folder), a Hugging Face id, or an object-store URI (s3://, gs://)."
+            "file's folder), a Hugging Face id, or an object-store URI (s3://, gs://). On GPU an object-store "
+            "source is streamed into GPU memory by vLLM's Run:ai model streamer (engine_kwargs.load_format "
+            "runai_streamer unless set); otherwise it is downloaded to the node first."
         ),
     )
     family: str | None = Field(
@@ -269,6 +274,11 @@ class GeneratorModel(Strict):
             engine_kwargs.setdefault("max_lora_rank", self.lora.max_rank)
         if self.accelerator == "gpu":
             engine_kwargs.setdefault("tensor_parallel_size", self.num_gpus)
+            if self.source.startswith(STREAMED_SOURCES):
+                # vLLM's Run:ai model streamer reads the safetensors from the bucket into GPU memory, many
+                # ranges at once, while Ray Serve LLM downloads only the config and tokenizer: no copy of
+                # the weights on the node's disk first (the serve-gpu image installs the streamer).
+                engine_kwargs.setdefault("load_format", "runai_streamer")
             if self.accelerator_type:
                 config["accelerator_type"] = self.accelerator_type
         else:

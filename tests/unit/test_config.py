@@ -71,6 +71,21 @@ def test_gpu_model_is_the_same_entry_with_an_accelerator():
     assert "placement_group_config" not in config
 
 
+def test_a_gpu_engine_streams_its_weights_from_an_object_store():
+    """On GPU an s3:// or gs:// source is read by vLLM's Run:ai model streamer straight into GPU memory
+    (Ray Serve LLM then downloads no weights to the node's disk); a local folder, a CPU engine, or a
+    load_format the model's engine_kwargs names are left as they are."""
+    for source in ("s3://bucket/llama", "gs://bucket/llama"):
+        config = GeneratorModel.model_validate(model(source=source, accelerator="gpu")).llm_config()
+        assert config["engine_kwargs"]["load_format"] == "runai_streamer"
+        assert config["model_loading_config"]["model_source"] == {"bucket_uri": source}
+    for unchanged in (model(source="/models/m", accelerator="gpu"), model(source="s3://bucket/llama"),
+                      model(source="org/name", accelerator="gpu")):
+        assert "load_format" not in GeneratorModel.model_validate(unchanged).llm_config()["engine_kwargs"]
+    chosen = model(source="s3://bucket/llama", accelerator="gpu", engine_kwargs={"load_format": "safetensors"})
+    assert GeneratorModel.model_validate(chosen).llm_config()["engine_kwargs"]["load_format"] == "safetensors"
+
+
 def test_accelerator_type_needs_gpu():
     with pytest.raises(ValidationError, match="accelerator_type"):
         GeneratorModel.model_validate(model(accelerator_type="L4"))
