@@ -240,6 +240,13 @@ def cpu_by_role(pids: Sequence[int], seconds: float) -> dict[str, dict[str, floa
             for role, e in roles.items()}
 
 
+def cpu_so_far(pids: Sequence[int]) -> dict[str, dict[str, float]]:
+    """The CPU seconds each kind of process of ``pids`` has used since it started (processes that
+    already exited are not counted), most first."""
+    now = _cpu_sample(pids)
+    return _by_role({pid: (title, 0.0) for pid, (title, _) in now.items()}, now)
+
+
 def cpu_during(pids: Callable[[], Sequence[int]], work: Callable[[], Any]) -> tuple[Any, dict[str, dict[str, float]], float]:
     """Run ``work()``; what it returned, the CPU seconds each kind of process of ``pids()`` used
     meanwhile, and the seconds it took."""

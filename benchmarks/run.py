@@ -41,6 +41,7 @@ from benchmarks import classifier, generator
 from benchmarks.common import (
     WORK,
     cpu_by_role,
+    cpu_so_far,
     recheck_idle,
     start_stages,
     summary,
@@ -693,7 +694,8 @@ def cold_start(quick: bool, started: float) -> None:
             def measure(aprendiz, run=run, kind=kind, i=i) -> None:
                 run.update(ready_s=aprendiz.ready_s, first_answer_s=aprendiz.ready_s + first_answer(kind, aprendiz.url),
                            stages=start_stages(aprendiz.server.log_path.read_text(errors="replace"),
-                                               aprendiz.server.started_at))
+                                               aprendiz.server.started_at),
+                           cpu_s=cpu_so_far(aprendiz.server.pids()))
                 log(f"bench: cold start {kind} {i + 1}/{repeats}: ready {aprendiz.ready_s:.1f} s, "
                     f"first answer {run['first_answer_s']:.1f} s")
 
@@ -702,8 +704,33 @@ def cold_start(quick: bool, started: float) -> None:
         ok = [r for r in runs if "error" not in r]
         results[kind] = {"ready_s": summary([r["ready_s"] for r in ok]),
                          "first_answer_s": summary([r["first_answer_s"] for r in ok]), "runs": runs}
+    results["plain-vllm"] = plain_vllm_cold_start(repeats)
     write_result("cold-start", {"settings": {"repeats": repeats}, "machine_state": recheck_idle(idle),
                                 "kinds": results}, mode="quick" if quick else "full", started=started)
+
+
+def plain_vllm_cold_start(repeats: int) -> dict[str, Any]:
+    """The same checkpoint and engine settings under vLLM's own server, from its start to the first
+    answer: the floor the generator's start is compared with, on the same machine in the same run."""
+    runs = []
+    for i in range(repeats):
+        run: dict[str, Any] = {}
+        vllm = None
+        try:
+            vllm = PlainVllm(name="vllm-cold").start()
+            run.update(ready_s=vllm.ready_s, first_answer_s=vllm.ready_s + first_answer("generator", vllm.url),
+                       cpu_s=cpu_so_far(vllm.server.pids()))
+            log(f"bench: cold start plain vLLM {i + 1}/{repeats}: first answer {run['first_answer_s']:.1f} s")
+        except Exception as exc:
+            run["error"] = f"{type(exc).__name__}: {exc}"[-3000:]
+            log(f"bench: cold start plain vLLM failed: {run['error'][-500:]}")
+        finally:
+            if vllm is not None:
+                vllm.stop()
+        runs.append(run)
+    ok = [r for r in runs if "error" not in r]
+    return {"ready_s": summary([r["ready_s"] for r in ok]), "first_answer_s": summary([r["first_answer_s"] for r in ok]),
+            "runs": runs}
 
 
 def training(quick: bool, started: float) -> None:

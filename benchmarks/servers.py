@@ -46,8 +46,13 @@ def model_path() -> Path:
 
 
 def engine_settings() -> dict[str, Any]:
-    g = shipped_generator()
-    return {"engine_kwargs": g.get("engine_kwargs", {}), "env": g.get("env", {})}
+    """The shipped generator's engine arguments and its engine's environment, as the platform gives
+    them to vLLM (the model's ``env`` over the CPU defaults: AOT compile off, so a start loads the
+    compile cache): plain vLLM gets the same."""
+    from aprendiz.config import PlatformConfig
+
+    g = PlatformConfig.from_yaml(SHIPPED_CONFIG).generators[0]
+    return {"engine_kwargs": g.engine_kwargs, "env": g.engine_env()}
 
 
 def prepare_store(root: Path = WORK / "store", *, text: bool = False) -> tuple[str, bytes]:

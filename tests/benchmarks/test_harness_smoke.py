@@ -115,7 +115,17 @@ def test_report_renders_from_result_files(tmp_path):
     cold = {**provenance, "settings": {"repeats": 2}, "kinds": {
         "classifier": {"ready_s": _s([20.0, 22.0]), "first_answer_s": _s([20.5, 22.4]), "runs": [{}, {}]},
         "generator": {"ready_s": _s([60.0]), "first_answer_s": _s([61.0]),
-                      "runs": [{"first_answer_s": 61.0, "stages": {"ray": 7.9, "serve": 17.2, "application": 60.0}}]}}}
+                      "runs": [{"first_answer_s": 61.0, "stages": {"ray": 7.9, "serve": 17.2, "application": 60.0},
+                                "cpu_s": {"VLLM::EngineCore": {"cpu_s": 10.0}, "VLLM::Worker": {"cpu_s": 9.0},
+                                          "ray::ServeReplica:a:LLMServer:m": {"cpu_s": 14.0},
+                                          "ray::ServeReplica:a:Ingress": {"cpu_s": 12.0},
+                                          "ray::ServeController": {"cpu_s": 3.0}, "python": {"cpu_s": 12.0},
+                                          "raylet": {"cpu_s": 1.0}, "gcs_server": {"cpu_s": 1.0}}}]},
+        "plain-vllm": {"ready_s": _s([29.0, 31.0]), "first_answer_s": _s([30.0, 32.0]),
+                       "runs": [{"first_answer_s": 30.0, "cpu_s": {"VLLM::EngineCore": {"cpu_s": 10.0},
+                                                                   "python": {"cpu_s": 12.0}}},
+                                {"first_answer_s": 32.0, "cpu_s": {"VLLM::EngineCore": {"cpu_s": 12.0},
+                                                                   "python": {"cpu_s": 12.0}}}]}}}
     swap = {"before": clf_entry | {"p50_ms": 1.0, "p99_ms": 2.0}, "during": clf_entry | {"p50_ms": 1.2, "p99_ms": 3.0},
             "swapped": True, "failed_requests": 0}
     paths = {**provenance, "settings": {"classifier_rounds": 2, "classifier_duration_s": 3.0, "classifier_warmup_s": 1.0},
@@ -171,6 +181,11 @@ def test_report_renders_from_result_files(tmp_path):
     assert "| adaptive | 1 | 95 (90–99) | 0.950 |" in text and "| off | failed: RuntimeError: did not start" in text
     assert "Best by these figures (throughput ratio to 0.01, then TTFT): `adaptive`" in text
     assert "| run | ray | serve | application | first answer |" in text and "| 1 | 7.9 | 17.2 | 60.0 | 61.0 |" in text
+    assert ("The generator's first answer: 61.0 s against the target of 30 s: **missed**; plain vLLM's own, on the "
+            "same machine in the same run: 31.0 s (30.0 s more for aprendiz).") in text
+    assert "| aprendiz | 19.0 | 14.0 | 12.0 | 3.0 | 12.0 | 2.0 | 62.0 | 61.0 | 1.02 |" in text
+    assert "| plain vLLM | 11.0 | – | – | – | 12.0 | – | 23.0 | 31.0 | 0.74 |" in text
+    assert "**On a GPU (public figures, not measured here).**" in text
     assert "| raylet | 0.80 | 1.50 |" in text and "| gcs_server | – | 2.00 |" in text
     assert "Shipped aprendiz: 9.0% against the target of 10%: met." in text
     assert "| 64 | aprendiz | 800 | 2.50 | 1.500 | 0.300 | 0.200 | – | – | 0.500 |" in text
