@@ -35,6 +35,12 @@ applications:
   value: "0"
 - name: RAY_num_workers_soft_limit
   value: "0"
+- name: RAY_LOG_MONITOR_MANY_FILES_THRESHOLD
+  value: "0"
+- name: LOG_NAME_UPDATE_INTERVAL_S
+  value: "2"
+- name: REPORTER_UPDATE_INTERVAL_MS
+  value: "15000"
 {{- if .Values.ray.compileCache.existingClaim }}
 {{- /* vLLM's compile cache on a volume that outlives the pod: a new engine loads the compiled model
      instead of compiling it again (the tiny CPU model: 16 s of its start here). */}}

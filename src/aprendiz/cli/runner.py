@@ -67,13 +67,21 @@ LOCAL_CLUSTER_ENV = {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "1"}
 # down) and the 10 s health checks. Replicas and routers export their cached metrics every 1 s
 # instead of 0.1 s: Prometheus scrapes every 15 s or more. Ray starts idle workers for tasks the
 # first driver may send, and keeps that many idle: a serving cluster runs actors (the replicas),
-# so none is prestarted and an idle one exits. Set on a local cluster and on the chart's RayService
-# pods (not on a training RayJob's, whose tasks reuse their workers).
+# so none is prestarted and an idle one exits. Ray's log monitor lists the session's log folder
+# on every pass of its 0.1 s loop while there are fewer than 1000 files: it lists it every 2 s
+# instead (a new process's first lines reach the console up to 2 s later; lines of files it
+# already follows still every 0.1 s). The dashboard agent samples every process of the node for
+# Ray's node metrics (ray_node_*, which no aprendiz dashboard reads) every 15 s instead of 5 s, the
+# scrape interval. Set on a local cluster and on the chart's RayService pods (not on a training
+# RayJob's, whose tasks reuse their workers).
 IDLE_ENV: dict[str, tuple[str, str]] = {
     "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": ("0.5", "0.1"),
     "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": ("1000", "100"),
     "RAY_prestart_worker_first_driver": ("0", "1"),
     "RAY_num_workers_soft_limit": ("0", "-1"),
+    "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": ("0", "1000"),
+    "LOG_NAME_UPDATE_INTERVAL_S": ("2", "0.5"),
+    "REPORTER_UPDATE_INTERVAL_MS": ("15000", "5000"),
 }
 
 
