@@ -61,6 +61,28 @@ def alternated(targets: dict[str, tuple[str, str | None]], concurrencies: list[i
     }
 
 
+# The generator's targets against plain vLLM (issue #21), measured in one run: output tokens/s at
+# least 0.95 of vLLM's; p50 TTFT within 5 ms of vLLM's at concurrency 1 and within 10 % of it above.
+THROUGHPUT_TARGET = 0.95
+
+
+def ttft_limit_ms(concurrency: int | str, vllm_p50_ttft_ms: float | None) -> float | None:
+    """How far aprendiz's p50 TTFT may be above plain vLLM's at ``concurrency`` (ms)."""
+    if int(concurrency) == 1:
+        return 5.0
+    return None if vllm_p50_ttft_ms is None else 0.1 * vllm_p50_ttft_ms
+
+
+def short_of_targets(results: dict[str, Any], ratio: dict[str, Any], *, baseline: str = "vllm") -> bool:
+    """Whether any concurrency misses the throughput or the TTFT target."""
+    for c, x in ratio.items():
+        limit = ttft_limit_ms(c, results[baseline][c]["figures"]["p50_ttft_ms"]["median"])
+        if (x["output_throughput"] or 0) < THROUGHPUT_TARGET or (
+                limit is not None and (x["p50_ttft_ms_delta"] or 0) > limit):
+            return True
+    return False
+
+
 def ratios(results: dict[str, Any], numerator: str, denominator: str) -> dict[str, Any]:
     """numerator/denominator of the medians, per concurrency; TTFT as a difference in ms."""
     out = {}
