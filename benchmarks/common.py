@@ -327,9 +327,11 @@ class Server:
     ``stop`` sends SIGINT to the leader (as Ctrl-C would), waits, then ends whatever is left
     of the group and of the leader's process tree (vLLM engine cores, Ray daemons)."""
 
-    def __init__(self, name: str, argv: list[str], *, env: dict[str, str] | None = None, log_dir: Path = WORK):
+    def __init__(self, name: str, argv: list[str], *, env: dict[str, str] | None = None, log_dir: Path = WORK,
+                 niceness: int = 0):
         self.name = name
         self.argv = argv
+        self.niceness = niceness
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{name}.log"
         self._env = {**os.environ, **(env or {})}
@@ -340,7 +342,8 @@ class Server:
     def start(self) -> "Server":
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                self.argv, cwd=ROOT, env=self._env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self.argv, cwd=ROOT, env=self._env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=(lambda: os.nice(self.niceness)) if self.niceness else None,
             )
         self.started_s = time.monotonic()
         self.started_at = time.time()

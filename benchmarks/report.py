@@ -66,7 +66,12 @@ def head_section(r: dict[str, Any]) -> list[str]:
         f"(`vllm.benchmarks.serve`, `--backend openai`, `/v1/completions`, random prompts of {s['input_len']} tokens, "
         f"{s['output_len']} output tokens with `--ignore-eos`, `--request-rate inf --max-concurrency C`). "
         "Figures are medians of the rounds, (min–max) across them. Idle CPU of each server while another was "
-        f"measured (% of one core): {r.get('idle_cpu_pct_of_core')}.",
+        f"measured (% of one core): {r.get('idle_cpu_pct_of_core')}."
+        + (f" Plain vLLM and KServe run at nice {r['settings']['peer_niceness']}, the niceness Ray gives its workers "
+           "(aprendiz's replicas and engine), so the load generator on the same cores is favoured over each "
+           "server alike." if r["settings"].get("peer_niceness") else
+           " Plain vLLM and KServe ran at nice 0 and aprendiz's replicas and engine at Ray's worker niceness, 15: "
+           "the load generator on the same cores was favoured over aprendiz only."),
         "",
         "| C | server | output tok/s | requests/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | TPOT p99 ms | ITL p50 ms | ITL p99 ms | failed |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

@@ -51,6 +51,7 @@ from benchmarks.common import (
 from benchmarks.servers import (
     MINILM_CLASSIFIER,
     MODEL_ID,
+    PEER_NICENESS,
     SERVE_MODES,
     TEXT_CLASSIFIER,
     Aprendiz,
@@ -198,7 +199,7 @@ def head(quick: bool, started: float) -> None:
         stop_all(aprendiz, vllm, kserve)
     idle = recheck_idle(idle)
     write_result("head", {
-        "settings": p, "machine_state": idle, "idle_cpu_pct_of_core": background, "checks": checks,
+        "settings": {**p, "peer_niceness": PEER_NICENESS}, "machine_state": idle, "idle_cpu_pct_of_core": background, "checks": checks,
         "cold_start": cold,
         "generator": {"results": gen, "ratios_aprendiz_over_vllm": gen_ratios,
                       "targets": {"throughput_ratio": generator.THROUGHPUT_TARGET,

@@ -33,6 +33,13 @@ SERVE_MODES: dict[str, dict[str, str]] = {
 }
 
 
+# Ray starts its worker processes at nice 15 (RayConfig worker_niceness), so aprendiz's replicas and the
+# engine they spawn run at 15 while the load generator runs at 0 on the same 2 cores and is scheduled
+# first whenever both are ready. The peers (plain vLLM, KServe) run at the same niceness, so the
+# load generator takes the same share from each server it measures.
+PEER_NICENESS = 15
+
+
 def shipped_generator() -> dict[str, Any]:
     """The shipped config's generator, resolved (its source an absolute path)."""
     from aprendiz.config import PlatformConfig
@@ -190,7 +197,8 @@ class PlainVllm:
             "--dtype", str(kw.get("dtype", "float32")),
             "--max-num-seqs", str(kw.get("max_num_seqs", 32)),
         ]
-        self.server = Server(name, argv, env={**settings["env"], "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "INFO")})
+        self.server = Server(name, argv, env={**settings["env"], "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "INFO")},
+                             niceness=PEER_NICENESS)
         self.ready_s: float | None = None
 
     def start(self) -> "PlainVllm":
@@ -209,7 +217,7 @@ class KServeServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         argv = [PYTHON, "-m", "benchmarks.kserve_server", "--model-file", str(model_file), "--port", str(self.port)]
-        self.server = Server(name, argv)
+        self.server = Server(name, argv, niceness=PEER_NICENESS)
         self.ready_s: float | None = None
 
     def start(self) -> "KServeServer":

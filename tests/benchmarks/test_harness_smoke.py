@@ -214,3 +214,19 @@ def test_free_ports_are_distinct_bindable_and_outside_the_ephemeral_range():
     for port in ports:
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
+
+
+def test_the_peers_run_at_the_niceness_of_rays_workers(tmp_path):
+    """aprendiz's replicas and engine run at Ray's worker niceness (15); plain vLLM and KServe are started
+    at the same, so the load generator (niceness 0) is not favoured over one server more than the other."""
+    import psutil
+
+    from benchmarks.common import Server
+    from benchmarks.servers import PEER_NICENESS
+
+    server = Server("sleeper", ["sleep", "30"], log_dir=tmp_path, niceness=PEER_NICENESS).start()
+    try:
+        assert psutil.Process(server.process.pid).nice() == PEER_NICENESS == 15
+    finally:
+        server.process.kill()
+        server.process.wait()
