@@ -889,6 +889,9 @@ NOT_YET = [
     "The same number of cores for each server is by sharing the machine's 2 cores, not by pinning (taskset).",
     "The token-cost section is one quick run on a machine whose figures moved by a fifth between runs (plain vLLM "
     "at concurrency 64: 1,065 and 1,349 tok/s); `--only token-cost` without `--quick` takes two rounds.",
+    "The stream-batching and token-cost sections were measured before the peers ran at Ray's worker niceness "
+    "(plain vLLM at nice 0, aprendiz's replicas and engine at 15, the load generator at 0 on the same cores): "
+    "their ratios lean against aprendiz; the generator head-to-head above is the fair one.",
     "Cold start of a GPU generator (weights streamed from the store, the compile cache on a volume): no GPU here; "
     "the cold-start section quotes public figures instead.",
 ]
