@@ -409,6 +409,11 @@ def test_gpu_workers(helm):
     assert groups["cpu"]["template"]["spec"]["containers"][0]["image"] == "aprendiz/serve-cpu:0.1.0"
     generator = rendered.serve_config()["applications"][0]["args"]["generators"][0]
     assert (generator["accelerator"], generator["autoscaling"]["min_replicas"]) == ("gpu", 0)
+    # a worker started from zero streams the s3:// weights into GPU memory (Run:ai model streamer)
+    from aprendiz.config import GeneratorModel
+
+    engine_kwargs = GeneratorModel.model_validate(generator).llm_config()["engine_kwargs"]
+    assert engine_kwargs["load_format"] == "runai_streamer"
 
 
 def _autoscaler_view(group: dict) -> dict:
