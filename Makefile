@@ -53,7 +53,7 @@ lock: $(STAMP)
 	{ sed -n '/^#/p' requirements/constraints.txt; $(PIP) freeze --exclude-editable | grep -v -i '^aprendiz=='; } > requirements/constraints.tmp
 	mv requirements/constraints.tmp requirements/constraints.txt
 
-# 2. The embedded default generator, trained here from the shipped corpus (about 3 min), once per
+# 2. The embedded default generator, trained here from the shipped corpus (900 steps, about 4 min), once per
 #    machine for the same builder, corpus and pinned libraries (scripts/build-cache.sh; every clone
 #    after the first copies it from ~/.cache/aprendiz/builds).
 MODEL_INPUTS := src/aprendiz/training/tinyllm/build.py $(sort $(wildcard src/aprendiz/training/tinyllm/corpus/*.jsonl)) requirements/constraints.txt

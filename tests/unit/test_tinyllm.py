@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -51,6 +52,24 @@ def test_build_writes_a_hugging_face_checkpoint(small_build):
     assert config["architectures"] == ["LlamaForCausalLM"]
     assert config["head_dim"] == 32  # vLLM's CPU attention rejects head_dim 16
     assert report["steps"] == 3 and report["parameters"] > 0
+
+
+def test_the_model_trains_for_all_its_steps_however_slow_the_machine(tmp_path, monkeypatch):
+    """The shipped model is the same checkpoint on every machine: no wall-clock budget cuts its
+    training short (a slow machine once got 672 of 900 steps, and a model that could not finish a
+    forced tool call)."""
+    from aprendiz.training.tinyllm import build as build_module
+
+    clock = itertools.count(0.0, 1000.0)  # every look at the clock: 1000 s later
+    monkeypatch.setattr(build_module.time, "monotonic", lambda: next(clock))
+    spec = TinyLlmSpec(vocab_size=400, hidden_size=64, intermediate_size=128, num_layers=1, num_heads=2, max_steps=3, batch_size=4)
+    assert build(tmp_path / "slow", spec)["steps"] == 3
+
+
+def test_a_time_budget_given_by_hand_still_stops_training(tmp_path):
+    spec = TinyLlmSpec(vocab_size=400, hidden_size=64, intermediate_size=128, num_layers=1, num_heads=2, max_steps=50,
+                       batch_size=4, max_seconds=0.0)
+    assert build(tmp_path / "quick", spec)["steps"] == 0
 
 
 def test_python_render_matches_the_saved_chat_template(small_build):

@@ -94,7 +94,7 @@ def serve(
 def build_default_model(
     output: Annotated[Optional[Path], typer.Option(help="Output folder (default: <model_dir>/aprendiz-tiny-chat).")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if a finished build is there.")] = False,
-    max_seconds: Annotated[Optional[float], typer.Option(help="Training time budget in seconds.")] = None,
+    max_seconds: Annotated[Optional[float], typer.Option(help="Stop training after this many seconds (a quicker, weaker model; unset: all its steps).")] = None,
 ) -> None:
     """Train the embedded default generator (a tiny Llama) from the shipped corpus, offline."""
     from dataclasses import replace
@@ -108,7 +108,7 @@ def build_default_model(
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     spec = TinyLlmSpec() if max_seconds is None else replace(TinyLlmSpec(), max_seconds=max_seconds)
-    typer.echo(f"aprendiz: training the default model into {target} (about {spec.max_seconds:.0f} s on 2 cores)")
+    typer.echo(f"aprendiz: training the default model into {target} ({spec.max_steps} steps, about 4 min on 2 cores)")
     report = build(target, spec)
     typer.echo(json.dumps({k: report[k] for k in ("parameters", "steps", "final_loss", "total_seconds")}))
 

@@ -72,7 +72,10 @@ class TinyLlmSpec:
     batch_size: int = 16
     learning_rate: float = 3e-3
     max_steps: int = 900
-    max_seconds: float = 180.0
+    # A wall-clock budget, for a quick model by hand (`aprendiz build-default-model --max-seconds`).
+    # None for the shipped model: every machine trains all its steps into the same checkpoint (a
+    # budget made a slow machine's model a different, weaker one).
+    max_seconds: float | None = None
     seed: int = 1234
     threads: int = 0  # 0: torch's default
     extra: dict = field(default_factory=dict)
@@ -213,7 +216,7 @@ def _batches(epoch: Callable[[], list[list[int]]], spec: TinyLlmSpec, ids_of: di
 
 def _train(model, epoch: Callable[[], list[list[int]]], spec: TinyLlmSpec, ids_of: dict[str, int],
            rng: random.Random) -> list[float]:
-    """AdamW with warm-up and a cosine schedule, until ``max_steps`` or ``max_seconds``; the losses."""
+    """AdamW with warm-up and a cosine schedule, until ``max_steps`` (or ``max_seconds``, where given); the losses."""
     import torch
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.01)
@@ -230,7 +233,8 @@ def _train(model, epoch: Callable[[], list[list[int]]], spec: TinyLlmSpec, ids_o
     step = 0
     train_started = time.monotonic()
     for ids, labels, mask in _batches(epoch, spec, ids_of, rng):
-        if step >= spec.max_steps or time.monotonic() - train_started > spec.max_seconds:
+        out_of_time = spec.max_seconds is not None and time.monotonic() - train_started > spec.max_seconds
+        if step >= spec.max_steps or out_of_time:
             break
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
