@@ -198,7 +198,8 @@ def process_role(title: str) -> str:
     """What a process of a Ray cluster is, from its title: ``ray::ServeReplica:app:Ingress``,
     ``ray::RayTrainWorker``, ``raylet``, ``gcs_server``, ``dashboard``, or the program's name."""
     if title.startswith("ray::"):
-        return title.split()[0].split("(")[0]
+        # while an actor runs a method, Ray titles it ``ray::Class.method``: the same kind of process
+        return re.sub(r"\.[a-z_][a-z0-9_]*$", "", title.split()[0].split("(")[0])
     for name in ("raylet", "gcs_server", "dashboard", "runtime_env", "log_monitor", "monitor.py"):
         if name in title:
             return name
@@ -238,6 +239,38 @@ def cpu_by_role(pids: Sequence[int], seconds: float) -> dict[str, dict[str, floa
     roles = _by_role(before, _cpu_sample(pids))
     return {role: {"processes": e["processes"], "cpu_pct": round(100 * e["cpu_s"] / seconds, 2)}
             for role, e in roles.items()}
+
+
+def thread_sample(pids: Sequence[int]) -> dict[tuple[int, int], tuple[str, str, float]]:
+    """Every thread of ``pids``: (pid, tid) -> (its process's title, the thread's name, CPU seconds so far),
+    from /proc (Linux). Ray's C++ threads name themselves (``client.poll0``, ``worker.io``); a Ray
+    worker's main thread carries the process title."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out: dict[tuple[int, int], tuple[str, str, float]] = {}
+    for pid in pids:
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ").strip()[:120]
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+                fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "; utime and stime are 14th and 15th
+                out[(pid, int(tid))] = (title, stat[stat.index("(") + 1: stat.rindex(")")],
+                                        (int(fields[11]) + int(fields[12])) / ticks)
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            continue  # the process or the thread ended between the listing and the read
+    return out
+
+
+def thread_cpu(before: dict[tuple[int, int], tuple[str, str, float]],
+               after: dict[tuple[int, int], tuple[str, str, float]], seconds: float) -> list[dict[str, Any]]:
+    """The CPU each thread (present in both samples) used between them, as % of one core, summed over
+    the processes of a kind by thread name, most first; ``main`` marks a process's main thread."""
+    rows: dict[tuple[str, str, bool], float] = {}
+    for (pid, tid), (title, name, used) in after.items():
+        if (pid, tid) in before:
+            key = (process_role(title), name, pid == tid)
+            rows[key] = rows.get(key, 0.0) + used - before[(pid, tid)][2]
+    return [{"process": role, "thread": name, "main": main, "cpu_pct": round(100 * used / seconds, 2)}
+            for (role, name, main), used in sorted(rows.items(), key=lambda kv: -kv[1]) if used > 0]
 
 
 def cpu_so_far(pids: Sequence[int]) -> dict[str, dict[str, float]]:

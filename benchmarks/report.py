@@ -379,6 +379,43 @@ def idle_section(r: dict[str, Any]) -> list[str]:
     lines += ["", f"Plain vLLM, idle: {fmt(r['plain_vllm']['total_pct'])}% of a core. Shipped aprendiz: "
               f"{fmt(shipped)}% against the target of {fmt(IDLE_TARGET_PCT, 0)}%: "
               f"{_verdict(None if shipped is None else shipped <= IDLE_TARGET_PCT)}."]
+    return lines + idle_threads_lines(variants.get("shipped", {}).get("runs", []), r["plain_vllm"].get("by_thread", []))
+
+
+IDLE_THREAD_ROWS = 12
+
+
+def idle_threads_lines(runs: list[dict[str, Any]], plain: list[dict[str, Any]]) -> list[str]:
+    """The shipped platform's busiest threads while idle (median over the runs), and what Ray's
+    workers' main threads cost together."""
+    measured = [run["by_thread"] for run in runs if run.get("by_thread")]
+    if not measured:
+        return []
+    cells: dict[tuple[str, str, bool], list[float]] = {}
+    for rows in measured:
+        for row in rows:
+            cells.setdefault((row["process"], row["thread"], row["main"]), []).append(row["cpu_pct"])
+
+    def median(values: list[float]) -> float:
+        values = sorted(values + [0.0] * (len(measured) - len(values)))  # absent from a run's busiest: ~0
+        return values[len(values) // 2]
+
+    ranked = sorted(((key, median(v)) for key, v in cells.items()), key=lambda kv: -kv[1])
+    main_total = sum(pct for (process, _, main), pct in ranked if main and process.startswith("ray::"))
+    lines = ["", "The shipped platform's busiest threads, idle (median over the runs; a thread's name as the kernel "
+             "has it, Ray's C++ threads naming themselves):", ""] + table_head("process", "thread", "% of a core")
+    for (process, thread, main), pct in ranked[:IDLE_THREAD_ROWS]:
+        lines.append(f"| {process} | {'main thread' if main else thread} | {fmt(pct, 2)} |")
+    lines += ["", f"Ray workers' main threads together: {fmt(main_total, 2)}% of a core. Each Ray worker's main thread "
+              "runs its core worker's task loop, which checks for Python signals every 10 ms (Ray's `CoreWorker::"
+              "RunTaskExecutionLoop`, a fixed period with no setting): 100 wake-ups a second, each taking the GIL, "
+              "in every actor (the controller, the proxy, the HAProxy manager, each replica). `strace` of the idle "
+              "generator replica's main thread shows `epoll_wait` returning every 10.1 ms. That cost is Ray's, "
+              "and grows with the number of actors, not with traffic."]
+    if plain:
+        lines += ["", "Plain vLLM's busiest threads, idle: " + ", ".join(
+            f"{row['process']} `{'main thread' if row['main'] else row['thread']}` {fmt(row['cpu_pct'], 2)}%"
+            for row in plain[:3]) + " (vLLM's engine worker polls its `gloo_tcp_loop` in both servers)."]
     return lines
 
 

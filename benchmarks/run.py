@@ -45,6 +45,8 @@ from benchmarks.common import (
     recheck_idle,
     start_stages,
     summary,
+    thread_cpu,
+    thread_sample,
     wait_until_idle,
     write_result,
 )
@@ -376,6 +378,7 @@ def token_cost(quick: bool, started: float) -> None:
 # -- an idle platform's CPU, process by process ------------------------------------------------
 IDLE_SETTLE_S = 20.0
 IDLE_SAMPLE_S = 30.0
+IDLE_THREADS = 25  # the busiest threads kept per run
 
 
 def idle(quick: bool, started: float) -> None:
@@ -398,7 +401,10 @@ def idle(quick: bool, started: float) -> None:
             def measure(aprendiz, run=run, name=name) -> None:
                 generator.one_run(aprendiz.url, 4, quick=True, seed=123)  # warm, then left alone
                 time.sleep(IDLE_SETTLE_S)
-                run["by_process"] = cpu_by_role(aprendiz.server.pids(), IDLE_SAMPLE_S)
+                pids = aprendiz.server.pids()
+                threads = thread_sample(pids)
+                run["by_process"] = cpu_by_role(pids, IDLE_SAMPLE_S)
+                run["by_thread"] = thread_cpu(threads, thread_sample(pids), IDLE_SAMPLE_S)[:IDLE_THREADS]
                 run["total_pct"] = round(sum(x["cpu_pct"] for x in run["by_process"].values()), 1)
                 log(f"bench: idle {name}: {run['total_pct']}% of a core")
 
@@ -407,7 +413,10 @@ def idle(quick: bool, started: float) -> None:
     vllm = PlainVllm().start()
     try:
         time.sleep(IDLE_SETTLE_S)
-        plain = cpu_by_role(vllm.server.pids(), IDLE_SAMPLE_S)
+        pids = vllm.server.pids()
+        threads = thread_sample(pids)
+        plain = cpu_by_role(pids, IDLE_SAMPLE_S)
+        plain_threads = thread_cpu(threads, thread_sample(pids), IDLE_SAMPLE_S)[:IDLE_THREADS]
     finally:
         stop_all(vllm)
     for entry in results.values():
@@ -415,7 +424,7 @@ def idle(quick: bool, started: float) -> None:
     write_result("idle", {"settings": {"settle_s": IDLE_SETTLE_S, "sample_s": IDLE_SAMPLE_S, "rounds": rounds,
                                        "shipped_env": {k: v for k, (v, _) in IDLE_ENV.items()}},
                           "machine_state": recheck_idle(idle_state), "variants": results,
-                          "plain_vllm": {"by_process": plain,
+                          "plain_vllm": {"by_process": plain, "by_thread": plain_threads,
                                          "total_pct": round(sum(x["cpu_pct"] for x in plain.values()), 1)}},
                  mode="quick" if quick else "full", started=started)
 

@@ -144,12 +144,18 @@ def test_report_renders_from_result_files(tmp_path):
             "1": {"output_throughput": 0.9, "p50_ttft_ms_delta": 40.0}}}},
         "off": {"error": "RuntimeError: did not start"}}}
     idle = {**provenance, "settings": {"settle_s": 20.0, "sample_s": 30.0, "rounds": 1, "shipped_env": {"A": "1"}},
-            "variants": {"shipped": {"runs": [{"by_process": {"raylet": {"cpu_pct": 0.8}}, "total_pct": 9.0}],
+            "variants": {"shipped": {"runs": [{"by_process": {"raylet": {"cpu_pct": 0.8}}, "total_pct": 9.0,
+                                               "by_thread": [
+                                                   {"process": "ray::ProxyActor", "thread": "ray::ProxyActor",
+                                                    "main": True, "cpu_pct": 0.5},
+                                                   {"process": "VLLM::Worker", "thread": "gloo_tcp_loop",
+                                                    "main": False, "cpu_pct": 1.4}]}],
                                      "total_pct": _s([9.0])},
                          "Ray's defaults": {"runs": [{"by_process": {"raylet": {"cpu_pct": 1.5},
                                                                      "gcs_server": {"cpu_pct": 2.0}}}],
                                             "total_pct": _s([20.0])}},
-            "plain_vllm": {"by_process": {}, "total_pct": 1.0}}
+            "plain_vllm": {"by_process": {}, "total_pct": 1.0, "by_thread": [
+                {"process": "VLLM::Worker", "thread": "gloo_tcp_loop", "main": False, "cpu_pct": 1.3}]}}
     def cost_run(tok_s: float, by_process: dict[str, float]) -> dict:
         return {"figures": {"output_throughput": tok_s}, "cpu_ms_per_token": sum(by_process.values()),
                 "by_process": {role: {"cpu_ms_per_token": ms} for role, ms in by_process.items()}}
@@ -188,9 +194,43 @@ def test_report_renders_from_result_files(tmp_path):
     assert "**On a GPU (public figures, not measured here).**" in text
     assert "| raylet | 0.80 | 1.50 |" in text and "| gcs_server | – | 2.00 |" in text
     assert "Shipped aprendiz: 9.0% against the target of 10%: met." in text
+    assert "| VLLM::Worker | gloo_tcp_loop | 1.40 |" in text and "| ray::ProxyActor | main thread | 0.50 |" in text
+    assert "Ray workers' main threads together: 0.50% of a core" in text
+    assert "Plain vLLM's busiest threads, idle: VLLM::Worker `gloo_tcp_loop` 1.30%" in text
     assert "| 64 | aprendiz | 800 | 2.50 | 1.500 | 0.300 | 0.200 | – | – | 0.500 |" in text
     assert "at 64, 0.80 measured against 0.80 from the CPU per token" in text
     assert "## Not measured yet" in text and "serve-modes" in text
+
+
+def test_a_process_kind_is_the_same_while_it_runs_a_method():
+    assert common.process_role("ray::ServeController.listen_for_change") == "ray::ServeController"
+    assert common.process_role("ray::ServeReplica:app:LLMServer:llama-3.1") == "ray::ServeReplica:app:LLMServer:llama-3.1"
+    assert common.process_role("ray::ServeReplica:app:Ingress.handle_request_streaming") == "ray::ServeReplica:app:Ingress"
+
+
+def test_cpu_by_thread_names_this_process_threads():
+    import ctypes
+    import os
+    import threading
+
+    stop = threading.Event()
+
+    def spin() -> None:
+        ctypes.CDLL(None).prctl(15, b"spinner", 0, 0, 0)  # PR_SET_NAME: the name /proc shows, as Ray's threads set theirs
+        while not stop.is_set():
+            sum(range(1000))
+
+    worker = threading.Thread(target=spin, name="spinner")
+    worker.start()
+    try:
+        before = common.thread_sample([os.getpid()])
+        time.sleep(0.3)
+        rows = common.thread_cpu(before, common.thread_sample([os.getpid()]), 0.3)
+    finally:
+        stop.set()
+        worker.join()
+    assert rows[0]["thread"] == "spinner" and not rows[0]["main"] and rows[0]["cpu_pct"] > 20
+    assert all(set(row) == {"process", "thread", "main", "cpu_pct"} for row in rows)
 
 
 def test_start_stages_from_a_platform_log():
