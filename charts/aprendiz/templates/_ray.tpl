@@ -28,7 +28,7 @@ applications:
      src/aprendiz/cli/runner.py, where each is explained; docs/benchmarks.md measures them).
      ray.env can set any of them again. */}}
 - name: RAY_SERVE_CONTROL_LOOP_INTERVAL_S
-  value: "0.5"
+  value: "1"
 - name: RAY_SERVE_METRICS_EXPORT_INTERVAL_MS
   value: "1000"
 - name: RAY_prestart_worker_first_driver
