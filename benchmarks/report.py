@@ -410,7 +410,8 @@ def idle_threads_lines(runs: list[dict[str, Any]], plain: list[dict[str, Any]]) 
               "runs its core worker's task loop, which checks for Python signals every 10 ms (Ray's `CoreWorker::"
               "RunTaskExecutionLoop`, a fixed period with no setting): 100 wake-ups a second, each taking the GIL, "
               "in every actor (the controller, the proxy, the HAProxy manager, each replica). `strace` of the idle "
-              "generator replica's main thread shows `epoll_wait` returning every 10.1 ms. That cost is Ray's, "
+              "generator replica's main thread (by hand, once, not part of this run) showed `epoll_wait` returning "
+              "every 10.1 ms. That cost is Ray's, "
               "and grows with the number of actors, not with traffic."]
     if plain:
         lines += ["", "Plain vLLM's busiest threads, idle: " + ", ".join(

@@ -381,6 +381,13 @@ IDLE_SAMPLE_S = 30.0
 IDLE_THREADS = 25  # the busiest threads kept per run
 
 
+def idle_sample(pids: list[int]) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
+    """The CPU of ``pids`` over IDLE_SAMPLE_S, by kind of process and (the busiest) by thread, in one window."""
+    threads = thread_sample(pids)
+    by_process = cpu_by_role(pids, IDLE_SAMPLE_S)
+    return by_process, thread_cpu(threads, thread_sample(pids), IDLE_SAMPLE_S)[:IDLE_THREADS]
+
+
 def idle(quick: bool, started: float) -> None:
     """What an idle platform (the shipped generator and breast-cancer, no requests) spends CPU on,
     per kind of process, as shipped and with Ray's own intervals (the variables aprendiz sets for a
@@ -401,10 +408,7 @@ def idle(quick: bool, started: float) -> None:
             def measure(aprendiz, run=run, name=name) -> None:
                 generator.one_run(aprendiz.url, 4, quick=True, seed=123)  # warm, then left alone
                 time.sleep(IDLE_SETTLE_S)
-                pids = aprendiz.server.pids()
-                threads = thread_sample(pids)
-                run["by_process"] = cpu_by_role(pids, IDLE_SAMPLE_S)
-                run["by_thread"] = thread_cpu(threads, thread_sample(pids), IDLE_SAMPLE_S)[:IDLE_THREADS]
+                run["by_process"], run["by_thread"] = idle_sample(aprendiz.server.pids())
                 run["total_pct"] = round(sum(x["cpu_pct"] for x in run["by_process"].values()), 1)
                 log(f"bench: idle {name}: {run['total_pct']}% of a core")
 
@@ -413,10 +417,7 @@ def idle(quick: bool, started: float) -> None:
     vllm = PlainVllm().start()
     try:
         time.sleep(IDLE_SETTLE_S)
-        pids = vllm.server.pids()
-        threads = thread_sample(pids)
-        plain = cpu_by_role(pids, IDLE_SAMPLE_S)
-        plain_threads = thread_cpu(threads, thread_sample(pids), IDLE_SAMPLE_S)[:IDLE_THREADS]
+        plain, plain_threads = idle_sample(vllm.server.pids())
     finally:
         stop_all(vllm)
     for entry in results.values():

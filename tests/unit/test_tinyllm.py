@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -38,10 +39,16 @@ def test_a_conversation_must_end_with_the_assistant(tmp_path):
         load_corpus(bad)
 
 
+def small_spec(**changes) -> TinyLlmSpec:
+    """A model small enough to train in a second."""
+    return replace(TinyLlmSpec(vocab_size=400, hidden_size=64, intermediate_size=128, num_layers=1, num_heads=2,
+                               max_steps=3, batch_size=4), **changes)
+
+
 @pytest.fixture(scope="module")
 def small_build(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny")
-    spec = TinyLlmSpec(vocab_size=400, hidden_size=64, intermediate_size=128, num_layers=1, num_heads=2, max_steps=3, batch_size=4)
+    spec = small_spec()
     return out, build(out, spec)
 
 
@@ -62,13 +69,12 @@ def test_the_model_trains_for_all_its_steps_however_slow_the_machine(tmp_path, m
 
     clock = itertools.count(0.0, 1000.0)  # every look at the clock: 1000 s later
     monkeypatch.setattr(build_module.time, "monotonic", lambda: next(clock))
-    spec = TinyLlmSpec(vocab_size=400, hidden_size=64, intermediate_size=128, num_layers=1, num_heads=2, max_steps=3, batch_size=4)
+    spec = small_spec()
     assert build(tmp_path / "slow", spec)["steps"] == 3
 
 
 def test_a_time_budget_given_by_hand_still_stops_training(tmp_path):
-    spec = TinyLlmSpec(vocab_size=400, hidden_size=64, intermediate_size=128, num_layers=1, num_heads=2, max_steps=50,
-                       batch_size=4, max_seconds=0.0)
+    spec = small_spec(max_steps=50, max_seconds=0.0)
     assert build(tmp_path / "quick", spec)["steps"] == 0
 
 
